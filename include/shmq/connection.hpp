@@ -1,0 +1,93 @@
+// shmq — Pipe and Connection: Python's multiprocessing.Pipe over shared-memory rings.
+//
+// A Pipe is one anonymous segment holding two one-way channels (one for !duplex). Each
+// Connection holds a reader end, a writer end, or both. Ends are counted across processes: a
+// child forked while a Connection is open holds its own copy, and the peer sees EOF (on recv) or
+// a broken pipe (on send) only once every copy in every process is closed or its process has died.
+//
+// Guarantees:
+//  * one send is one message; each recv returns one whole message, FIFO per direction;
+//  * messages are atomic: never torn, never seen twice, even when a peer is killed mid-message;
+//  * messages larger than the ring are streamed through it (the writer blocks until the reader
+//    drains, as with an OS pipe);
+//  * several processes may send (or receive) on the same end at once: each message stays whole.
+// Errors: closed_error (checked first), value_error (wrong direction or bad argument),
+// eof_error, broken_pipe_error, message_too_long_error, buffer_too_short_error, codec_error,
+// broken_error (the shared segment is corrupt).
+#pragma once
+
+#include <shmq/codec.hpp>
+#include <shmq/errors.hpp>
+#include <shmq/options.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace shmq {
+
+namespace detail { class connection_impl; }
+
+class Connection {
+public:
+    Connection() noexcept;                       // a closed connection
+    Connection(Connection&&) noexcept;
+    Connection& operator=(Connection&&) noexcept;
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+    ~Connection();                               // closes; never throws
+
+    /// Sends one message holding codec<T>'s encoding of obj. Encoding happens first: if it
+    /// fails (codec_error) nothing is sent. Blocks while the ring is full.
+    template <class T> void send(const T& obj) {
+        check_writable();
+        auto& scratch = detail::encode_scratch();
+        send_raw(codec<T>::encode(obj, scratch));
+    }
+
+    /// Receives one message and decodes it as T. A failing decode throws codec_error and the
+    /// message is consumed; the next recv gets the next message.
+    template <class T> T recv() {
+        auto& buf = detail::decode_scratch();
+        recv_raw(buf);
+        return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
+    }
+
+    /// Sends buf[offset, offset+size) as one message (size defaults to the rest of buf).
+    /// Throws value_error when offset or offset+size lies beyond buf.
+    void send_bytes(std::span<const std::byte> buf, std::size_t offset = 0,
+                    std::optional<std::size_t> size = std::nullopt);
+    /// Receives one message. With maxlength, a longer message throws message_too_long_error and
+    /// stays unread.
+    std::vector<std::byte> recv_bytes(std::optional<std::size_t> maxlength = std::nullopt);
+    /// Receives one message into buf at offset and returns its length. A message that does not
+    /// fit is consumed and thrown as buffer_too_short_error. offset > buf.size() is a value_error
+    /// (checked before anything is consumed).
+    std::size_t recv_bytes_into(std::span<std::byte> buf, std::size_t offset = 0);
+    /// True when a message (or its first piece) is waiting, or at EOF. Never consumes.
+    bool poll(timeout_t timeout = std::chrono::duration<double>(0));
+    /// Closes this process's copy of the ends. Idempotent; never throws.
+    void close() noexcept;
+
+    bool closed() const noexcept;
+    bool readable() const noexcept;
+    bool writable() const noexcept;
+
+private:
+    friend std::pair<Connection, Connection> Pipe(bool, options);
+    explicit Connection(std::unique_ptr<detail::connection_impl> impl) noexcept;
+    void check_writable() const;
+    void send_raw(std::span<const std::byte> bytes);
+    void recv_raw(std::vector<std::byte>& out);
+
+    std::unique_ptr<detail::connection_impl> impl_;
+};
+
+/// Creates a pipe. duplex: two connections that both send and receive. !duplex: (reader, writer).
+/// options::capacity is the ring size of each direction. Shared with children forked later.
+std::pair<Connection, Connection> Pipe(bool duplex = true, options opts = {});
+
+} // namespace shmq

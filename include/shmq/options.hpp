@@ -1,0 +1,24 @@
+// shmq — timeouts and construction options shared by every channel-owning object.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+
+namespace shmq {
+
+/// How long a call may wait. std::nullopt waits forever; a value <= 0 does not wait at all
+/// (Python treats negative timeouts as zero, and so do we). Any std::chrono duration converts.
+/// Timeouts are measured on std::chrono::steady_clock: a wall-clock jump changes nothing.
+using timeout_t = std::optional<std::chrono::duration<double>>;
+
+/// Options for every object that owns channels (Pipe, Queue, SimpleQueue, JoinableQueue).
+struct options {
+    /// Ring bytes per direction, rounded up to a power of two (at least 4 KiB). Messages larger
+    /// than the ring still work: they are streamed through it in pieces.
+    std::size_t capacity = std::size_t{1} << 20;
+    /// Permission bits of a named segment, applied exactly (the umask does not narrow them).
+    unsigned mode = 0600;
+};
+
+} // namespace shmq

@@ -1,0 +1,379 @@
+#include "channel.hpp"
+
+#include "liveness.hpp"
+#include "registry.hpp"
+#include "ring.hpp"
+
+#include <shmq/errors.hpp>
+
+#include <cstring>
+#include <new>
+
+namespace shmq::detail {
+namespace {
+
+// How long a waiter spins before it sleeps. A sleep/wake hand-off costs ~20 µs on these
+// machines against ~0.1 µs for a spinning one, so spinning this long pays off whenever the other
+// side is running; when it is not, the waiter gives up the core after this long.
+constexpr auto spin_time = std::chrono::microseconds(50);
+// How often the fast path of write() checks that some reader is still alive (DESIGN §3: a peer's
+// death shows as broken pipe within 100 ms).
+constexpr auto reap_interval = std::chrono::milliseconds(20);
+
+class spinner {
+public:
+    /// True while the caller should keep spinning.
+    bool spin() noexcept {
+        if (n_ == 0) start_ = clock::now();
+        if ((++n_ & 63) == 0 && clock::now() - start_ > spin_time) return false;
+        cpu_relax();
+        return true;
+    }
+
+private:
+    unsigned n_ = 0;
+    clock::time_point start_{};
+};
+
+[[noreturn]] void corrupt(const char* what) {
+    throw broken_error(std::string("shmq: shared ring is corrupt: ") + what);
+}
+
+} // namespace
+
+channel::channel(std::shared_ptr<segment> seg, std::uint32_t index, bool eof_rules) noexcept
+    : seg_(std::move(seg)),
+      st_(seg_->channel(index)),
+      ring_(seg_->ring(index)),
+      cap_(seg_->capacity()),
+      index_(index),
+      eof_rules_(eof_rules) {}
+
+std::uint64_t channel::load_tail() const { return st_.tail.load(std::memory_order_acquire); }
+std::uint64_t channel::load_head() const { return st_.head.load(std::memory_order_acquire); }
+
+bool channel::readers_gone() {
+    return eof_rules_ && registry::holders(*seg_, reader_end(index_)) == 0;
+}
+bool channel::writers_gone() {
+    return eof_rules_ && registry::holders(*seg_, writer_end(index_)) == 0;
+}
+
+std::uint64_t channel::room_for(std::uint64_t tail, std::uint64_t need) const noexcept {
+    std::uint64_t cont = cap_ - (ring::bytes_of(tail) & (cap_ - 1));
+    return need <= cont ? need : cont + need;
+}
+
+std::uint64_t channel::place(std::uint64_t& tail, std::uint64_t need) noexcept {
+    std::uint64_t offset = ring::bytes_of(tail) & (cap_ - 1);
+    std::uint64_t cont = cap_ - offset;
+    if (need > cont) {
+        ring::write_header(ring_, offset, static_cast<std::uint32_t>(cont - ring::header_size), ring::kind::pad);
+        tail = ring::advance(tail, cont, 0);
+        offset = 0;
+    }
+    return offset;
+}
+
+channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t need,
+                                             const deadline& until, std::uint64_t max_messages) {
+    spinner spin;
+    auto fits = [&] {
+        // Try the cached head first: in steady state this touches no line of the reader's.
+        std::uint64_t head = seen_head_.load(std::memory_order_relaxed);
+        std::uint64_t used = ring::used(head, tail);
+        if (used > cap_ || cap_ - used < need ||
+            (max_messages && ring::messages(head, tail) >= max_messages)) {
+            head = load_head();
+            seen_head_.store(head, std::memory_order_relaxed);
+            used = ring::used(head, tail);
+            if (used > cap_) corrupt("head is ahead of tail");
+        }
+        return cap_ - used >= need &&
+               (max_messages == 0 || ring::messages(head, tail) < max_messages);
+    };
+    for (;;) {
+        if (fits()) return wait_result::ready;
+        if (readers_gone()) return wait_result::broken_pipe;
+        if (until.expired()) return wait_result::timed_out;
+        if (spin.spin()) continue;
+        std::uint32_t ticket = st_.space.prepare();
+        if (fits()) { st_.space.finish(); return wait_result::ready; }
+        st_.space.wait(ticket, until.slice());
+        st_.space.finish();
+        if (eof_rules_ && clock::now() - last_reap_ > reap_interval) {
+            last_reap_ = clock::now();
+            registry::reap(*seg_, reader_end(index_));
+        }
+    }
+}
+
+channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& until,
+                                            bool assembling) {
+    spinner spin;
+    auto arrived = [&] { return ring::bytes_of(load_tail()) != ring::bytes_of(head); };
+    for (;;) {
+        if (arrived()) return wait_result::ready;
+        if (!assembling && writers_gone())
+            return arrived() ? wait_result::ready : wait_result::eof;
+        if (until.expired()) return wait_result::timed_out;
+        if (spin.spin()) continue;
+        std::uint32_t ticket = st_.data.prepare();
+        if (arrived()) { st_.data.finish(); return wait_result::ready; }
+        st_.data.wait(ticket, until.slice());
+        st_.data.finish();
+        if (arrived()) return wait_result::ready;
+        if (assembling) {
+            // The writer of this stream holds the writer lease until its last piece. If nobody
+            // holds it, or its holder died, the rest of the message will never come.
+            std::uint32_t owner = st_.wlock.owner();
+            if ((owner == 0 || !is_alive(owner)) && !arrived()) return wait_result::abandoned;
+        } else if (eof_rules_ && clock::now() - last_reap_ > reap_interval) {
+            last_reap_ = clock::now();
+            registry::reap(*seg_, writer_end(index_));
+        }
+    }
+}
+
+io_status channel::write(std::span<const std::byte> msg, const deadline& until,
+                         std::uint64_t max_messages) {
+    robust_lock lease(st_.wlock, until);
+    if (!lease.owns()) return io_status::timed_out;
+    if (eof_rules_) {
+        auto now = clock::now();
+        if (now - last_reap_ > reap_interval) {
+            last_reap_ = now;
+            registry::reap(*seg_, reader_end(index_));
+        }
+        if (readers_gone()) return io_status::broken_pipe;
+    }
+    // A lease taken over from a dead writer needs no repair: that writer's unpublished bytes are
+    // simply overwritten, and its published pieces are discarded by the reader.
+    std::uint64_t tail = load_tail();
+    if (msg.size() > whole_limit()) return stream(msg, tail, until, max_messages);
+
+    const std::uint64_t need = ring::footprint(msg.size());
+    switch (wait_for_space(tail, room_for(tail, need), until, max_messages)) {
+    case wait_result::ready: break;
+    case wait_result::broken_pipe: return io_status::broken_pipe;
+    default: return io_status::timed_out;
+    }
+    std::uint64_t off = place(tail, need);
+    ring::write_header(ring_, off, static_cast<std::uint32_t>(msg.size()), ring::kind::whole);
+    if (!msg.empty()) std::memcpy(ring_ + off + ring::header_size, msg.data(), msg.size());
+    st_.tail.store(ring::advance(tail, need, 1), std::memory_order_release);
+    st_.data.notify();
+    return io_status::ok;
+}
+
+std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs,
+                                const deadline& until, std::uint64_t max_messages) {
+    robust_lock lease(st_.wlock, until);
+    if (!lease.owns()) return 0;
+    std::uint64_t tail = load_tail();
+    std::uint64_t head = load_head();
+    std::size_t n = 0;
+    for (auto msg : msgs) {
+        if (msg.size() > whole_limit()) break;
+        std::uint64_t need = ring::footprint(msg.size());
+        std::uint64_t used = ring::used(head, tail);
+        if (used > cap_) corrupt("head is ahead of tail");
+        if (cap_ - used < room_for(tail, need)) break;
+        if (max_messages && ring::messages(head, tail) >= max_messages) break;
+        std::uint64_t off = place(tail, need);
+        ring::write_header(ring_, off, static_cast<std::uint32_t>(msg.size()), ring::kind::whole);
+        if (!msg.empty()) std::memcpy(ring_ + off + ring::header_size, msg.data(), msg.size());
+        tail = ring::advance(tail, need, 1);
+        ++n;
+    }
+    if (n) {
+        // One publication for the whole batch: readers see all of it or none of it.
+        st_.tail.store(tail, std::memory_order_release);
+        st_.data.notify();
+    }
+    return n;
+}
+
+io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
+                          const deadline& until, std::uint64_t max_messages) {
+    // Pieces of a quarter ring: the reader drains one while the writer fills the next.
+    const std::uint64_t piece_max = cap_ / 4 - ring::header_size;
+    const std::uint64_t total = msg.size();
+    std::uint64_t sent = 0;
+    bool first = true;
+    while (first || sent < total) {
+        std::uint64_t data = first ? std::min(total, piece_max - ring::first_prefix)
+                                   : std::min(total - sent, piece_max);
+        std::uint64_t payload = data + (first ? ring::first_prefix : 0);
+        ring::kind k = first ? ring::kind::first
+                             : (sent + data == total ? ring::kind::last : ring::kind::middle);
+        std::uint64_t need = ring::footprint(payload);
+        // Only the first piece honours the deadline: once a reader may have started on this
+        // message, it is finished (unless every reader goes), or the reader would be left waiting.
+        auto r = wait_for_space(tail, room_for(tail, need), first ? until : deadline(),
+                                first ? max_messages : 0);
+        if (r == wait_result::broken_pipe) return io_status::broken_pipe;
+        if (r != wait_result::ready) return io_status::timed_out;
+        std::uint64_t off = place(tail, need);
+        ring::write_header(ring_, off, static_cast<std::uint32_t>(payload), k);
+        std::byte* dst = ring_ + off + ring::header_size;
+        if (first) {
+            std::memcpy(dst, &total, sizeof total);
+            dst += ring::first_prefix;
+        }
+        std::memcpy(dst, msg.data() + sent, data);
+        tail = ring::advance(tail, need, k == ring::kind::last ? 1 : 0);
+        st_.tail.store(tail, std::memory_order_release);
+        st_.data.notify();
+        sent += data;
+        first = false;
+    }
+    return io_status::ok;
+}
+
+io_status channel::read(message_sink& sink, const deadline& until,
+                        std::optional<std::size_t> maxlength, std::size_t* length) {
+    robust_lock lease(st_.rlock, until);
+    if (!lease.owns()) return io_status::timed_out;
+    // After a takeover from a dead reader, head may point into the middle of a streamed message:
+    // the loop below skips such orphan pieces, so no repair is needed here.
+    std::uint64_t head = load_head();
+    bool assembling = false;
+    std::byte* dst = nullptr;
+    std::uint64_t total = 0, got = 0;
+
+    auto consume = [&](std::uint64_t bytes, std::uint64_t msgs) {
+        head = ring::advance(head, bytes, msgs);
+        st_.head.store(head, std::memory_order_release);
+        st_.space.notify();
+    };
+    auto reserve = [&](std::uint64_t n) {
+        try {
+            return sink.reserve(static_cast<std::size_t>(n));
+        } catch (const std::bad_alloc&) {
+            throw error("shmq: cannot allocate " + std::to_string(n) + " bytes for a message");
+        } catch (const std::length_error&) {
+            throw error("shmq: cannot allocate " + std::to_string(n) + " bytes for a message");
+        }
+    };
+
+    for (;;) {
+        std::uint64_t tail = seen_tail_.load(std::memory_order_relaxed);
+        std::uint64_t avail = ring::used(head, tail);
+        if (avail == 0 || avail > cap_) {
+            // The cached tail says nothing is there (or is older than head): look again.
+            tail = load_tail();
+            seen_tail_.store(tail, std::memory_order_relaxed);
+            avail = ring::used(head, tail);
+            if (avail > cap_) corrupt("head is ahead of tail");
+        }
+        if (avail == 0) {
+            switch (wait_for_data(head, assembling ? deadline() : until, assembling)) {
+            case wait_result::ready: continue;
+            case wait_result::eof: return io_status::eof;
+            case wait_result::abandoned:
+                assembling = false;
+                if (until.expired()) return io_status::timed_out;
+                continue;
+            default: return io_status::timed_out;
+            }
+        }
+        const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);
+        const std::uint64_t cont = cap_ - off;
+        if (avail < ring::header_size) corrupt("partial record header");
+        const ring::record_header h = ring::read_header(ring_, off);
+        const auto k = static_cast<ring::kind>(h.kind);
+        if (k == ring::kind::pad) {
+            if (h.size != cont - ring::header_size || avail < cont) corrupt("bad pad record");
+            consume(cont, 0);
+            continue;
+        }
+        const std::uint64_t rec = ring::footprint(h.size);
+        if (rec > cont || rec > avail) corrupt("record runs past the published bytes");
+        const std::byte* src = ring_ + off + ring::header_size;
+        switch (k) {
+        case ring::kind::whole:
+            // A whole message in the middle of a stream: that stream's writer died.
+            assembling = false;
+            if (maxlength && h.size > *maxlength) {
+                if (length) *length = h.size;
+                return io_status::too_long;
+            }
+            dst = reserve(h.size);
+            if (h.size) std::memcpy(dst, src, h.size);
+            consume(rec, 1);
+            return io_status::ok;
+        case ring::kind::first: {
+            if (h.size < ring::first_prefix) corrupt("short first piece");
+            std::memcpy(&total, src, sizeof total);
+            const std::uint64_t piece = h.size - ring::first_prefix;
+            if (piece >= total || total > position_byte_mask) corrupt("bad message length");
+            assembling = false;
+            if (maxlength && total > *maxlength) {
+                if (length) *length = static_cast<std::size_t>(total);
+                return io_status::too_long;
+            }
+            dst = reserve(total);
+            std::memcpy(dst, src + ring::first_prefix, piece);
+            got = piece;
+            assembling = true;
+            consume(rec, 0);
+            continue;
+        }
+        case ring::kind::middle:
+        case ring::kind::last: {
+            const bool last = k == ring::kind::last;
+            if (!assembling) {
+                // The rest of a message whose reader died: that message is lost; skip it.
+                consume(rec, last ? 1 : 0);
+                continue;
+            }
+            if (got + h.size > total || (last ? got + h.size != total : got + h.size == total))
+                corrupt("pieces do not add up to the message length");
+            std::memcpy(dst + got, src, h.size);
+            got += h.size;
+            consume(rec, last ? 1 : 0);
+            if (last) return io_status::ok;
+            continue;
+        }
+        default:
+            corrupt("unknown record kind");
+        }
+    }
+}
+
+bool channel::poll(const deadline& until) {
+    spinner spin;
+    auto ready = [&] {
+        return ring::bytes_of(load_tail()) != ring::bytes_of(load_head()) || writers_gone();
+    };
+    for (;;) {
+        if (ready()) return true;
+        if (until.expired()) return false;
+        if (spin.spin()) continue;
+        std::uint32_t ticket = st_.data.prepare();
+        if (ready()) { st_.data.finish(); return true; }
+        st_.data.wait(ticket, until.slice());
+        st_.data.finish();
+        if (eof_rules_ && clock::now() - last_reap_ > reap_interval) {
+            last_reap_ = clock::now();
+            registry::reap(*seg_, writer_end(index_));
+        }
+    }
+}
+
+std::uint64_t channel::size() const noexcept {
+    std::uint64_t head = load_head();
+    return ring::messages(head, load_tail());
+}
+
+bool channel::empty() const noexcept {
+    return ring::bytes_of(load_tail()) == ring::bytes_of(load_head());
+}
+
+void channel::wake_all() noexcept {
+    st_.data.notify();
+    st_.space.notify();
+}
+
+} // namespace shmq::detail

@@ -1,0 +1,197 @@
+// Connection and Pipe: two channels (one when simplex) in one anonymous segment, plus this
+// process's endpoint. All the waiting and EOF logic lives in channel.cpp.
+#include <shmq/connection.hpp>
+
+#include "channel.hpp"
+#include "endpoint.hpp"
+#include "segment.hpp"
+
+#include <optional>
+
+namespace shmq {
+namespace detail {
+
+class connection_impl {
+public:
+    connection_impl(std::shared_ptr<segment> seg, std::optional<std::uint32_t> rx,
+                    std::optional<std::uint32_t> tx)
+        : readable_(rx.has_value()), writable_(tx.has_value()) {
+        end_counts counts{};
+        if (rx) counts[reader_end(*rx)] = 1;
+        if (tx) counts[writer_end(*tx)] = 1;
+        if (rx) rx_.emplace(seg, *rx, true);
+        if (tx) tx_.emplace(seg, *tx, true);
+        ep_.emplace(std::move(seg), counts);
+    }
+    ~connection_impl() { close(); }
+
+    void close() noexcept {
+        if (closed_) return;
+        closed_ = true;
+        ep_->release();
+        // Peers blocked on these channels must re-check EOF / broken pipe now, not at their
+        // next liveness slice.
+        if (rx_) rx_->wake_all();
+        if (tx_) tx_->wake_all();
+        rx_.reset();
+        tx_.reset();
+        ep_.reset();   // the last reference unmaps the segment
+    }
+
+    bool closed_ = false;
+    bool readable_, writable_;
+    std::optional<channel> rx_, tx_;
+    std::optional<endpoint> ep_;
+};
+
+namespace {
+
+// Sink for recv_bytes / recv<T>: a vector grown to the message (capacity is kept between calls).
+class vector_sink final : public message_sink {
+public:
+    explicit vector_sink(std::vector<std::byte>& v) : v_(v) {}
+    std::byte* reserve(std::size_t total) override {
+        v_.resize(total);
+        return v_.data();
+    }
+
+private:
+    std::vector<std::byte>& v_;
+};
+
+// Sink for recv_bytes_into: the caller's buffer, or a vector when the message does not fit
+// (it is consumed and handed back in buffer_too_short_error, as Python does).
+class span_sink final : public message_sink {
+public:
+    span_sink(std::span<std::byte> buf, std::size_t offset) : buf_(buf), offset_(offset) {}
+    std::byte* reserve(std::size_t total) override {
+        total_ = total;
+        too_short_ = total > buf_.size() - offset_;
+        if (!too_short_) return buf_.data() + offset_;
+        overflow_.resize(total);
+        return overflow_.data();
+    }
+    std::size_t total_ = 0;
+    bool too_short_ = false;
+    std::vector<std::byte> overflow_;
+
+private:
+    std::span<std::byte> buf_;
+    std::size_t offset_;
+};
+
+} // namespace
+} // namespace detail
+
+Connection::Connection() noexcept = default;
+Connection::Connection(std::unique_ptr<detail::connection_impl> impl) noexcept : impl_(std::move(impl)) {}
+Connection::Connection(Connection&&) noexcept = default;
+Connection& Connection::operator=(Connection&& other) noexcept {
+    if (this != &other) {
+        close();
+        impl_ = std::move(other.impl_);
+    }
+    return *this;
+}
+Connection::~Connection() { close(); }
+
+void Connection::close() noexcept {
+    if (impl_) impl_->close();
+}
+
+bool Connection::closed() const noexcept { return !impl_ || impl_->closed_; }
+bool Connection::readable() const noexcept { return impl_ && impl_->readable_; }
+bool Connection::writable() const noexcept { return impl_ && impl_->writable_; }
+
+namespace {
+void check_open(const std::unique_ptr<detail::connection_impl>& impl) {
+    if (!impl || impl->closed_) throw closed_error("shmq: connection is closed");
+}
+} // namespace
+
+void Connection::check_writable() const {
+    check_open(impl_);
+    if (!impl_->writable_) throw value_error("shmq: connection is read-only");
+}
+
+static void check_readable(const std::unique_ptr<detail::connection_impl>& impl) {
+    check_open(impl);
+    if (!impl->readable_) throw value_error("shmq: connection is write-only");
+}
+
+void Connection::send_raw(std::span<const std::byte> bytes) {
+    check_writable();
+    if (impl_->tx_->write(bytes, detail::deadline()) == detail::io_status::broken_pipe)
+        throw broken_pipe_error("shmq: broken pipe: every reading end is closed");
+}
+
+void Connection::recv_raw(std::vector<std::byte>& out) {
+    check_readable(impl_);
+    detail::vector_sink sink(out);
+    if (impl_->rx_->read(sink, detail::deadline()) == detail::io_status::eof)
+        throw eof_error("shmq: end of stream: every writing end is closed");
+}
+
+void Connection::send_bytes(std::span<const std::byte> buf, std::size_t offset,
+                            std::optional<std::size_t> size) {
+    check_writable();
+    if (offset > buf.size())
+        throw value_error("shmq: send_bytes: buffer length " + std::to_string(buf.size()) +
+                          " < offset " + std::to_string(offset));
+    std::size_t n = size.value_or(buf.size() - offset);
+    if (n > buf.size() - offset)
+        throw value_error("shmq: send_bytes: buffer length " + std::to_string(buf.size()) +
+                          " < offset + size " + std::to_string(offset) + " + " + std::to_string(n));
+    send_raw(buf.subspan(offset, n));
+}
+
+std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxlength) {
+    check_readable(impl_);
+    std::vector<std::byte> out;
+    detail::vector_sink sink(out);
+    std::size_t length = 0;
+    switch (impl_->rx_->read(sink, detail::deadline(), maxlength, &length)) {
+    case detail::io_status::eof:
+        throw eof_error("shmq: end of stream: every writing end is closed");
+    case detail::io_status::too_long:
+        throw message_too_long_error("shmq: recv_bytes: message of " + std::to_string(length) +
+                                     " bytes exceeds maxlength " + std::to_string(*maxlength) +
+                                     "; it was left unread");
+    default:
+        return out;
+    }
+}
+
+std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t offset) {
+    check_readable(impl_);
+    if (offset > buf.size())
+        throw value_error("shmq: recv_bytes_into: offset " + std::to_string(offset) +
+                          " is beyond the buffer of " + std::to_string(buf.size()) + " bytes");
+    detail::span_sink sink(buf, offset);
+    if (impl_->rx_->read(sink, detail::deadline()) == detail::io_status::eof)
+        throw eof_error("shmq: end of stream: every writing end is closed");
+    if (sink.too_short_) throw buffer_too_short_error(std::move(sink.overflow_));
+    return sink.total_;
+}
+
+bool Connection::poll(timeout_t timeout) {
+    check_readable(impl_);
+    return impl_->rx_->poll(detail::deadline(timeout));
+}
+
+std::pair<Connection, Connection> Pipe(bool duplex, options opts) {
+    detail::segment_params p;
+    p.kind = detail::segment_kind::pipe;
+    p.channels = duplex ? 2 : 1;
+    p.capacity = opts.capacity;
+    auto seg = detail::segment::create_anonymous(p);
+    if (duplex) {
+        // c1 reads channel 0 and writes channel 1; c2 the other way round.
+        return {Connection(std::make_unique<detail::connection_impl>(seg, 0u, 1u)),
+                Connection(std::make_unique<detail::connection_impl>(seg, 1u, 0u))};
+    }
+    return {Connection(std::make_unique<detail::connection_impl>(seg, 0u, std::nullopt)),
+            Connection(std::make_unique<detail::connection_impl>(seg, std::nullopt, 0u))};
+}
+
+} // namespace shmq

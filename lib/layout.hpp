@@ -1,0 +1,102 @@
+// The bytes of a shmq segment, in one place. Every process maps the same layout, so these
+// structs are the wire format between processes: change one and bump layout_version.
+//
+//   offset 0                  segment_header   what this is, sizes, fingerprint of T, ready flag
+//   align 64                  registry_state   who holds which end (endpoint accounting)
+//   align 64                  queue_state      counters that only the queue family uses
+//   align 64, per channel     channel_state    leases, positions and wake-ups of one direction
+//   align 64, per channel     ring bytes       `capacity` bytes of records
+//
+// Everything is zero-initialized by the creator before `ready` is set; every field a reader takes
+// as a size or an offset is re-validated on use (segment.cpp, channel.cpp).
+#pragma once
+
+#include "sync/event.hpp"
+#include "sync/robust_mutex.hpp"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace shmq::detail {
+
+inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
+inline constexpr std::uint32_t layout_version = 1;
+inline constexpr std::size_t cache_line = 64;
+
+enum class segment_kind : std::uint32_t { pipe = 1, queue = 2, simple_queue = 3, joinable_queue = 4 };
+
+/// Ring sizes: a power of two between these bounds. The upper bound keeps the message count
+/// of a position (28 bits) from wrapping: even 8-byte records cannot fill 2^28 slots.
+inline constexpr std::uint64_t min_capacity = 4096;
+inline constexpr std::uint64_t max_capacity = std::uint64_t{1} << 30;
+
+struct segment_header {
+    std::uint64_t magic;            // segment_magic
+    std::uint32_t version;          // layout_version
+    std::uint32_t kind;             // segment_kind
+    std::uint64_t total_size;       // bytes of the whole mapping
+    std::uint64_t type_fingerprint; // of T for typed objects, 0 for a Pipe
+    std::uint64_t capacity;         // ring bytes per channel
+    std::int64_t maxsize;           // queue item bound, <= 0 unbounded
+    std::uint32_t channels;         // 1 or 2
+    std::atomic<std::uint32_t> ready;  // set (release) by the creator once everything above is written
+};
+
+/// Endpoint accounting. An "end" is the writer (2c) or reader (2c+1) side of channel c.
+/// Each process that holds ends owns one slot; `holders[e]` is the sum of the slots' counts,
+/// kept so the hot path reads one word. Writers of slots and holders: only under `lock`, slot
+/// counts first, holders second, so a takeover after a death can recompute holders from slots.
+inline constexpr std::size_t max_ends = 4;
+inline constexpr std::size_t max_holders = 256;
+
+struct holder_slot {
+    std::atomic<std::uint32_t> pid;         // 0 = free
+    std::uint32_t reserved;
+    std::atomic<std::uint64_t> start;       // process start time (pid reuse guard)
+    std::atomic<std::uint32_t> count[max_ends];
+};
+
+struct alignas(cache_line) registry_state {
+    robust_mutex lock;
+    std::atomic<std::uint32_t> holders[max_ends];
+    holder_slot slots[max_holders];
+};
+
+/// Queue-family state. `unfinished` counts put items not yet marked done (JoinableQueue);
+/// `all_done` wakes join(). Written with atomic RMWs only, so a death mid-update is harmless.
+struct alignas(cache_line) queue_state {
+    std::atomic<std::int64_t> unfinished;
+    event all_done;
+};
+
+/// Ring positions pack a byte count (low 36 bits) and a message count (high 28 bits) into one
+/// word, so one atomic store publishes both: a writer killed between the two cannot leave the
+/// item count and the bytes disagreeing.
+inline constexpr unsigned position_byte_bits = 36;
+inline constexpr std::uint64_t position_byte_mask = (std::uint64_t{1} << position_byte_bits) - 1;
+inline constexpr std::uint64_t position_msg_mask = (std::uint64_t{1} << (64 - position_byte_bits)) - 1;
+
+/// One direction. Writers hold `wlock` (the writer lease) for a whole message, readers hold
+/// `rlock` (the reader lease) for a whole message, so pieces of two messages never interleave.
+/// Between the current writer and the current reader the ring is single-producer
+/// single-consumer: the writer publishes `tail` with release after copying, the reader
+/// publishes `head` with release after copying out. Each side keeps a local copy of the other's
+/// position and reloads it only when that copy says "full" or "empty", so in steady state each
+/// side touches only its own cache line. The events sit on lines of their own: they are read on
+/// every publication but written only when someone goes to sleep.
+struct alignas(cache_line) channel_state {
+    // Writer line: written by the writer-lease holder, read by readers when they run dry.
+    robust_mutex wlock;
+    std::atomic<std::uint64_t> tail;      // packed position of the end of published records
+    // Reader line: written by the reader-lease holder, read by writers when they run out of room.
+    alignas(cache_line) robust_mutex rlock;
+    std::atomic<std::uint64_t> head;      // packed position of the first unconsumed record
+    alignas(cache_line) event data;       // readers sleep here waiting for records
+    alignas(cache_line) event space;      // writers sleep here waiting for room
+};
+
+static_assert(sizeof(channel_state) == 4 * cache_line, "channel_state: four cache lines");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "positions need lock-free 64-bit atomics");
+
+} // namespace shmq::detail

@@ -1,0 +1,27 @@
+// Who is alive. Death must be detected without the dead process's help (DESIGN §3): a process is
+// identified by its pid plus its start time (so a recycled pid is not mistaken for the old
+// process), and a zombie counts as dead, because it holds nothing any more.
+#pragma once
+
+#include <cstdint>
+#include <sys/types.h>
+
+namespace shmq::detail {
+
+struct process_identity {
+    std::uint32_t pid = 0;
+    std::uint64_t start = 0;   // start time in clock ticks since boot (/proc/<pid>/stat field 22)
+};
+
+/// This process's identity. Cached; the cache is refreshed in a forked child (atfork).
+const process_identity& self() noexcept;
+/// This process's pid, cached (getpid() is a system call; lock owners need it on every lock).
+std::uint32_t self_pid() noexcept;
+/// Refreshes the cache; called in the child right after fork.
+void refresh_self() noexcept;
+
+/// True while the process runs. start == 0 skips the start-time check (pid only).
+/// Reads /proc/<pid>/stat (~10 µs): call it on slow paths only.
+bool is_alive(std::uint32_t pid, std::uint64_t start = 0) noexcept;
+
+} // namespace shmq::detail

@@ -1,0 +1,115 @@
+#include "registry.hpp"
+
+#include <shmq/errors.hpp>
+
+namespace shmq::detail::registry {
+namespace {
+
+// Takes the registry lock. A holder that died inside the lock may have updated a slot but not
+// `holders`: after a takeover, recompute holders from the slots (the slots are the truth).
+class locked {
+public:
+    explicit locked(registry_state& r) noexcept : r_(r), g_(r.lock, deadline()) {
+        if (g_.result() == robust_mutex::result::recovered) recompute();
+    }
+    void recompute() noexcept {
+        for (std::size_t e = 0; e < max_ends; ++e) {
+            std::uint32_t sum = 0;
+            for (auto& slot : r_.slots)
+                if (slot.pid.load(std::memory_order_relaxed) != 0)
+                    sum += slot.count[e].load(std::memory_order_relaxed);
+            r_.holders[e].store(sum, std::memory_order_release);
+        }
+    }
+
+private:
+    registry_state& r_;
+    robust_lock g_;
+};
+
+holder_slot* find(registry_state& r, const process_identity& who) noexcept {
+    for (auto& slot : r.slots)
+        if (slot.pid.load(std::memory_order_relaxed) == who.pid &&
+            slot.start.load(std::memory_order_relaxed) == who.start)
+            return &slot;
+    return nullptr;
+}
+
+void clear(registry_state& r, holder_slot& slot) noexcept {
+    for (std::size_t e = 0; e < max_ends; ++e) {
+        std::uint32_t c = slot.count[e].exchange(0, std::memory_order_relaxed);
+        if (c) r.holders[e].fetch_sub(c, std::memory_order_release);
+    }
+    slot.start.store(0, std::memory_order_relaxed);
+    slot.pid.store(0, std::memory_order_release);
+}
+
+} // namespace
+
+void attach(const segment& s, const process_identity& who, const end_counts& counts) {
+    registry_state& r = s.registry();
+    locked guard(r);
+    holder_slot* slot = find(r, who);
+    if (!slot) {
+        for (int pass = 0; pass < 2 && !slot; ++pass) {
+            for (auto& candidate : r.slots)
+                if (candidate.pid.load(std::memory_order_relaxed) == 0) { slot = &candidate; break; }
+            if (!slot && pass == 0) {
+                // Full: make room by dropping the slots of processes that died.
+                for (auto& candidate : r.slots) {
+                    std::uint32_t pid = candidate.pid.load(std::memory_order_relaxed);
+                    if (pid && !is_alive(pid, candidate.start.load(std::memory_order_relaxed)))
+                        clear(r, candidate);
+                }
+            }
+        }
+        if (!slot)
+            throw error("shmq: more than " + std::to_string(max_holders) +
+                        " live processes hold this object");
+        slot->start.store(who.start, std::memory_order_relaxed);
+        slot->pid.store(who.pid, std::memory_order_release);
+    }
+    for (std::size_t e = 0; e < max_ends; ++e)
+        if (counts[e]) {
+            slot->count[e].fetch_add(counts[e], std::memory_order_relaxed);
+            r.holders[e].fetch_add(counts[e], std::memory_order_release);
+        }
+}
+
+void detach(const segment& s, const process_identity& who, const end_counts& counts) noexcept {
+    registry_state& r = s.registry();
+    locked guard(r);
+    holder_slot* slot = find(r, who);
+    if (!slot) return;   // already reaped
+    bool empty = true;
+    for (std::size_t e = 0; e < max_ends; ++e) {
+        std::uint32_t have = slot->count[e].load(std::memory_order_relaxed);
+        std::uint32_t take = std::min(have, counts[e]);
+        if (take) {
+            slot->count[e].store(have - take, std::memory_order_relaxed);
+            r.holders[e].fetch_sub(take, std::memory_order_release);
+        }
+        if (have - take) empty = false;
+    }
+    if (empty) {
+        slot->start.store(0, std::memory_order_relaxed);
+        slot->pid.store(0, std::memory_order_release);
+    }
+}
+
+std::uint32_t reap(const segment& s, std::uint32_t end) noexcept {
+    registry_state& r = s.registry();
+    locked guard(r);
+    std::uint32_t dropped = 0;
+    for (auto& slot : r.slots) {
+        std::uint32_t pid = slot.pid.load(std::memory_order_relaxed);
+        if (pid && slot.count[end].load(std::memory_order_relaxed) &&
+            !is_alive(pid, slot.start.load(std::memory_order_relaxed))) {
+            clear(r, slot);
+            ++dropped;
+        }
+    }
+    return dropped;
+}
+
+} // namespace shmq::detail::registry

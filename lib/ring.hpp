@@ -1,0 +1,55 @@
+// Records in a circular byte buffer. No locking knowledge: the channel decides who may call what.
+//
+// A record is an 8-byte header followed by its payload, padded to 8 bytes; records never wrap.
+// When a record does not fit before the end of the buffer, a pad record fills the rest and the
+// record starts at offset 0. A message too large for one record is streamed as
+// first (payload starts with the 8-byte total length) / middle... / last.
+//
+// Positions are packed (layout.hpp): low 36 bits count bytes, high 28 bits count messages.
+#pragma once
+
+#include "layout.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace shmq::detail::ring {
+
+enum class kind : std::uint32_t { whole = 1, first = 2, middle = 3, last = 4, pad = 5 };
+
+struct record_header {
+    std::uint32_t size;   // payload bytes (excluding header and padding)
+    std::uint32_t kind;   // ring::kind
+};
+static_assert(sizeof(record_header) == 8);
+
+inline constexpr std::uint64_t header_size = sizeof(record_header);
+inline constexpr std::uint64_t first_prefix = 8;   // total length at the start of a `first` payload
+
+/// Bytes a record with this payload occupies.
+constexpr std::uint64_t footprint(std::uint64_t payload) { return header_size + ((payload + 7) & ~std::uint64_t{7}); }
+
+constexpr std::uint64_t bytes_of(std::uint64_t pos) { return pos & position_byte_mask; }
+constexpr std::uint64_t msgs_of(std::uint64_t pos) { return pos >> position_byte_bits; }
+constexpr std::uint64_t advance(std::uint64_t pos, std::uint64_t bytes, std::uint64_t msgs) {
+    return (((msgs_of(pos) + msgs) & position_msg_mask) << position_byte_bits) |
+           ((bytes_of(pos) + bytes) & position_byte_mask);
+}
+/// Bytes between two positions (tail - head), modulo the byte field.
+constexpr std::uint64_t used(std::uint64_t head, std::uint64_t tail) { return (bytes_of(tail) - bytes_of(head)) & position_byte_mask; }
+/// Messages between two positions.
+constexpr std::uint64_t messages(std::uint64_t head, std::uint64_t tail) { return (msgs_of(tail) - msgs_of(head)) & position_msg_mask; }
+
+inline void write_header(std::byte* ring, std::uint64_t offset, std::uint32_t size, kind k) noexcept {
+    record_header h{size, static_cast<std::uint32_t>(k)};
+    std::memcpy(ring + offset, &h, sizeof h);
+}
+
+inline record_header read_header(const std::byte* ring, std::uint64_t offset) noexcept {
+    record_header h;
+    std::memcpy(&h, ring + offset, sizeof h);
+    return h;
+}
+
+} // namespace shmq::detail::ring
