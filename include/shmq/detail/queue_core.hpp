@@ -1,0 +1,59 @@
+// shmq — the non-template core of Queue, SimpleQueue and JoinableQueue. The class templates
+// only encode T and hand bytes here (as fmt's front end does), so this is compiled once in lib/.
+#pragma once
+
+#include <shmq/errors.hpp>
+#include <shmq/options.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace shmq::detail {
+
+class queue_impl;
+
+enum class queue_flavor : std::uint32_t { queue = 2, simple = 3, joinable = 4 };
+
+class queue_core {
+public:
+    /// Anonymous: shared with children forked later. Throws value_error (bad maxsize/capacity).
+    queue_core(queue_flavor flavor, std::int64_t maxsize, const options& opts,
+               std::uint64_t type_fingerprint);
+    /// Named. create: exists_error, value_error; open: not_found_error, type_error, broken_error.
+    static queue_core create(queue_flavor flavor, std::string_view name, std::int64_t maxsize,
+                             const options& opts, std::uint64_t type_fingerprint);
+    static queue_core open(queue_flavor flavor, std::string_view name,
+                           std::uint64_t type_fingerprint);
+    static bool remove(std::string_view name) noexcept;
+
+    queue_core(queue_core&&) noexcept;
+    queue_core& operator=(queue_core&&) noexcept;
+    ~queue_core();   // close(); then waits for this handle's backlog unless cancel_join_thread()
+
+    /// One encoded item. Throws closed_error, full_error.
+    void put(std::span<const std::byte> item, bool block, const timeout_t& timeout);
+    /// One item into out. Throws closed_error, empty_error, broken_error.
+    void get(std::vector<std::byte>& out, bool block, const timeout_t& timeout);
+    std::size_t qsize() const;
+    bool empty() const;
+    bool full() const;
+    std::int64_t maxsize() const noexcept;
+    void close() noexcept;
+    bool closed() const noexcept;
+    void join_thread();
+    void cancel_join_thread() noexcept;
+    void task_done();
+    bool join(const timeout_t& timeout);
+    /// Throws closed_error when closed (SimpleQueue's empty() after close).
+    void check_open() const;
+
+private:
+    explicit queue_core(std::shared_ptr<queue_impl> impl) noexcept;
+    std::shared_ptr<queue_impl> impl_;
+};
+
+} // namespace shmq::detail

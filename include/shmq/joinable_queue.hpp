@@ -1,0 +1,38 @@
+// shmq — JoinableQueue<T>: a Queue<T> that also counts unfinished items (task_done/join), across
+// processes. Every put counts one item (before it becomes visible); task_done() uncounts one;
+// join() returns when the count is zero. The count is of puts, not gets, as in Python.
+#pragma once
+
+#include <shmq/queue.hpp>
+
+namespace shmq {
+
+template <class T> class JoinableQueue : public Queue<T> {
+    using base = Queue<T>;
+
+public:
+    explicit JoinableQueue(std::size_t maxsize = 0, options opts = {})
+        : base(detail::queue_flavor::joinable, maxsize, opts) {}
+    static JoinableQueue create(std::string_view name, std::size_t maxsize = 0, options opts = {}) {
+        return JoinableQueue(detail::queue_core::create(detail::queue_flavor::joinable, name,
+                                                        base::to_maxsize(maxsize), opts,
+                                                        base::fingerprint()));
+    }
+    static JoinableQueue open(std::string_view name) {
+        return JoinableQueue(
+            detail::queue_core::open(detail::queue_flavor::joinable, name, base::fingerprint()));
+    }
+    static bool remove(std::string_view name) noexcept { return detail::queue_core::remove(name); }
+
+    /// Marks one put item as done. Throws value_error when called more often than items were put.
+    void task_done() { this->core_.task_done(); }
+    /// Waits until every put item is marked done.
+    void join() { this->core_.join(std::nullopt); }
+    /// As join(), for at most timeout; true when the count reached zero.
+    bool join(timeout_t timeout) { return this->core_.join(timeout); }
+
+private:
+    explicit JoinableQueue(detail::queue_core core) noexcept : base(std::move(core)) {}
+};
+
+} // namespace shmq

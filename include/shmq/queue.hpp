@@ -1,0 +1,92 @@
+// shmq — Queue<T>: Python's multiprocessing.Queue over a ring in shared memory.
+//
+// Multi-producer multi-consumer, across processes and threads. Every item is delivered exactly
+// once, whole; items put by one process arrive in the order that process put them.
+//
+//  * put() encodes in the caller: a failing encode throws codec_error and changes nothing.
+//  * Bounded (maxsize > 0): put waits for a free slot (block/timeout as in Python, full_error).
+//  * Unbounded (maxsize <= 0): put never blocks. With room in the ring the item is in shared
+//    memory when put returns (empty()/get_nowait() anywhere see it at once); otherwise it waits in
+//    this process's backlog, drained by a feeder thread started on demand (qsize() counts it).
+//  * get() waits for an item (block/timeout, empty_error); one deadline covers waiting behind
+//    other consumers too. A failing decode throws codec_error and consumes that one item.
+//  * Shutdown, as in Python: close() says this handle will not put or get any more (other
+//    handles and processes are unaffected; qsize/empty/full keep working). join_thread() (after
+//    close) waits until this process's backlog is in shared memory; the destructor, process exit
+//    and a shmq::Process child's exit do the same unless cancel_join_thread() was called, in
+//    which case the backlog may be lost. If nobody ever gets, that wait is forever — as in Python.
+//  * Anonymous queues are shared with children forked after construction. Named queues
+//    (create/open) are shared by name with unrelated processes and live until remove().
+#pragma once
+
+#include <shmq/codec.hpp>
+#include <shmq/detail/queue_core.hpp>
+#include <shmq/errors.hpp>
+#include <shmq/options.hpp>
+
+#include <cstddef>
+#include <string_view>
+
+namespace shmq {
+
+template <class T> class Queue {
+public:
+    /// Throws value_error (maxsize or capacity out of range), error (no shared memory).
+    explicit Queue(std::size_t maxsize = 0, options opts = {})
+        : core_(detail::queue_flavor::queue, to_maxsize(maxsize), opts, fingerprint()) {}
+
+    /// Creates the named queue /dev/shm/shmq.<name>. Throws exists_error, value_error (bad name).
+    static Queue create(std::string_view name, std::size_t maxsize = 0, options opts = {}) {
+        return Queue(detail::queue_core::create(detail::queue_flavor::queue, name,
+                                                to_maxsize(maxsize), opts, fingerprint()));
+    }
+    /// Opens a named queue. Throws not_found_error, type_error (another T or kind), broken_error.
+    static Queue open(std::string_view name) {
+        return Queue(detail::queue_core::open(detail::queue_flavor::queue, name, fingerprint()));
+    }
+    /// Unlinks the name; handles already open keep working. Never throws.
+    static bool remove(std::string_view name) noexcept { return detail::queue_core::remove(name); }
+
+    Queue(Queue&&) noexcept = default;
+    Queue& operator=(Queue&&) noexcept = default;
+
+    /// Throws closed_error, full_error, codec_error.
+    void put(const T& obj, bool block = true, timeout_t timeout = std::nullopt) {
+        core_.check_open();
+        auto& scratch = detail::encode_scratch();
+        core_.put(codec<T>::encode(obj, scratch), block, timeout);
+    }
+    /// Throws closed_error, empty_error, codec_error, broken_error.
+    T get(bool block = true, timeout_t timeout = std::nullopt) {
+        auto& buf = detail::decode_scratch();
+        core_.get(buf, block, timeout);
+        return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
+    }
+    void put_nowait(const T& obj) { put(obj, false); }
+    T get_nowait() { return get(false); }
+
+    /// Items in the queue, plus this process's backlog. Exact when nothing moves.
+    std::size_t qsize() const { return core_.qsize(); }
+    bool empty() const { return core_.empty(); }
+    bool full() const { return core_.full(); }
+    /// Idempotent; never throws.
+    void close() noexcept { core_.close(); }
+    /// Throws value_error unless close() was called first.
+    void join_thread() { core_.join_thread(); }
+    void cancel_join_thread() noexcept { core_.cancel_join_thread(); }
+
+protected:
+    explicit Queue(detail::queue_core core) noexcept : core_(std::move(core)) {}
+    Queue(detail::queue_flavor f, std::size_t maxsize, const options& opts)
+        : core_(f, to_maxsize(maxsize), opts, fingerprint()) {}
+    static std::int64_t to_maxsize(std::size_t maxsize) {
+        // Python's maxsize <= 0 means unbounded; an unsigned argument can only say 0.
+        if (maxsize > static_cast<std::size_t>(INT64_MAX)) throw value_error("shmq: maxsize too large");
+        return static_cast<std::int64_t>(maxsize);
+    }
+    static std::uint64_t fingerprint() noexcept { return detail::type_fingerprint<T>(); }
+
+    detail::queue_core core_;
+};
+
+} // namespace shmq

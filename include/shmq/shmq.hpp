@@ -1,0 +1,11 @@
+// shmq — Python's multiprocessing for C++ processes, over shared memory. The umbrella header.
+#pragma once
+
+#include <shmq/codec.hpp>
+#include <shmq/connection.hpp>
+#include <shmq/errors.hpp>
+#include <shmq/joinable_queue.hpp>
+#include <shmq/options.hpp>
+#include <shmq/process.hpp>
+#include <shmq/queue.hpp>
+#include <shmq/simple_queue.hpp>

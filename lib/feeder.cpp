@@ -1,0 +1,188 @@
+#include "feeder.hpp"
+
+#include <shmq/detail/exit_flush.hpp>
+
+#include <cstdlib>
+#include <new>
+#include <pthread.h>
+
+namespace shmq::detail {
+namespace {
+
+// How long the thread waits for room before it looks at stop/cancel again.
+constexpr auto feeder_slice = std::chrono::milliseconds(50);
+// Items written per lease hold at most: bounds how long other writers wait behind the feeder.
+constexpr std::size_t batch_max = 256;
+
+} // namespace
+
+// Every live feeder of this process, for fork and exit.
+struct feeder_list {
+    static std::mutex& mutex() { static std::mutex m; return m; }
+    static feeder*& first() { static feeder* head = nullptr; return head; }
+
+    static void add(feeder* f) {
+        std::call_once(once(), [] {
+            ::pthread_atfork(&prepare, &in_parent, &in_child);
+            add_exit_flush_hook(&flush_all);
+            std::atexit(&flush_all);
+        });
+        std::lock_guard<std::mutex> lock(mutex());
+        f->next_ = first();
+        if (first()) first()->prev_ = f;
+        first() = f;
+    }
+    static void remove(feeder* f) noexcept {
+        std::lock_guard<std::mutex> lock(mutex());
+        if (f->prev_) f->prev_->next_ = f->next_; else if (first() == f) first() = f->next_;
+        if (f->next_) f->next_->prev_ = f->prev_;
+        f->prev_ = f->next_ = nullptr;
+    }
+    static std::once_flag& once() { static std::once_flag o; return o; }
+
+    // Process exit (atexit) or a Process child's exit: every backlog reaches shared memory unless
+    // its queue was cancel_join_thread()ed.
+    static void flush_all() {
+        std::lock_guard<std::mutex> lock(mutex());
+        for (feeder* f = first(); f; f = f->next_) f->flush();
+    }
+
+    // Fork: hold every feeder's lock across fork so the child sees no half-updated backlog.
+    static void prepare() {
+        mutex().lock();
+        for (feeder* f = first(); f; f = f->next_) f->m_.lock();
+    }
+    static void in_parent() {
+        for (feeder* f = first(); f; f = f->next_) f->m_.unlock();
+        mutex().unlock();
+    }
+    static void in_child() {
+        for (feeder* f = first(); f; f = f->next_) f->reset_after_fork();
+        mutex().unlock();
+    }
+};
+
+feeder::feeder(channel& ch, std::uint64_t max_messages) : ch_(ch), max_messages_(max_messages) {
+    feeder_list::add(this);
+}
+
+feeder::~feeder() {
+    stop();
+    feeder_list::remove(this);
+}
+
+void feeder::reset_after_fork() noexcept {
+    // Only the forking thread exists in the child. The parent's backlog stays the parent's, and
+    // its thread does not exist here: forget both without destroying what the parent's thread
+    // was using (a condition variable may have had that thread as a waiter).
+    backlog_.clear();
+    pending_.store(0, std::memory_order_release);
+    running_ = false;
+    stop_ = false;
+    new (&work_) std::condition_variable();
+    new (&drained_) std::condition_variable();
+    new (&thread_) std::thread();
+    m_.unlock();
+}
+
+void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& owner) {
+    // Fast path: nothing of ours is pending, so writing now keeps FIFO order; don't wait for room.
+    if (pending_.load(std::memory_order_acquire) == 0 && item.size() <= ch_.whole_limit()) {
+        static const deadline now(timeout_t(std::chrono::duration<double>(0)));
+        if (ch_.write(item, now, max_messages_) == io_status::ok) return;
+    }
+    std::lock_guard<std::mutex> lock(m_);
+    backlog_.emplace_back(item.begin(), item.end());
+    pending_.fetch_add(1, std::memory_order_acq_rel);
+    if (!running_) {
+        if (thread_.joinable()) thread_.join();   // a previous thread that ran dry and ended
+        running_ = true;
+        stop_ = false;
+        try {
+            thread_ = std::thread([this, owner] { run(owner); });
+        } catch (...) {
+            running_ = false;
+            backlog_.pop_back();
+            pending_.fetch_sub(1, std::memory_order_acq_rel);
+            throw;
+        }
+    } else {
+        work_.notify_one();
+    }
+}
+
+void feeder::run(std::shared_ptr<void> owner) noexcept {
+    (void)owner;   // held only to keep the queue's state (this feeder, its channel) alive
+    std::vector<std::vector<std::byte>> batch;
+    std::vector<std::span<const std::byte>> views;
+    std::unique_lock<std::mutex> lock(m_);
+    for (;;) {
+        // Exit when idle rather than lingering: a thread per queue only while there is a backlog.
+        if (backlog_.empty() || cancelled()) {
+            running_ = false;
+            drained_.notify_all();
+            return;
+        }
+        batch.clear();
+        while (!backlog_.empty() && batch.size() < batch_max) {
+            batch.push_back(std::move(backlog_.front()));
+            backlog_.pop_front();
+        }
+        lock.unlock();
+
+        std::size_t done = 0;
+        while (done < batch.size() && !cancelled()) {
+            const auto& item = batch[done];
+            if (item.size() > ch_.whole_limit()) {
+                // Streamed: once its first piece is in, the channel finishes it.
+                if (ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_) == io_status::ok)
+                    ++done;
+                continue;
+            }
+            views.clear();
+            for (std::size_t i = done; i < batch.size() && batch[i].size() <= ch_.whole_limit(); ++i)
+                views.emplace_back(batch[i].data(), batch[i].size());
+            std::size_t n = ch_.write_some(views, deadline(timeout_t(feeder_slice)), max_messages_);
+            if (n == 0) {
+                // No room: wait for some, a slice at a time, so cancel() is seen promptly.
+                if (ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_) == io_status::ok)
+                    ++done;
+            } else {
+                done += n;
+            }
+        }
+        lock.lock();
+        pending_.fetch_sub(done, std::memory_order_acq_rel);
+        if (done < batch.size()) {
+            // Cancelled mid-batch: what is left is dropped, as Python drops an unflushed buffer.
+            pending_.fetch_sub(batch.size() - done, std::memory_order_acq_rel);
+        }
+        drained_.notify_all();
+    }
+}
+
+void feeder::flush() noexcept {
+    std::unique_lock<std::mutex> lock(m_);
+    drained_.wait(lock, [&] { return pending() == 0 || cancelled() || !running_; });
+}
+
+void feeder::cancel() noexcept {
+    cancelled_.store(true, std::memory_order_release);
+    std::lock_guard<std::mutex> lock(m_);
+    drained_.notify_all();
+}
+
+void feeder::stop() noexcept {
+    std::unique_lock<std::mutex> lock(m_);
+    if (!cancelled()) drained_.wait(lock, [&] { return pending() == 0 || !running_; });
+    if (!thread_.joinable()) return;
+    if (running_ && cancelled()) {
+        // Still writing into a ring nobody drains: let it go; `owner` keeps its state alive.
+        thread_.detach();
+        return;
+    }
+    lock.unlock();
+    thread_.join();
+}
+
+} // namespace shmq::detail

@@ -1,0 +1,72 @@
+// The per-process backlog of an unbounded queue and the thread that drains it (Python's feeder).
+//
+// put() on an unbounded queue never blocks (DESIGN §2, improvement 2). When the ring has no room,
+// or the writer lease is busy, or this process already has items waiting (so FIFO per producer
+// holds), the encoded item is copied into this backlog and a feeder thread, started on demand,
+// writes it into the ring as room appears, several items per lease hold when it can.
+//
+// Lifetime: flush() waits until the backlog is in shared memory (join_thread, handle destruction,
+// process exit through atexit or a shmq::Process child's exit hook); cancel() makes every flush
+// return at once and lets the process exit with the backlog lost, as cancel_join_thread does.
+// Fork: a child starts with an empty backlog and no thread (the parent's pending items are
+// not duplicated, as in Python), see feeder.cpp's atfork handlers.
+#pragma once
+
+#include "channel.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+namespace shmq::detail {
+
+class feeder {
+public:
+    /// max_messages: the ring's message bound (0 = none). owner is kept alive by the thread.
+    feeder(channel& ch, std::uint64_t max_messages);
+    ~feeder();
+    feeder(const feeder&) = delete;
+    feeder& operator=(const feeder&) = delete;
+
+    /// Writes item now if nothing of this process is pending and it fits without waiting;
+    /// otherwise appends a copy to the backlog and starts the thread (owner keeps what it needs
+    /// alive while it runs). Never blocks on the ring. Throws std::system_error if no thread can
+    /// be started.
+    void put(std::span<const std::byte> item, const std::shared_ptr<void>& owner);
+    /// Items of this process not yet in shared memory (backlog plus the batch being written).
+    std::size_t pending() const noexcept { return pending_.load(std::memory_order_acquire); }
+    /// Blocks until pending() == 0, or returns at once after cancel(). Never throws.
+    void flush() noexcept;
+    /// Lets flush() and the process's exit stop waiting; the backlog may then be lost.
+    void cancel() noexcept;
+    bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+    /// Ends the thread: joins it (after flush) or, when cancelled, detaches it. Never throws.
+    void stop() noexcept;
+
+private:
+    friend struct feeder_list;
+    void run(std::shared_ptr<void> owner) noexcept;
+    void reset_after_fork() noexcept;
+
+    channel& ch_;
+    const std::uint64_t max_messages_;
+    std::mutex m_;
+    std::condition_variable work_;      // the thread waits here for items or stop
+    std::condition_variable drained_;   // flush() waits here
+    std::deque<std::vector<std::byte>> backlog_;
+    std::atomic<std::size_t> pending_{0};
+    std::atomic<bool> cancelled_{false};
+    bool running_ = false;
+    bool stop_ = false;
+    std::thread thread_;
+    feeder* prev_ = nullptr;
+    feeder* next_ = nullptr;
+};
+
+} // namespace shmq::detail
