@@ -49,6 +49,14 @@ channel::channel(std::shared_ptr<segment> seg, std::uint32_t index, bool eof_rul
       index_(index),
       eof_rules_(eof_rules) {}
 
+bool channel::reap_due() noexcept {
+    const clock::rep now = clock::now().time_since_epoch().count();
+    clock::rep last = last_reap_.load(std::memory_order_relaxed);
+    const clock::rep interval = std::chrono::duration_cast<clock::duration>(reap_interval).count();
+    return now - last > interval &&
+           last_reap_.compare_exchange_strong(last, now, std::memory_order_relaxed);
+}
+
 std::uint64_t channel::load_tail() const { return st_.tail.load(std::memory_order_acquire); }
 std::uint64_t channel::load_head() const { return st_.head.load(std::memory_order_acquire); }
 
@@ -101,10 +109,7 @@ channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t n
         if (fits()) { st_.space.finish(); return wait_result::ready; }
         st_.space.wait(ticket, until.slice());
         st_.space.finish();
-        if (eof_rules_ && clock::now() - last_reap_ > reap_interval) {
-            last_reap_ = clock::now();
-            registry::reap(*seg_, reader_end(index_));
-        }
+        if (eof_rules_ && reap_due()) registry::reap(*seg_, reader_end(index_));
     }
 }
 
@@ -128,8 +133,7 @@ channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& 
             // holds it, or its holder died, the rest of the message will never come.
             std::uint32_t owner = st_.wlock.owner();
             if ((owner == 0 || !is_alive(owner)) && !arrived()) return wait_result::abandoned;
-        } else if (eof_rules_ && clock::now() - last_reap_ > reap_interval) {
-            last_reap_ = clock::now();
+        } else if (eof_rules_ && reap_due()) {
             registry::reap(*seg_, writer_end(index_));
         }
     }
@@ -140,11 +144,7 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     robust_lock lease(st_.wlock, until);
     if (!lease.owns()) return io_status::timed_out;
     if (eof_rules_) {
-        auto now = clock::now();
-        if (now - last_reap_ > reap_interval) {
-            last_reap_ = now;
-            registry::reap(*seg_, reader_end(index_));
-        }
+        if (reap_due()) registry::reap(*seg_, reader_end(index_));
         if (readers_gone()) return io_status::broken_pipe;
     }
     // A lease taken over from a dead writer needs no repair: that writer's unpublished bytes are
@@ -355,10 +355,7 @@ bool channel::poll(const deadline& until) {
         if (ready()) { st_.data.finish(); return true; }
         st_.data.wait(ticket, until.slice());
         st_.data.finish();
-        if (eof_rules_ && clock::now() - last_reap_ > reap_interval) {
-            last_reap_ = clock::now();
-            registry::reap(*seg_, writer_end(index_));
-        }
+        if (eof_rules_ && reap_due()) registry::reap(*seg_, writer_end(index_));
     }
 }
 

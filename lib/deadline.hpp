@@ -22,11 +22,12 @@ public:
     deadline() = default;
     /// From a user timeout: nullopt = forever, <= 0 = already expired (but one try is made).
     explicit deadline(const timeout_t& t) {
-        if (t) {
-            auto d = std::chrono::duration_cast<clock::duration>(
-                std::max(*t, std::chrono::duration<double>(0)));
-            at_ = clock::now() + d;
-        }
+        if (!t) return;
+        double s = t->count();
+        // Beyond ~30 years is forever (and converting it would overflow); NaN does not wait.
+        if (s > 1e9) return;
+        if (!(s > 0)) s = 0;
+        at_ = clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s));
     }
     static deadline from(bool block, const timeout_t& t) {
         return block ? deadline(t) : deadline(timeout_t(std::chrono::duration<double>(0)));

@@ -82,21 +82,22 @@ inline constexpr std::uint64_t position_msg_mask = (std::uint64_t{1} << (64 - po
 /// Between the current writer and the current reader the ring is single-producer
 /// single-consumer: the writer publishes `tail` with release after copying, the reader
 /// publishes `head` with release after copying out. Each side keeps a local copy of the other's
-/// position and reloads it only when that copy says "full" or "empty", so in steady state each
-/// side touches only its own cache line. The events sit on lines of their own: they are read on
-/// every publication but written only when someone goes to sleep.
+/// position and reloads it only when that copy says "full" or "empty". The events sit on lines
+/// of their own: they are read on every publication but written only when someone goes to sleep.
 struct alignas(cache_line) channel_state {
-    // Writer line: written by the writer-lease holder, read by readers when they run dry.
+    // The leases have lines of their own: only writers (resp. readers) touch them, so taking an
+    // uncontended lease never waits for the other side's cache.
     robust_mutex wlock;
-    std::atomic<std::uint64_t> tail;      // packed position of the end of published records
-    // Reader line: written by the reader-lease holder, read by writers when they run out of room.
     alignas(cache_line) robust_mutex rlock;
-    std::atomic<std::uint64_t> head;      // packed position of the first unconsumed record
+    // Written by the writer-lease holder after each publication, read by readers that run dry.
+    alignas(cache_line) std::atomic<std::uint64_t> tail;   // packed position: end of published records
+    // Written by the reader-lease holder after each consumption, read by writers that run out of room.
+    alignas(cache_line) std::atomic<std::uint64_t> head;   // packed position: first unconsumed record
     alignas(cache_line) event data;       // readers sleep here waiting for records
     alignas(cache_line) event space;      // writers sleep here waiting for room
 };
 
-static_assert(sizeof(channel_state) == 4 * cache_line, "channel_state: four cache lines");
+static_assert(sizeof(channel_state) == 6 * cache_line, "channel_state: six cache lines");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "positions need lock-free 64-bit atomics");
 
 } // namespace shmq::detail

@@ -32,24 +32,23 @@ robust_mutex::result robust_mutex::lock(const deadline& until) noexcept {
                 return result::acquired;
             continue;
         }
+        auto slice = until.slice();
+        if (slice.count() <= 0) return result::timed_out;   // try_lock, or the deadline passed
         if (!(v & waiters_bit)) {
             if (!word_.compare_exchange_weak(v, v | waiters_bit, std::memory_order_relaxed,
                                              std::memory_order_relaxed))
                 continue;
             v |= waiters_bit;
         }
-        auto slice = until.slice();
-        if (slice.count() > 0) futex_wait(&word_, v, slice);
+        const auto slept_from = clock::now();
+        futex_wait(&word_, v, slice);
         std::uint32_t now = word_.load(std::memory_order_relaxed);
-        if (now == v && !is_alive(v & ~waiters_bit)) {
-            // The owner died holding the lock: take it over.
+        // Same owner for a whole slice: make sure it still lives (a /proc read, so only then).
+        if (now == v && clock::now() - slept_from >= slice && !is_alive(v & ~waiters_bit)) {
             if (word_.compare_exchange_strong(now, me | waiters_bit, std::memory_order_acquire,
                                               std::memory_order_relaxed))
                 return result::recovered;
-            continue;
         }
-        if (until.expired() && word_.load(std::memory_order_relaxed) != 0)
-            return result::timed_out;
     }
 }
 

@@ -9,7 +9,8 @@
 // Layout: one 32-bit futex word in shared memory, zero-initialized = unlocked.
 //   0                       unlocked
 //   owner_pid | waiters_bit locked by the process owner_pid; waiters_bit = someone may sleep
-// Waits sleep at most detail::liveness_slice at a time, then check that the owner still lives.
+// Waits sleep at most detail::liveness_slice at a time; when the same owner held the lock for a
+// whole slice, the waiter checks that the owner still lives.
 #pragma once
 
 #include "deadline.hpp"
@@ -29,7 +30,8 @@ public:
 
     /// Locks, waiting until the deadline. Never throws.
     result lock(const deadline& until) noexcept;
-    /// Locks without waiting, unless the owner is dead (then it is taken over).
+    /// Locks without sleeping (after a short spin). A dead owner is noticed only by lock() calls
+    /// that sleep, so waiting callers are what recover a lock abandoned by a dead process.
     result try_lock() noexcept { return lock(deadline(timeout_t(std::chrono::duration<double>(0)))); }
     /// Unlocks and wakes one sleeper if any. \pre locked by this process.
     void unlock() noexcept;
