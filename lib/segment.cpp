@@ -117,6 +117,15 @@ std::shared_ptr<segment> segment::create_named(std::string_view name, const segm
 
 std::shared_ptr<segment> segment::open_named(std::string_view name, segment_kind kind,
                                              std::uint64_t type_fingerprint) {
+    return open_checked(name, &kind, &type_fingerprint);
+}
+
+std::shared_ptr<segment> segment::inspect(std::string_view name) {
+    return open_checked(name, nullptr, nullptr);
+}
+
+std::shared_ptr<segment> segment::open_checked(std::string_view name, const segment_kind* kind,
+                                               const std::uint64_t* type_fingerprint) {
     check_name(name);
     const std::string sys = system_name(name);
     bip::shared_memory_object shm;
@@ -152,9 +161,12 @@ std::shared_ptr<segment> segment::open_named(std::string_view name, segment_kind
     if (h.version != layout_version)
         throw broken_error(describe(name) + ": layout version " + std::to_string(h.version) +
                            ", this library reads " + std::to_string(layout_version));
-    if (h.kind != static_cast<std::uint32_t>(kind))
+    if (h.kind < static_cast<std::uint32_t>(segment_kind::pipe) ||
+        h.kind > static_cast<std::uint32_t>(segment_kind::joinable_queue))
+        throw broken_error(describe(name) + ": corrupt header (unknown kind)");
+    if (kind && h.kind != static_cast<std::uint32_t>(*kind))
         throw type_error(describe(name) + ": is another kind of shmq object");
-    if (h.type_fingerprint != type_fingerprint)
+    if (type_fingerprint && h.type_fingerprint != *type_fingerprint)
         throw type_error(describe(name) + ": was created for another element type");
     const std::uint64_t cap = h.capacity;
     const std::uint32_t channels = h.channels;

@@ -37,6 +37,8 @@ public:
     /// kind of object or another T), broken_error (bad header, other layout version).
     static std::shared_ptr<segment> open_named(std::string_view name, segment_kind kind,
                                                std::uint64_t type_fingerprint);
+    /// Opens and validates any kind of shmq segment, for tools. Throws as open_named.
+    static std::shared_ptr<segment> inspect(std::string_view name);
     /// Unlinks the name. Never throws; false when there was nothing to remove or the name is bad.
     static bool remove(std::string_view name) noexcept;
     /// Throws value_error for an empty name, one containing '/' or NUL, or longer than 200.
@@ -70,6 +72,8 @@ private:
     /// Computes the offsets for (channels, capacity); returns the total size.
     std::uint64_t plan(std::uint32_t channels, std::uint64_t capacity) noexcept;
     void initialize(const segment_params& p, std::uint64_t capacity);
+    static std::shared_ptr<segment> open_checked(std::string_view name, const segment_kind* kind,
+                                                 const std::uint64_t* type_fingerprint);
 
     boost::interprocess::mapped_region region_;
     void* base_ = nullptr;
