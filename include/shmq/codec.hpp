@@ -1,0 +1,495 @@
+// shmq — the codec layer: T <-> the bytes of one message.
+//
+// `shmq::codec<T>` is the customization point. Every specialization provides
+//
+//     static std::span<const std::byte> encode(const T& obj, std::vector<std::byte>& scratch);
+//     static T decode(std::span<const std::byte> bytes);
+//
+// encode returns a view that stays valid until `scratch` or `obj` changes (it may point into
+// `obj` itself); decode reads exactly one message. Both report failure as shmq::codec_error.
+// The message length is the frame length, so no codec writes a length prefix of its own.
+//
+// What the primary template does, by kind of T (first match wins):
+//  * pointers, member pointers, arrays, std::span of non-bytes, std::basic_string_view of non-char:
+//    refused at compile time. An address means nothing in another process; send the pointee, a
+//    std::string or a std::vector, or specialize codec<T> if you really mean it.
+//  * std::string_view, std::span<const std::byte|char|unsigned char>: encode only (sends the
+//    viewed bytes, so the peer can decode a std::string or a byte vector); decoding into a view
+//    is a compile error because nothing would own the bytes.
+//  * std::string, std::vector<std::byte|char|unsigned char>: the bytes themselves. encode
+//    returns a span over obj's buffer: no copy, no allocation.
+//  * trivially copyable T (int, double, enums, PODs, std::array of them) without a member
+//    `serialize` of its own: the object representation, sizeof(T) bytes. encode returns a span
+//    over obj: no copy, no allocation. decode requires exactly sizeof(T) bytes. Both ends must
+//    share the ABI (they share memory on one machine, so they do unless compiled differently).
+//    A struct that *contains* pointers or views is trivially copyable too and is copied bit for
+//    bit: give such a type its own specialization. Padding bytes travel as they are.
+//    A type that declares a member `serialize` (public or private, or via
+//    BOOST_SERIALIZATION_SPLIT_MEMBER) asked for it to be used, so it takes the Boost path even
+//    when trivially copyable; `shmq::raw_codec` / `shmq::serialization_codec` override either
+//    choice (a free-function serialize is not detected: opt in with serialization_codec).
+//  * everything else: Boost.Serialization's binary archive without its header
+//    (boost::archive::no_header), written into the reused `scratch` vector. T needs a
+//    `serialize` (or save/load) as usual with Boost, must be default-constructible, and both ends
+//    must use the same Boost and architecture. <boost/serialization/string.hpp> is included
+//    here; include the other <boost/serialization/...> headers your members need.
+//
+// Robustness of the Boost path: decoding bytes that are not an encoding of T (a message sent as
+// another type, a hostile peer) throws codec_error; it does not crash, assert, or allocate
+// without bound. Any exception (archive_exception, std::bad_alloc, std::length_error, one from
+// a user's serialize, ...) becomes codec_error. String lengths and vectors of bitwise types are
+// checked exactly against the bytes left; any other collection may claim at most one element per
+// byte left plus `collection_slack`, so a garbage count allocates at most about
+// (message size + 4096) x sizeof(element), and only until the error unwinds. An unordered
+// container's bucket count is only a hint, so it is clamped rather than refused. Trailing bytes
+// after the object are an error. Pointers (raw, std::unique_ptr, std/boost::shared_ptr,
+// boost::scoped_ptr, exported polymorphic classes): class ids and object ids are checked against
+// mirrors of Boost's own tables, a pointer may only name an object of the class it claims, and
+// an owning pointer only a new object or one it may share, so garbage cannot cause an
+// out-of-range read, a pointer to the wrong type or a double delete.
+// Known limits: a collection of more than `collection_slack` elements whose serialize writes
+// nothing is refused; loading a `char*` C string is refused (Boost would write through it without
+// a bound); raw pointers are taken as observers, so garbage can make two raw pointers name one
+// object, which matters only if your destructor deletes them; objects created through pointers in
+// a message that then fails to decode are leaked, as Boost leaves them; the pre-1.33
+// boost::shared_ptr format (boost/serialization/shared_ptr_132.hpp) is not checked.
+//
+// decode constructs its result directly in the caller's storage, so pointers that Boost restores
+// to the object's own members stay valid. A user's serialize may itself send or receive on
+// another shmq object: nested encodes and decodes get their own scratch buffers.
+//
+// Customizing: specialize for your type (a full or partial specialization always wins over the
+// defaults above; the Enable parameter allows enable_if-constrained partial specializations):
+//
+//     template <> struct shmq::codec<my_type> {
+//         static std::span<const std::byte> encode(const my_type&, std::vector<std::byte>& scratch);
+//         static my_type decode(std::span<const std::byte>);   // throw shmq::codec_error on bad input
+//     };
+//
+// Threads: codecs are stateless; the scratch buffers below are per thread.
+#pragma once
+
+#include <shmq/errors.hpp>
+
+#include <boost/archive/archive_exception.hpp>
+#include <boost/archive/basic_archive.hpp>
+#include <boost/archive/binary_iarchive_impl.hpp>
+#include <boost/archive/binary_oarchive.hpp>
+#include <boost/archive/detail/register_archive.hpp>
+#include <boost/serialization/array_optimization.hpp>
+#include <boost/serialization/collection_size_type.hpp>
+#include <boost/serialization/is_bitwise_serializable.hpp>
+#include <boost/serialization/string.hpp>
+
+namespace boost {
+template <class T> class shared_ptr;
+template <class T> class scoped_ptr;
+} // namespace boost
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <streambuf>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <typeinfo>
+#include <vector>
+
+namespace shmq {
+
+/// The customization point: how a T becomes the bytes of one message and back. See the file
+/// comment for the defaults and how to specialize.
+template <class T, class Enable = void>
+struct codec;
+
+namespace detail {
+
+/// The calling thread's buffer for encoding (Boost path) one message. Reused, so steady-state
+/// sends allocate nothing. Safe against nesting: while this thread is inside a Boost encode
+/// (a user's serialize sending on another connection), a different buffer is returned. A buffer
+/// that grew beyond scratch_keep_bytes is released here, before its next use.
+/// Throws std::bad_alloc only when called nested and memory is exhausted (the enclosing encode
+/// then reports codec_error); at the top level it never throws.
+std::vector<std::byte>& encode_scratch();
+/// The calling thread's buffer for receiving one message before it is decoded; same rules as
+/// encode_scratch (nested receives inside a user's load get their own buffer).
+std::vector<std::byte>& decode_scratch();
+
+/// A scratch buffer above this capacity is released before its next use instead of being kept
+/// for the thread's lifetime: one huge message must not pin its size forever.
+inline constexpr std::size_t scratch_keep_bytes = std::size_t{16} << 20;
+
+/// Any collection count may exceed the bytes left by this much (collections of elements that
+/// serialize to nothing are legal); beyond it the count is garbage.
+inline constexpr std::size_t collection_slack = 4096;
+
+/// FNV-1a 64 over the mangled name, mixed with size and alignment; never 0. Never throws.
+std::uint64_t type_fingerprint(const std::type_info& type, std::size_t size,
+                               std::size_t align) noexcept;
+
+/// Converts the exception being handled into codec_error (codec_error itself passes through
+/// unchanged, as does the forced unwinding of a cancelled thread). Call only from a catch block.
+[[noreturn]] void rethrow_as_codec_error(const char* operation, const std::type_info& type);
+/// Throws codec_error: a raw T needs exactly `expected` bytes.
+[[noreturn]] void throw_size_mismatch(const std::type_info& type, std::size_t expected,
+                                      std::size_t got);
+/// Throws codec_error with "shmq: cannot decode <type>: <why>".
+[[noreturn]] void throw_decode_error(const std::type_info& type, const char* why);
+
+/// Marks this thread as inside a Boost encode (resp. decode), so that encode_scratch()
+/// (resp. decode_scratch()) called from a user's serialize hands out a different buffer.
+class encode_nesting {
+public:
+    encode_nesting() noexcept;
+    ~encode_nesting();
+    encode_nesting(const encode_nesting&) = delete;
+    encode_nesting& operator=(const encode_nesting&) = delete;
+};
+class decode_nesting {
+public:
+    decode_nesting() noexcept;
+    ~decode_nesting();
+    decode_nesting(const decode_nesting&) = delete;
+    decode_nesting& operator=(const decode_nesting&) = delete;
+};
+
+/// A streambuf that appends everything written to a vector: no iostreams, and no allocation
+/// once the vector has grown to the message size.
+class vector_append_streambuf final : public std::streambuf {
+public:
+    explicit vector_append_streambuf(std::vector<std::byte>& out) noexcept : out_(out) {}
+
+protected:
+    int_type overflow(int_type ch) override;
+    std::streamsize xsputn(const char_type* s, std::streamsize n) override;
+
+private:
+    std::vector<std::byte>& out_;
+};
+
+/// A read-only streambuf over a span. It never writes through the (const_cast) get area:
+/// pbackfail keeps its default, which refuses.
+class span_istreambuf final : public std::streambuf {
+public:
+    explicit span_istreambuf(std::span<const std::byte> bytes) noexcept;
+    /// Bytes not yet consumed.
+    std::size_t remaining() const noexcept { return static_cast<std::size_t>(egptr() - gptr()); }
+
+protected:
+    std::streamsize xsgetn(char_type* s, std::streamsize n) override;
+    std::streamsize showmanyc() override;
+};
+
+template <class C>
+concept unordered_container = requires(C& c, std::size_t n) {
+    c.rehash(n);
+    { c.bucket_count() } -> std::convertible_to<std::size_t>;
+};
+
+struct checked_iarchive_state; // lib/codec.cpp: mirrors of Boost's class and object tables
+
+/// Who a pointer being loaded will belong to: a plain pointer (none: an observer, or owned by
+/// user code shmq cannot see), a unique owner (unique_ptr, scoped_ptr) or a shared one.
+enum class pointer_owner : unsigned char { none, unique, shared };
+
+/// binary_iarchive with every length it reads checked against the bytes left, so garbage input
+/// throws instead of asserting, overflowing or allocating gigabytes, and with the class ids,
+/// object ids and pointer ownership it reads checked too, so garbage cannot make Boost index its
+/// tables out of range or hand one object to two owners (see load_pointer in lib/codec.cpp).
+/// Reads exactly the format binary_oarchive writes. Derives from binary_iarchive_impl, as Boost
+/// documents for extensions; the non-inline parts are instantiated in lib/codec.cpp.
+class checked_iarchive
+    : public boost::archive::binary_iarchive_impl<checked_iarchive, char, std::char_traits<char>> {
+    using impl = boost::archive::binary_iarchive_impl<checked_iarchive, char, std::char_traits<char>>;
+    using primitive =
+        boost::archive::basic_binary_iprimitive<checked_iarchive, char, std::char_traits<char>>;
+    using basic_iserializer = boost::archive::detail::basic_iserializer;
+    using basic_pointer_iserializer = boost::archive::detail::basic_pointer_iserializer;
+    friend class boost::archive::detail::interface_iarchive<checked_iarchive>;
+    friend class boost::archive::basic_binary_iarchive<checked_iarchive>;
+    friend class boost::archive::load_access;
+
+public:
+    /// Throws what Boost's archive constructor throws (archive_exception, std::bad_alloc).
+    checked_iarchive(span_istreambuf& sb, unsigned flags);
+    ~checked_iarchive();
+
+    // Boost dispatches every `ar >> x` to the most derived archive's load_override and every
+    // primitive to its load(); the overloads below intercept the ones that carry lengths.
+    template <class U> void load_override(U& t) { this->impl::load_override(t); }
+
+    template <class U, class A> void load_override(std::vector<U, A>& v) {
+        // The next count read is this vector's size. Boost stores a vector of bitwise-serializable
+        // elements as that many raw elements, so the count can be checked exactly.
+        next_count_ = boost::serialization::is_bitwise_serializable<U>::value
+                          ? next_count::bitwise_vector
+                          : next_count::plain;
+        element_size_ = sizeof(U);
+        this->impl::load_override(v);
+        next_count_ = next_count::plain;
+    }
+
+    template <class C>
+        requires unordered_container<C>
+    void load_override(C& c) {
+        // The next two counts are the element count and the bucket count (a rehash hint).
+        next_count_ = next_count::unordered_size;
+        this->impl::load_override(c);
+        next_count_ = next_count::plain;
+    }
+
+    // Owning smart pointers: the pointer loaded next must be a new object, or one that may
+    // legitimately be shared (see load_pointer).
+    template <class U, class D> void load_override(std::unique_ptr<U, D>& p) { owned(p, owner::unique); }
+    template <class U> void load_override(std::shared_ptr<U>& p) { owned(p, owner::shared); }
+    template <class U> void load_override(boost::shared_ptr<U>& p) { owned(p, owner::shared); }
+    template <class U> void load_override(boost::scoped_ptr<U>& p) { owned(p, owner::unique); }
+
+    void load_override(boost::serialization::collection_size_type& t);
+    void load_override(boost::archive::class_id_type& t);
+    void load_override(boost::archive::class_name_type& t);
+    void load_override(boost::archive::object_id_type& t);
+
+    using primitive::load;
+    void load(bool& t);
+    void load(std::string& s);
+    void load(std::wstring& s);
+    [[noreturn]] void load(char* s);
+    [[noreturn]] void load(wchar_t* s);
+
+    // Boost's iserializers call these on the most derived archive (`ar.load_object(...)`), so
+    // these hide basic_iarchive's to keep the mirrors in step and check what Boost would
+    // otherwise trust. Not for users.
+    void load_object(void* t, const basic_iserializer& bis);
+    const basic_pointer_iserializer*
+    load_pointer(void*& t, const basic_pointer_iserializer* bpis,
+                 const basic_pointer_iserializer* (*finder)(
+                     const boost::serialization::extended_type_info&));
+    void register_basic_serializer(const basic_iserializer& bis);
+
+private:
+    enum class next_count : unsigned char { plain, bitwise_vector, unordered_size, unordered_buckets };
+    using owner = pointer_owner;
+
+    template <class P> void owned(P& p, owner kind) {
+        pending_owner_ = kind; // consumed by the load_pointer this load makes
+        this->impl::load_override(p);
+        pending_owner_ = owner::none;
+    }
+
+    span_istreambuf& sb_;
+    std::unique_ptr<checked_iarchive_state> state_;
+    next_count next_count_ = next_count::plain;
+    owner pending_owner_ = owner::none;
+    std::size_t element_size_ = 0;
+    std::size_t unordered_size_ = 0;
+};
+
+/// Boost archive flags used on both sides: no header (the frame says what it is), and no codecvt
+/// (only file streams use it; with it Boost would imbue a new locale into our streambuf).
+inline constexpr unsigned archive_flags = boost::archive::no_header | boost::archive::no_codecvt;
+
+template <class T> inline constexpr bool always_false = false;
+
+template <class T> struct is_span : std::false_type {};
+template <class E, std::size_t N> struct is_span<std::span<E, N>> : std::true_type {};
+template <class T> struct is_string_view : std::false_type {};
+template <class C, class Tr> struct is_string_view<std::basic_string_view<C, Tr>> : std::true_type {};
+
+template <class E>
+inline constexpr bool is_byte_like_v =
+    std::is_same_v<std::remove_cv_t<E>, std::byte> || std::is_same_v<std::remove_cv_t<E>, char> ||
+    std::is_same_v<std::remove_cv_t<E>, unsigned char>;
+
+template <class T>
+inline constexpr bool is_bytes_container_v =
+    std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<std::byte>> ||
+    std::is_same_v<T, std::vector<char>> || std::is_same_v<T, std::vector<unsigned char>>;
+
+template <class T> constexpr bool is_bytes_view() {
+    if constexpr (is_span<T>::value) return is_byte_like_v<typename T::element_type>;
+    else return std::is_same_v<T, std::string_view>;
+}
+
+enum class codec_kind { unsupported, bytes_view, bytes, raw, serialized };
+
+// Finds a member named `serialize` even when it is private (the usual Boost idiom, with
+// `friend class boost::serialization::access`): in a class deriving from both T and a probe that
+// has its own `serialize`, the name is ambiguous exactly when T has one. Lookup ambiguity is
+// decided before access checking, so privacy does not hide it.
+struct serialize_name_probe {
+    void serialize();
+};
+template <class T> struct serialize_probe : T, serialize_name_probe {};
+template <class T>
+concept has_member_serialize =
+    std::is_class_v<T> && !std::is_final_v<T> && !requires { &serialize_probe<T>::serialize; };
+
+template <class T> constexpr codec_kind kind_of() {
+    if constexpr (std::is_pointer_v<T> || std::is_member_pointer_v<T> || std::is_array_v<T> ||
+                  std::is_function_v<T> || std::is_reference_v<T> || std::is_void_v<T>)
+        return codec_kind::unsupported;
+    else if constexpr (is_span<T>::value || is_string_view<T>::value)
+        return is_bytes_view<T>() ? codec_kind::bytes_view : codec_kind::unsupported;
+    else if constexpr (is_bytes_container_v<T>)
+        return codec_kind::bytes;
+    else if constexpr (std::is_trivially_copyable_v<T> && !has_member_serialize<T>)
+        return codec_kind::raw;
+    else
+        return codec_kind::serialized;
+}
+
+template <class T, codec_kind K = kind_of<T>()> struct default_codec;
+
+template <class T> struct default_codec<T, codec_kind::unsupported> {
+    static_assert(always_false<T>,
+                  "shmq::codec<T>: pointers, arrays, functions and views of non-byte data cannot "
+                  "be sent (an address means nothing in another process). Send the value, a "
+                  "std::string or a std::vector, or specialize shmq::codec<T>.");
+};
+
+template <class T> struct default_codec<T, codec_kind::bytes_view> {
+    /// Returns a span over the viewed bytes. Never throws.
+    static std::span<const std::byte> encode(const T& view, std::vector<std::byte>&) noexcept {
+        return std::as_bytes(std::span(view.data(), view.size()));
+    }
+    static T decode(std::span<const std::byte>) {
+        static_assert(always_false<T>,
+                      "shmq::codec: cannot decode into a view (nothing would own the bytes); "
+                      "receive a std::string or a std::vector<std::byte> instead");
+    }
+};
+
+template <class T> struct default_codec<T, codec_kind::bytes> {
+    using element = typename T::value_type;
+    /// Returns a span over obj's own buffer (no copy). Never throws.
+    static std::span<const std::byte> encode(const T& obj, std::vector<std::byte>&) noexcept {
+        return std::as_bytes(std::span<const element>(obj.data(), obj.size()));
+    }
+    /// Copies the bytes into a new T. Throws codec_error if the allocation fails.
+    static T decode(std::span<const std::byte> bytes) {
+        try {
+            const auto* first = reinterpret_cast<const element*>(bytes.data());
+            return T(first, first + bytes.size());
+        } catch (...) {
+            rethrow_as_codec_error("decode", typeid(T));
+        }
+    }
+};
+
+template <class T> struct default_codec<T, codec_kind::raw> {
+    /// Returns a span over obj's object representation (no copy). Never throws.
+    static std::span<const std::byte> encode(const T& obj, std::vector<std::byte>&) noexcept {
+        return std::as_bytes(std::span<const T, 1>(std::addressof(obj), 1));
+    }
+    /// Copies exactly sizeof(T) bytes into a T. Throws codec_error on any other size, or (for
+    /// bool) on a byte other than 0 or 1.
+    static T decode(std::span<const std::byte> bytes) {
+        if (bytes.size() != sizeof(T)) throw_size_mismatch(typeid(T), sizeof(T), bytes.size());
+        if constexpr (std::is_same_v<T, bool>) {
+            // Any other byte would be a bool with no valid value (undefined behaviour to read).
+            if (bytes[0] != std::byte{0} && bytes[0] != std::byte{1})
+                throw_decode_error(typeid(T), "a bool byte must be 0 or 1");
+        }
+        if constexpr (std::is_default_constructible_v<T>) {
+            T out;
+            std::memcpy(static_cast<void*>(std::addressof(out)), bytes.data(), sizeof(T));
+            return out;
+        } else {
+            // Trivially copyable types are implicit-lifetime: memcpy into storage creates one.
+            alignas(T) std::byte storage[sizeof(T)];
+            std::memcpy(storage, bytes.data(), sizeof(T));
+            return *std::launder(reinterpret_cast<T*>(storage));
+        }
+    }
+};
+
+template <class T> struct default_codec<T, codec_kind::serialized> {
+    /// Serializes obj into scratch (cleared first) and returns a span over it.
+    /// Throws codec_error when serialization throws anything; scratch is then unspecified.
+    static std::span<const std::byte> encode(const T& obj, std::vector<std::byte>& scratch) {
+        scratch.clear();
+        try {
+            encode_nesting nesting;
+            vector_append_streambuf sb(scratch);
+            boost::archive::binary_oarchive oa(sb, archive_flags);
+            oa << obj;
+        } catch (...) {
+            rethrow_as_codec_error("encode", typeid(T));
+        }
+        return {scratch.data(), scratch.size()};
+    }
+    /// Deserializes one T from exactly `bytes`. Throws codec_error on malformed, truncated or
+    /// oversized input, or when T's constructor or load throws.
+    static T decode(std::span<const std::byte> bytes) {
+        // One named object returned on every path, so the compiler constructs it in the
+        // caller's storage (NRVO): pointers Boost restores to the object's own members stay valid.
+        T obj = construct();
+        load_into(obj, bytes);
+        return obj;
+    }
+
+private:
+    static T construct() {
+        try {
+            return T();
+        } catch (...) {
+            rethrow_as_codec_error("decode", typeid(T));
+        }
+    }
+    static void load_into(T& obj, std::span<const std::byte> bytes) {
+        try {
+            decode_nesting nesting;
+            span_istreambuf sb(bytes);
+            {
+                checked_iarchive ia(sb, archive_flags);
+                ia >> obj;
+            }
+            if (sb.remaining() != 0) throw_decode_error(typeid(T), "trailing bytes after the object");
+        } catch (...) {
+            rethrow_as_codec_error("decode", typeid(T));
+        }
+    }
+};
+
+/// Identifies T across processes for typed named objects: differs for any two distinct types
+/// (int vs float, unsigned vs int, two structs), equal for the same type in every process built
+/// with an Itanium-ABI compiler (gcc, clang). Never 0. Limits: two types with the same qualified
+/// name in different anonymous namespaces, or one struct changed between two builds without
+/// changing its size, are not told apart. Never throws.
+template <class T> std::uint64_t type_fingerprint() noexcept {
+    return type_fingerprint(typeid(T), sizeof(T), alignof(T));
+}
+
+} // namespace detail
+
+/// The primary template: the defaults described at the top of this file. cv-qualifiers are
+/// ignored (codec<const T> behaves as codec<T>).
+template <class T, class Enable>
+struct codec : detail::default_codec<std::remove_cv_t<T>> {};
+
+/// The raw codec, to opt a type in explicitly: `template <> struct shmq::codec<X> :
+/// shmq::raw_codec<X> {};` (for instance a trivially copyable type whose serialize should be
+/// ignored).
+template <class T>
+struct raw_codec : detail::default_codec<T, detail::codec_kind::raw> {
+    static_assert(std::is_trivially_copyable_v<T>, "shmq::raw_codec<T> needs a trivially copyable T");
+};
+
+/// The Boost.Serialization codec, to opt a type in explicitly: `template <> struct
+/// shmq::codec<X> : shmq::serialization_codec<X> {};` (for instance a trivially copyable type
+/// whose free-function serialize should be used).
+template <class T>
+struct serialization_codec : detail::default_codec<T, detail::codec_kind::serialized> {};
+
+} // namespace shmq
+
+// Registered so that BOOST_CLASS_EXPORT (polymorphic pointers) instantiates for shmq's archive
+// too: include this header before the exports, as with any Boost archive.
+BOOST_SERIALIZATION_REGISTER_ARCHIVE(shmq::detail::checked_iarchive)
+// Must match binary_oarchive, which writes bitwise-serializable arrays as raw bytes.
+BOOST_SERIALIZATION_USE_ARRAY_OPTIMIZATION(shmq::detail::checked_iarchive)
