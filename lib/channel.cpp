@@ -8,6 +8,8 @@
 
 #include <cstring>
 #include <new>
+#include <optional>
+#include <thread>
 
 namespace shmq::detail {
 namespace {
@@ -55,6 +57,20 @@ bool channel::reap_due() noexcept {
     const clock::rep interval = std::chrono::duration_cast<clock::duration>(reap_interval).count();
     return now - last > interval &&
            last_reap_.compare_exchange_strong(last, now, std::memory_order_relaxed);
+}
+
+channel::~channel() { drop_parked(); }
+
+void channel::drop_parked() noexcept {
+    bool expected = false;
+    if (parked_.held.load(std::memory_order_acquire) && parked_.pid == self_pid() &&
+        parked_.busy.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+        // The rest of that message is skipped by the next reader as orphan pieces.
+        parked_.held.store(false, std::memory_order_release);
+        std::vector<std::byte>().swap(parked_.bytes);
+        st_.rlock.unlock();
+        parked_.busy.store(false, std::memory_order_release);
+    }
 }
 
 std::uint64_t channel::load_tail() const { return st_.tail.load(std::memory_order_acquire); }
@@ -208,10 +224,9 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
         ring::kind k = first ? ring::kind::first
                              : (sent + data == total ? ring::kind::last : ring::kind::middle);
         std::uint64_t need = ring::footprint(payload);
-        // Only the first piece honours the deadline: once a reader may have started on this
-        // message, it is finished (unless every reader goes), or the reader would be left waiting.
-        auto r = wait_for_space(tail, room_for(tail, need), first ? until : deadline(),
-                                first ? max_messages : 0);
+        // Every piece honours the deadline. Giving up mid-message is safe: the lease is released,
+        // and a reader part-way through this message sees that its writer is gone and drops it.
+        auto r = wait_for_space(tail, room_for(tail, need), until, first ? max_messages : 0);
         if (r == wait_result::broken_pipe) return io_status::broken_pipe;
         if (r != wait_result::ready) return io_status::timed_out;
         std::uint64_t off = place(tail, need);
@@ -233,20 +248,11 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
 
 io_status channel::read(message_sink& sink, const deadline& until,
                         std::optional<std::size_t> maxlength, std::size_t* length) {
-    robust_lock lease(st_.rlock, until);
-    if (!lease.owns()) return io_status::timed_out;
-    // After a takeover from a dead reader, head may point into the middle of a streamed message:
-    // the loop below skips such orphan pieces, so no repair is needed here.
-    std::uint64_t head = load_head();
+    std::optional<robust_lock> lease;
     bool assembling = false;
     std::byte* dst = nullptr;
     std::uint64_t total = 0, got = 0;
 
-    auto consume = [&](std::uint64_t bytes, std::uint64_t msgs) {
-        head = ring::advance(head, bytes, msgs);
-        st_.head.store(head, std::memory_order_release);
-        st_.space.notify();
-    };
     auto reserve = [&](std::uint64_t n) {
         try {
             return sink.reserve(static_cast<std::size_t>(n));
@@ -255,6 +261,61 @@ io_status channel::read(message_sink& sink, const deadline& until,
         } catch (const std::length_error&) {
             throw error("shmq: cannot allocate " + std::to_string(n) + " bytes for a message");
         }
+    };
+
+    if (parked_.held.load(std::memory_order_acquire) && parked_.pid == self_pid()) {
+        // This process holds the lease for a message an earlier read parked: resume it, unless
+        // another thread of ours is doing so (then behave as if the lease were busy).
+        bool expected = false;
+        if (!parked_.busy.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+            while (!until.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            return io_status::timed_out;
+        }
+        lease.emplace(st_.rlock, std::adopt_lock);
+        parked_.held.store(false, std::memory_order_release);
+        if (maxlength && parked_.total > *maxlength) {
+            if (length) *length = static_cast<std::size_t>(parked_.total);
+            lease->release();
+            parked_.held.store(true, std::memory_order_release);
+            parked_.busy.store(false, std::memory_order_release);
+            return io_status::too_long;
+        }
+        total = parked_.total;
+        got = parked_.bytes.size();
+        try {
+            dst = reserve(total);
+        } catch (...) {
+            lease->release();
+            parked_.held.store(true, std::memory_order_release);
+            parked_.busy.store(false, std::memory_order_release);
+            throw;
+        }
+        std::memcpy(dst, parked_.bytes.data(), got);
+        std::vector<std::byte>().swap(parked_.bytes);
+        parked_.busy.store(false, std::memory_order_release);
+        assembling = true;
+    } else {
+        lease.emplace(st_.rlock, until);
+        if (!lease->owns()) return io_status::timed_out;
+    }
+    // After a takeover from a dead reader, head may point into the middle of a streamed message:
+    // the loop below skips such orphan pieces, so no repair is needed here.
+    std::uint64_t head = load_head();
+
+    auto consume = [&](std::uint64_t bytes, std::uint64_t msgs) {
+        head = ring::advance(head, bytes, msgs);
+        st_.head.store(head, std::memory_order_release);
+        st_.space.notify();
+    };
+    // The deadline passed while a live writer is still sending the rest: keep what we have and
+    // the lease, so the message is neither lost nor given to another reader in pieces.
+    auto park = [&] {
+        parked_.bytes.assign(dst, dst + got);
+        parked_.total = total;
+        parked_.pid = self_pid();
+        lease->release();
+        parked_.held.store(true, std::memory_order_release);
+        return io_status::timed_out;
     };
 
     for (;;) {
@@ -268,14 +329,14 @@ io_status channel::read(message_sink& sink, const deadline& until,
             if (avail > cap_) corrupt("head is ahead of tail");
         }
         if (avail == 0) {
-            switch (wait_for_data(head, assembling ? deadline() : until, assembling)) {
+            switch (wait_for_data(head, until, assembling)) {
             case wait_result::ready: continue;
             case wait_result::eof: return io_status::eof;
             case wait_result::abandoned:
                 assembling = false;
                 if (until.expired()) return io_status::timed_out;
                 continue;
-            default: return io_status::timed_out;
+            default: return assembling ? park() : io_status::timed_out;
             }
         }
         const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);

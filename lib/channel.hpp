@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <vector>
 
 namespace shmq::detail {
 
@@ -46,6 +47,12 @@ class channel {
 public:
     /// eof_rules: whether ends count (Pipe) or not (queues, where readers and writers come and go).
     channel(std::shared_ptr<segment> seg, std::uint32_t index, bool eof_rules) noexcept;
+    /// Gives back a reader lease kept for a parked message (that message is then lost).
+    ~channel();
+    /// The same, now (a queue handle being closed). Never throws.
+    void drop_parked() noexcept;
+    channel(const channel&) = delete;
+    channel& operator=(const channel&) = delete;
 
     /// Writes one message. max_messages bounds how many messages the ring may hold (a bounded
     /// queue's maxsize; 0 = no bound). Throws broken_error on a corrupt segment.
@@ -58,6 +65,9 @@ public:
                            std::uint64_t max_messages = 0);
     /// Reads one message into sink. With maxlength, a longer message stays unread (too_long,
     /// and *length gets its size). Throws broken_error on a corrupt segment.
+    /// A streamed message whose (live) writer stalls past the deadline is not lost: this process
+    /// keeps the reader lease and the pieces read so far, returns timed_out, and its next read
+    /// resumes the message. Other readers wait (their own deadlines apply) meanwhile.
     io_status read(message_sink& sink, const deadline& until,
                    std::optional<std::size_t> maxlength = std::nullopt,
                    std::size_t* length = nullptr);
@@ -89,7 +99,19 @@ private:
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
                      std::uint64_t max_messages);
 
+    // A streamed message parked by a read that timed out while its writer was still sending.
+    // `held` means this process (pid) still holds the reader lease for it; `busy` is claimed by
+    // the thread resuming it.
+    struct parked_message {
+        std::atomic<bool> held{false};
+        std::atomic<bool> busy{false};
+        std::uint32_t pid = 0;
+        std::uint64_t total = 0;
+        std::vector<std::byte> bytes;
+    };
+
     std::shared_ptr<segment> seg_;
+    parked_message parked_;
     channel_state& st_;
     std::byte* ring_;
     std::uint64_t cap_;

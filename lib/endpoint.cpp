@@ -32,7 +32,7 @@ struct endpoint_list {
     }
     static void in_parent() noexcept { mutex().unlock(); }
     static void in_child() noexcept {
-        refresh_self();
+        refresh_self();   // also done by liveness.cpp's own handler; cheap, and keeps this self-contained
         for (endpoint* e = first(); e; e = e->next_) {
             // If attach fails (registry full) the child simply does not count as a holder.
             try { registry::attach(*e->seg_, self(), e->counts_); } catch (...) {}

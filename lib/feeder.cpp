@@ -77,6 +77,7 @@ void feeder::reset_after_fork() noexcept {
     // was using (a condition variable may have had that thread as a waiter).
     backlog_.clear();
     pending_.store(0, std::memory_order_release);
+    cancelled_.store(false, std::memory_order_release);   // per process, as in Python
     running_ = false;
     stop_ = false;
     new (&work_) std::condition_variable();
@@ -118,7 +119,8 @@ void feeder::run(std::shared_ptr<void> owner) noexcept {
     std::unique_lock<std::mutex> lock(m_);
     for (;;) {
         // Exit when idle rather than lingering: a thread per queue only while there is a backlog.
-        if (backlog_.empty() || cancelled()) {
+        // cancel() does not stop delivery (as in Python, it only stops others waiting for it).
+        if (backlog_.empty()) {
             running_ = false;
             drained_.notify_all();
             return;
@@ -131,33 +133,31 @@ void feeder::run(std::shared_ptr<void> owner) noexcept {
         lock.unlock();
 
         std::size_t done = 0;
-        while (done < batch.size() && !cancelled()) {
+        while (done < batch.size()) {
             const auto& item = batch[done];
+            std::size_t n = 0;
             if (item.size() > ch_.whole_limit()) {
-                // Streamed: once its first piece is in, the channel finishes it.
-                if (ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_) == io_status::ok)
-                    ++done;
-                continue;
-            }
-            views.clear();
-            for (std::size_t i = done; i < batch.size() && batch[i].size() <= ch_.whole_limit(); ++i)
-                views.emplace_back(batch[i].data(), batch[i].size());
-            std::size_t n = ch_.write_some(views, deadline(timeout_t(feeder_slice)), max_messages_);
-            if (n == 0) {
-                // No room: wait for some, a slice at a time, so cancel() is seen promptly.
-                if (ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_) == io_status::ok)
-                    ++done;
+                // Streamed. No deadline: giving up between pieces would throw away the pieces a
+                // reader already has, and starting over could repeat that for ever.
+                if (ch_.write(item, deadline(), max_messages_) == io_status::ok) n = 1;
             } else {
+                views.clear();
+                for (std::size_t i = done; i < batch.size() && batch[i].size() <= ch_.whole_limit(); ++i)
+                    views.emplace_back(batch[i].data(), batch[i].size());
+                n = ch_.write_some(views, deadline(timeout_t(feeder_slice)), max_messages_);
+                // No room: wait for some, a slice at a time.
+                if (n == 0 && ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_) == io_status::ok)
+                    n = 1;
+            }
+            if (n) {
                 done += n;
+                // Per item, so qsize() (ring + pending) never counts an item twice.
+                pending_.fetch_sub(n, std::memory_order_acq_rel);
+                { std::lock_guard<std::mutex> sync(m_); }   // a flusher is either asleep or will see it
+                drained_.notify_all();
             }
         }
         lock.lock();
-        pending_.fetch_sub(done, std::memory_order_acq_rel);
-        if (done < batch.size()) {
-            // Cancelled mid-batch: what is left is dropped, as Python drops an unflushed buffer.
-            pending_.fetch_sub(batch.size() - done, std::memory_order_acq_rel);
-        }
-        drained_.notify_all();
     }
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -53,6 +54,12 @@ process_identity load_self() noexcept {
 // the first use loads it.
 constinit process_identity g_self{};
 constinit std::atomic<std::uint32_t> g_pid{0};
+
+// A forked child must never act under its parent's pid (lock words hold the owner's pid): the
+// refresh is registered at load time, before any other shmq fork handler, so it runs first in
+// the child whatever the program uses.
+void refresh_in_child() noexcept { refresh_self(); }
+const int g_atfork_registered = ::pthread_atfork(nullptr, nullptr, &refresh_in_child);
 
 } // namespace
 

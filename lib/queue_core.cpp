@@ -11,6 +11,7 @@
 
 #include "channel.hpp"
 #include "feeder.hpp"
+#include "liveness.hpp"
 #include "segment.hpp"
 
 #include <optional>
@@ -66,7 +67,10 @@ public:
     std::int64_t maxsize_;
     channel ch_;
     std::optional<feeder> feeder_;   // unbounded Queue and JoinableQueue only
-    std::atomic<bool> closed_{false};
+    // The pid that closed this handle. A child forked afterwards may use the queue it inherited
+    // (Python resets _closed after fork), so "closed" means closed by this very process.
+    std::atomic<std::uint32_t> closed_by_{0};
+    bool closed() const noexcept { return closed_by_.load(std::memory_order_acquire) == self_pid(); }
 };
 
 queue_core::queue_core(std::shared_ptr<queue_impl> impl) noexcept : impl_(std::move(impl)) {}
@@ -108,8 +112,7 @@ queue_core::~queue_core() {
 }
 
 void queue_core::check_open() const {
-    if (!impl_ || impl_->closed_.load(std::memory_order_acquire))
-        throw closed_error("shmq: queue is closed");
+    if (!impl_ || impl_->closed()) throw closed_error("shmq: queue is closed");
 }
 
 void queue_core::put(std::span<const std::byte> item, bool block, const timeout_t& timeout) {
@@ -162,12 +165,13 @@ bool queue_core::full() const {
 std::int64_t queue_core::maxsize() const noexcept { return impl_ ? impl_->maxsize_ : 0; }
 
 void queue_core::close() noexcept {
-    if (impl_) impl_->closed_.store(true, std::memory_order_release);
+    if (!impl_) return;
+    impl_->closed_by_.store(self_pid(), std::memory_order_release);
+    // A message parked by a timed-out get can no longer be resumed through this handle.
+    impl_->ch_.drop_parked();
 }
 
-bool queue_core::closed() const noexcept {
-    return !impl_ || impl_->closed_.load(std::memory_order_acquire);
-}
+bool queue_core::closed() const noexcept { return !impl_ || impl_->closed(); }
 
 void queue_core::join_thread() {
     if (!closed()) throw value_error("shmq: join_thread() before close()");

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 
 namespace shmq::detail {
 
@@ -51,12 +52,16 @@ static_assert(sizeof(robust_mutex) == 4, "robust_mutex is one futex word in shar
 class robust_lock {
 public:
     robust_lock(robust_mutex& m, const deadline& until) noexcept : m_(m), r_(m.lock(until)) {}
+    /// Adopts a lock this process already holds (kept locked across calls by release()).
+    robust_lock(robust_mutex& m, std::adopt_lock_t) noexcept : m_(m), r_(robust_mutex::result::acquired) {}
     ~robust_lock() { if (owns()) m_.unlock(); }
     robust_lock(const robust_lock&) = delete;
     robust_lock& operator=(const robust_lock&) = delete;
     bool owns() const noexcept { return r_ != robust_mutex::result::timed_out; }
     robust_mutex::result result() const noexcept { return r_; }
     void unlock() noexcept { if (owns()) { m_.unlock(); r_ = robust_mutex::result::timed_out; } }
+    /// Gives up the guard without unlocking: the lock stays held by this process.
+    void release() noexcept { r_ = robust_mutex::result::timed_out; }
 
 private:
     robust_mutex& m_;
