@@ -2,7 +2,12 @@
 
 #include "liveness.hpp"
 
+#include <algorithm>
+#include <cstdio>
 #include <mutex>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <vector>
 #include <pthread.h>
 
 namespace shmq::detail {
@@ -10,7 +15,6 @@ namespace shmq::detail {
 struct endpoint_list {
     static std::mutex& mutex() { static std::mutex m; return m; }
     static endpoint*& first() { static endpoint* head = nullptr; return head; }
-    static process_identity& parent() { static process_identity id; return id; }
 
     static void insert(endpoint* e) noexcept {
         e->next_ = first();
@@ -23,20 +27,67 @@ struct endpoint_list {
         e->prev_ = e->next_ = nullptr;
     }
 
+    // The fork in progress (set in prepare, inherited by the child with the rest of memory).
+    static std::uint64_t& token() { static std::uint64_t t = 0; return t; }
+    static std::vector<std::uint32_t>& children_before() { static std::vector<std::uint32_t> v; return v; }
+
+    // Children of the calling thread; false when the kernel does not list them.
+    static bool children(std::vector<std::uint32_t>& out) noexcept {
+        out.clear();
+        char path[96];
+        std::snprintf(path, sizeof path, "/proc/self/task/%ld/children",
+                      static_cast<long>(::syscall(SYS_gettid)));
+        std::FILE* f = std::fopen(path, "re");
+        if (!f) return false;
+        unsigned pid;
+        while (std::fscanf(f, "%u", &pid) == 1) {
+            try { out.push_back(pid); } catch (...) { break; }
+        }
+        std::fclose(f);
+        return true;
+    }
+
     static void prepare() noexcept {
         mutex().lock();
-        parent() = self();
-        for (endpoint* e = first(); e; e = e->next_) {
-            try { registry::attach(*e->seg_, parent(), e->counts_); } catch (...) {}
-        }
+        if (!first()) return;
+        static std::uint64_t forks = 0;
+        token() = (std::uint64_t{self().pid} << 32) | (++forks & 0xffffffffu);
+        children(children_before());
+        for (endpoint* e = first(); e; e = e->next_)
+            e->parked_for_fork_ = registry::park_for_fork(*e->seg_, token(), self(), e->counts_);
     }
-    static void in_parent() noexcept { mutex().unlock(); }
+    static void in_parent() noexcept {
+        if (first()) {
+            std::vector<std::uint32_t> after;
+            if (children(after)) {
+                // The new child is the one listed now and not before fork.
+                std::uint32_t child = 0;
+                for (std::uint32_t pid : after)
+                    if (std::find(children_before().begin(), children_before().end(), pid) ==
+                        children_before().end())
+                        child = pid;
+                process_identity id;
+                const bool alive = child != 0 && identity_of(child, id);
+                for (endpoint* e = first(); e; e = e->next_)
+                    if (e->parked_for_fork_)
+                        registry::settle_fork(*e->seg_, token(), alive ? &id : nullptr, false, e->counts_);
+            }
+            // Without /proc the child settles on its own; only a child killed before that
+            // is then counted as a holder until this process ends.
+        }
+        mutex().unlock();
+    }
     static void in_child() noexcept {
-        refresh_self();   // also done by liveness.cpp's own handler; cheap, and keeps this self-contained
+        refresh_self();   // also done by liveness.cpp's own handler; cheap, keeps this self-contained
+        // Parked endpoints first: a fallback attach below must not look like a settled fork.
+        for (endpoint* e = first(); e; e = e->next_)
+            if (e->parked_for_fork_) registry::settle_fork(*e->seg_, token(), &self(), true, e->counts_);
         for (endpoint* e = first(); e; e = e->next_) {
-            // If attach fails (registry full) the child simply does not count as a holder.
-            try { registry::attach(*e->seg_, self(), e->counts_); } catch (...) {}
-            registry::detach(*e->seg_, parent(), e->counts_);
+            if (!e->parked_for_fork_) {
+                // The pending table was full: attach now (a parent closing in the meantime may
+                // have signalled EOF early for this copy).
+                try { registry::attach(*e->seg_, self(), e->counts_); } catch (...) {}
+            }
         }
         mutex().unlock();
     }

@@ -3,11 +3,13 @@
 // An endpoint attaches its ends in the segment's registry when made and detaches them on
 // release(). Every live endpoint is on a process-wide list; pthread_atfork handlers walk it so a
 // forked child holds its own copy of each end (as a child holds inherited pipe fds):
-//   prepare (parent, before fork): attach the ends once more, on behalf of the child-to-be, so
-//                                  that the parent closing right after fork cannot signal EOF;
-//   child:                         attach the ends as the child, drop the parent's extra copy.
-// (If fork fails, the parent keeps the extra copy until it exits; fork failure is rare and the
-// cost is a late EOF, never a lost message.)
+//   prepare (parent, before fork): park the ends in the registry under a fork token, so the
+//                                  parent closing right after fork cannot signal EOF;
+//   parent (after fork):           find the new child (/proc/self/task/<tid>/children) and move
+//                                  the parked ends to its slot, or drop them if it already died;
+//   child:                         move the parked ends to its own slot.
+// Whichever of parent and child settles the token first does the move; the other finds nothing.
+// The parent's part is what makes a child killed before it ran any code count as gone.
 #pragma once
 
 #include "registry.hpp"
@@ -35,6 +37,7 @@ private:
     std::shared_ptr<segment> seg_;
     end_counts counts_;
     bool released_ = false;
+    bool parked_for_fork_ = false;   // set in the prepare handler, read in the child/parent handlers
     endpoint* prev_ = nullptr;
     endpoint* next_ = nullptr;
 };

@@ -21,7 +21,7 @@
 namespace shmq::detail {
 
 inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
-inline constexpr std::uint32_t layout_version = 1;
+inline constexpr std::uint32_t layout_version = 1;   // bump on any change below
 inline constexpr std::size_t cache_line = 64;
 
 enum class segment_kind : std::uint32_t { pipe = 1, queue = 2, simple_queue = 3, joinable_queue = 4 };
@@ -57,10 +57,22 @@ struct holder_slot {
     std::atomic<std::uint32_t> count[max_ends];
 };
 
+/// Ends a process holds on behalf of a child it is forking, until the child's own slot exists
+/// (see endpoint.hpp). `token` identifies the fork; 0 = free.
+inline constexpr std::size_t max_pending_forks = 64;
+
+struct pending_fork {
+    std::atomic<std::uint64_t> token;
+    std::atomic<std::uint32_t> parent_pid;    // who parked it: if it dies, reap() drops the entry
+    std::atomic<std::uint64_t> parent_start;
+    std::atomic<std::uint32_t> count[max_ends];
+};
+
 struct alignas(cache_line) registry_state {
     robust_mutex lock;
-    std::atomic<std::uint32_t> holders[max_ends];
+    std::atomic<std::uint32_t> holders[max_ends];   // slots' counts plus pending forks' counts
     holder_slot slots[max_holders];
+    pending_fork pending[max_pending_forks];
 };
 
 /// Queue-family state. `unfinished` counts put items not yet marked done (JoinableQueue);

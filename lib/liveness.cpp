@@ -82,6 +82,14 @@ void refresh_self() noexcept {
     g_pid.store(g_self.pid, std::memory_order_release);
 }
 
+bool identity_of(std::uint32_t pid, process_identity& out) noexcept {
+    std::uint64_t start = 0;
+    if (!read_stat(pid, start)) return false;
+    out.pid = pid;
+    out.start = start;
+    return true;
+}
+
 bool is_alive(std::uint32_t pid, std::uint64_t start) noexcept {
     if (pid == 0) return false;
     if (pid == self_pid()) return true;

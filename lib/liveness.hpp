@@ -20,6 +20,9 @@ std::uint32_t self_pid() noexcept;
 /// Refreshes the cache; called in the child right after fork.
 void refresh_self() noexcept;
 
+/// The identity of a running process; false when it is gone or a zombie.
+bool identity_of(std::uint32_t pid, process_identity& out) noexcept;
+
 /// True while the process runs. start == 0 skips the start-time check (pid only).
 /// Reads /proc/<pid>/stat (~10 µs): call it on slow paths only.
 bool is_alive(std::uint32_t pid, std::uint64_t start = 0) noexcept;

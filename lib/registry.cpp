@@ -18,6 +18,9 @@ public:
             for (auto& slot : r_.slots)
                 if (slot.pid.load(std::memory_order_relaxed) != 0)
                     sum += slot.count[e].load(std::memory_order_relaxed);
+            for (auto& p : r_.pending)
+                if (p.token.load(std::memory_order_relaxed) != 0)
+                    sum += p.count[e].load(std::memory_order_relaxed);
             r_.holders[e].store(sum, std::memory_order_release);
         }
     }
@@ -46,9 +49,7 @@ void clear(registry_state& r, holder_slot& slot) noexcept {
 
 } // namespace
 
-void attach(const segment& s, const process_identity& who, const end_counts& counts) {
-    registry_state& r = s.registry();
-    locked guard(r);
+static void attach_locked(registry_state& r, const process_identity& who, const end_counts& counts) {
     holder_slot* slot = find(r, who);
     if (!slot) {
         for (int pass = 0; pass < 2 && !slot; ++pass) {
@@ -75,6 +76,63 @@ void attach(const segment& s, const process_identity& who, const end_counts& cou
             r.holders[e].fetch_add(counts[e], std::memory_order_release);
         }
 }
+
+
+void attach(const segment& s, const process_identity& who, const end_counts& counts) {
+    registry_state& r = s.registry();
+    locked guard(r);
+    attach_locked(r, who, counts);
+}
+
+bool park_for_fork(const segment& s, std::uint64_t token, const process_identity& parent,
+                   const end_counts& counts) noexcept {
+    registry_state& r = s.registry();
+    locked guard(r);
+    for (auto& p : r.pending) {
+        if (p.token.load(std::memory_order_relaxed) != 0) continue;
+        p.parent_pid.store(parent.pid, std::memory_order_relaxed);
+        p.parent_start.store(parent.start, std::memory_order_relaxed);
+        for (std::size_t e = 0; e < max_ends; ++e) {
+            p.count[e].store(counts[e], std::memory_order_relaxed);
+            if (counts[e]) r.holders[e].fetch_add(counts[e], std::memory_order_release);
+        }
+        p.token.store(token, std::memory_order_release);
+        return true;
+    }
+    return false;
+}
+
+void settle_fork(const segment& s, std::uint64_t token, const process_identity* child,
+                 bool is_self, const end_counts& counts) noexcept {
+    registry_state& r = s.registry();
+    locked guard(r);
+    end_counts total{};
+    bool found = false;
+    for (auto& p : r.pending) {
+        if (p.token.load(std::memory_order_relaxed) != token) continue;
+        found = true;
+        for (std::size_t e = 0; e < max_ends; ++e) {
+            std::uint32_t c = p.count[e].exchange(0, std::memory_order_relaxed);
+            total[e] += c;
+            if (c) r.holders[e].fetch_sub(c, std::memory_order_release);
+        }
+        p.token.store(0, std::memory_order_release);
+    }
+    if (!found && is_self && child && !find(r, *child)) {
+        // Our parent died between parking and settling, and reap() dropped the entry: nobody
+        // attached us, so do it now.
+        total = counts;
+        found = true;
+    }
+    if (found && child) {
+        try {
+            attach_locked(r, *child, total);
+        } catch (...) {
+            // Registry full: the child does not count as a holder (EOF may come early for it).
+        }
+    }
+}
+
 
 void detach(const segment& s, const process_identity& who, const end_counts& counts) noexcept {
     registry_state& r = s.registry();
@@ -108,6 +166,17 @@ std::uint32_t reap(const segment& s, std::uint32_t end) noexcept {
             clear(r, slot);
             ++dropped;
         }
+    }
+    for (auto& p : r.pending) {
+        if (p.token.load(std::memory_order_relaxed) == 0 || !p.count[end].load(std::memory_order_relaxed) ||
+            is_alive(p.parent_pid.load(std::memory_order_relaxed), p.parent_start.load(std::memory_order_relaxed)))
+            continue;
+        for (std::size_t e = 0; e < max_ends; ++e) {
+            std::uint32_t c = p.count[e].exchange(0, std::memory_order_relaxed);
+            if (c) r.holders[e].fetch_sub(c, std::memory_order_release);
+        }
+        p.token.store(0, std::memory_order_release);
+        ++dropped;
     }
     return dropped;
 }

@@ -27,8 +27,16 @@ namespace registry {
 void attach(const segment& s, const process_identity& who, const end_counts& counts);
 /// Removes counts from who's slot (clamped at zero; frees the slot when empty). Never throws.
 void detach(const segment& s, const process_identity& who, const end_counts& counts) noexcept;
-/// Drops the slots of dead processes that hold `end`. Returns how many were dropped.
+/// Drops the slots of dead processes that hold `end`, and pending forks whose parent died. Returns how many were dropped.
 std::uint32_t reap(const segment& s, std::uint32_t end) noexcept;
+/// Holds counts for a child being forked under `token`. False when the table is full.
+bool park_for_fork(const segment& s, std::uint64_t token, const process_identity& parent,
+                   const end_counts& counts) noexcept;
+/// Ends the pending fork `token`: its counts move to `child`'s slot, or are dropped when child is
+/// null (the child is dead). Whoever comes second (parent or child) finds nothing to do, except
+/// a child whose entry was dropped because its parent died mid-fork: it attaches itself.
+void settle_fork(const segment& s, std::uint64_t token, const process_identity* child,
+                 bool is_self, const end_counts& counts) noexcept;
 /// How many handles, over all processes, hold `end` (a snapshot; acquire).
 inline std::uint32_t holders(const segment& s, std::uint32_t end) noexcept {
     return s.registry().holders[end].load(std::memory_order_acquire);
