@@ -7,6 +7,7 @@
 #include <shmq/errors.hpp>
 
 #include <cstring>
+#include <ctime>
 #include <new>
 #include <optional>
 #include <thread>
@@ -52,9 +53,13 @@ channel::channel(std::shared_ptr<segment> seg, std::uint32_t index, bool eof_rul
       eof_rules_(eof_rules) {}
 
 bool channel::reap_due() noexcept {
-    const clock::rep now = clock::now().time_since_epoch().count();
+    // The coarse clock (a few ns, jiffy resolution) is plenty for a 20 ms period, and write()
+    // asks on every message.
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    const clock::rep now = static_cast<clock::rep>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
     clock::rep last = last_reap_.load(std::memory_order_relaxed);
-    const clock::rep interval = std::chrono::duration_cast<clock::duration>(reap_interval).count();
+    const clock::rep interval = std::chrono::nanoseconds(reap_interval).count();
     return now - last > interval &&
            last_reap_.compare_exchange_strong(last, now, std::memory_order_relaxed);
 }

@@ -122,7 +122,7 @@ private:
     // Relaxed atomics because several threads of this process may use one channel.
     std::atomic<std::uint64_t> seen_head_{0}, seen_tail_{0};
     // When liveness of the far end was last checked (write() fast path and wait slices), in
-    // steady_clock ticks; atomic because threads of this process share the channel.
+    // CLOCK_MONOTONIC_COARSE nanoseconds; atomic because threads of this process share the channel.
     std::atomic<clock::rep> last_reap_{0};
     /// True (and the clock reset) when the far end's liveness is due for a check.
     bool reap_due() noexcept;

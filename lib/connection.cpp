@@ -142,7 +142,8 @@ void Connection::send_bytes(std::span<const std::byte> buf, std::size_t offset,
     if (n > buf.size() - offset)
         throw value_error("shmq: send_bytes: buffer length " + std::to_string(buf.size()) +
                           " < offset + size " + std::to_string(offset) + " + " + std::to_string(n));
-    send_raw(buf.subspan(offset, n));
+    if (impl_->tx_->write(buf.subspan(offset, n), detail::deadline()) == detail::io_status::broken_pipe)
+        throw broken_pipe_error("shmq: broken pipe: every reading end is closed");
 }
 
 std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxlength) {

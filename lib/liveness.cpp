@@ -53,7 +53,6 @@ process_identity load_self() noexcept {
 // Constant-initialized so that objects built during static initialization see a valid value:
 // the first use loads it.
 constinit process_identity g_self{};
-constinit std::atomic<std::uint32_t> g_pid{0};
 
 // A forked child must never act under its parent's pid (lock words hold the owner's pid): the
 // refresh is registered at load time, before any other shmq fork handler, so it runs first in
@@ -63,23 +62,21 @@ const int g_atfork_registered = ::pthread_atfork(nullptr, nullptr, &refresh_in_c
 
 } // namespace
 
+constinit std::atomic<std::uint32_t> cached_pid{0};
+
 const process_identity& self() noexcept {
-    if (g_pid.load(std::memory_order_acquire) == 0) refresh_self();
+    if (cached_pid.load(std::memory_order_acquire) == 0) refresh_self();
     return g_self;
 }
 
-std::uint32_t self_pid() noexcept {
-    std::uint32_t pid = g_pid.load(std::memory_order_relaxed);
-    if (pid == 0) {
-        refresh_self();
-        pid = g_pid.load(std::memory_order_relaxed);
-    }
-    return pid;
+std::uint32_t load_self_pid() noexcept {
+    refresh_self();
+    return cached_pid.load(std::memory_order_relaxed);
 }
 
 void refresh_self() noexcept {
     g_self = load_self();
-    g_pid.store(g_self.pid, std::memory_order_release);
+    cached_pid.store(g_self.pid, std::memory_order_release);
 }
 
 bool identity_of(std::uint32_t pid, process_identity& out) noexcept {

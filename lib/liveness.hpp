@@ -3,6 +3,7 @@
 // process), and a zombie counts as dead, because it holds nothing any more.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <sys/types.h>
 
@@ -15,8 +16,14 @@ struct process_identity {
 
 /// This process's identity. Cached; the cache is refreshed in a forked child (atfork).
 const process_identity& self() noexcept;
+/// The cache behind self_pid(); 0 until first loaded. Written by refresh_self() only.
+extern constinit std::atomic<std::uint32_t> cached_pid;
+std::uint32_t load_self_pid() noexcept;
 /// This process's pid, cached (getpid() is a system call; lock owners need it on every lock).
-std::uint32_t self_pid() noexcept;
+inline std::uint32_t self_pid() noexcept {
+    std::uint32_t pid = cached_pid.load(std::memory_order_relaxed);
+    return pid ? pid : load_self_pid();
+}
 /// Refreshes the cache; called in the child right after fork.
 void refresh_self() noexcept;
 
