@@ -1,0 +1,723 @@
+// shmq-bench — the report: tables, ratios, targets, JSON and the chart.
+#include "report.hpp"
+
+#include <boost/version.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <sched.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace shmq_bench {
+
+// ---- small formatting helpers ------------------------------------------------------------------
+
+const char* to_string(payload p) noexcept {
+    switch (p) {
+    case payload::bytes: return "bytes";
+    case payload::pod: return "pod";
+    case payload::record: return "record";
+    }
+    return "?";
+}
+
+const char* to_string(status s) noexcept {
+    switch (s) {
+    case status::ok: return "ok";
+    case status::timeout: return "timeout";
+    case status::error: return "error";
+    case status::skipped: return "skipped";
+    }
+    return "?";
+}
+
+std::string size_label(std::size_t b) {
+    if (b >= (1u << 20) && b % (1u << 20) == 0) return std::to_string(b >> 20) + " MiB";
+    if (b >= 1024 && b % 1024 == 0) return std::to_string(b >> 10) + " KiB";
+    return std::to_string(b) + " B";
+}
+
+std::string size_tag(std::size_t b) {
+    std::string s = size_label(b);
+    s.erase(std::remove(s.begin(), s.end(), ' '), s.end());
+    return s;
+}
+
+std::string scenario::id() const {
+    std::string s = what == mode::latency ? "latency " : "throughput ";
+    s += transport + " " + to_string(kind) + " " + size_tag(size) + " ";
+    s += std::to_string(pairs) + "->" + std::to_string(pairs);
+    return s;
+}
+
+namespace {
+
+std::string fmt(const char* f, double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, f, v);
+    return buf;
+}
+
+/// Three significant digits.
+std::string sig3(double v) {
+    if (v >= 100) return fmt("%.0f", v);
+    if (v >= 10) return fmt("%.1f", v);
+    return fmt("%.2f", v);
+}
+
+std::string fmt_count(double v) {
+    if (v >= 1e9) return sig3(v / 1e9) + " G";
+    if (v >= 1e6) return sig3(v / 1e6) + " M";
+    if (v >= 1e3) return sig3(v / 1e3) + " k";
+    return sig3(v) + "  ";
+}
+
+std::string fmt_bandwidth(double bytes_per_s) {
+    if (bytes_per_s >= 1e9) return sig3(bytes_per_s / 1e9) + " GB/s";
+    if (bytes_per_s >= 1e6) return sig3(bytes_per_s / 1e6) + " MB/s";
+    return sig3(bytes_per_s / 1e3) + " kB/s";
+}
+
+std::string fmt_ns(double ns) {
+    if (ns >= 1e6) return sig3(ns / 1e6) + " ms";
+    if (ns >= 1e3) return sig3(ns / 1e3) + " us";
+    return sig3(ns) + " ns";
+}
+
+std::string fmt_ratio(double r) {
+    if (!std::isfinite(r) || r <= 0) return "-";
+    if (r >= 100) return fmt("%.0fx", r);
+    if (r >= 10) return fmt("%.1fx", r);
+    return fmt("%.2fx", r);
+}
+
+std::string pad(std::string s, std::size_t w) {
+    // Width in characters, not bytes: count UTF-8 lead bytes only.
+    std::size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    if (n < w) s.append(w - n, ' ');
+    return s;
+}
+std::string rpad(std::string s, std::size_t w) {
+    std::size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    if (n < w) s.insert(0, w - n, ' ');
+    return s;
+}
+
+/// The size column: bytes payloads have a size; the struct payloads a fixed shape.
+std::string shape_label(const scenario& sc) {
+    switch (sc.kind) {
+    case payload::bytes: return size_label(sc.size);
+    case payload::pod: return "64 B";
+    case payload::record: return "73 B";   // Boost binary, no header: 8+8 + (8+9) + (8+32)
+    }
+    return "?";
+}
+
+std::string layout_label(int pairs) { return std::to_string(pairs) + "\u2192" + std::to_string(pairs); }
+
+/// The most cores other programs used during any ok repetition, or "?".
+std::string fmt_others(const scenario_result& r) {
+    double m = -1;
+    for (const auto& x : r.runs)
+        if (x.state == status::ok) m = std::max(m, x.others);
+    return m < 0 ? "?" : fmt("%.1f", m);
+}
+
+std::string json_escape(const std::string& s) {
+    std::string o;
+    for (char c : s) {
+        switch (c) {
+        case '"': o += "\\\""; break;
+        case '\\': o += "\\\\"; break;
+        case '\n': o += "\\n"; break;
+        case '\t': o += "\\t"; break;
+        default:
+            if (static_cast<unsigned char>(c) < 0x20) o += fmt("\\u%04x", static_cast<double>(c));
+            else o += c;
+        }
+    }
+    return o;
+}
+
+std::string json_num(double v) {
+    if (!std::isfinite(v)) return "null";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+    return buf;
+}
+
+const char* role_name(transport::role r) {
+    switch (r) {
+    case transport::role::baseline: return "baseline";
+    case transport::role::ceiling: return "ceiling";
+    case transport::role::shmq: return "shmq";
+    }
+    return "?";
+}
+
+// ---- lookups, ratios and targets ---------------------------------------------------------------
+
+class result_index {
+public:
+    explicit result_index(const report_input& in) : in_(in) {}
+
+    const scenario_result* find(const std::string& t, payload k, std::size_t size, int pairs, mode m) const {
+        for (const auto& r : in_.results)
+            if (r.sc.transport == t && r.sc.kind == k && r.sc.size == size && r.sc.pairs == pairs &&
+                r.sc.what == m && r.state == status::ok)
+                return &r;
+        return nullptr;
+    }
+    /// A baseline to compare a shmq scenario with: same payload, else (pod) the same-size bytes.
+    const scenario_result* baseline_for(const std::string& base, const scenario& sc) const {
+        if (auto* r = find(base, sc.kind, sc.size, sc.pairs, sc.what)) return r;
+        if (sc.kind == payload::pod) return find(base, payload::bytes, sc.size, sc.pairs, sc.what);
+        return nullptr;
+    }
+    transport::role role(const std::string& t) const {
+        auto it = in_.roles.find(t);
+        return it == in_.roles.end() ? transport::role::baseline : it->second;
+    }
+    std::vector<std::string> transports(transport::role r) const {
+        std::vector<std::string> v;
+        for (const auto& res : in_.results)
+            if (role(res.sc.transport) == r &&
+                std::find(v.begin(), v.end(), res.sc.transport) == v.end())
+                v.push_back(res.sc.transport);
+        return v;
+    }
+
+private:
+    const report_input& in_;
+};
+
+double tput(const scenario_result* r) { return r ? r->of(&run_result::msgs_per_s).median : NAN; }
+
+struct ratio_row {
+    const scenario_result* shmq;
+    std::vector<std::pair<std::string, double>> vs;   // baseline name -> ratio (NaN = none)
+    double of_ceiling = NAN;
+};
+
+std::vector<ratio_row> ratios(const report_input& in, const result_index& ix) {
+    std::vector<ratio_row> rows;
+    auto bases = ix.transports(transport::role::baseline);
+    auto ceilings = ix.transports(transport::role::ceiling);
+    for (const auto& r : in.results) {
+        if (ix.role(r.sc.transport) != transport::role::shmq || r.state != status::ok) continue;
+        ratio_row row{&r, {}, NAN};
+        for (const auto& b : bases) {
+            const auto* br = ix.baseline_for(b, r.sc);
+            double v = NAN;
+            if (br && r.sc.what == mode::throughput) v = tput(&r) / tput(br);
+            if (br && r.sc.what == mode::latency)
+                v = br->of(&run_result::p50).median / r.of(&run_result::p50).median;
+            row.vs.emplace_back(b, v);
+        }
+        for (const auto& c : ceilings) {
+            const auto* cr = ix.baseline_for(c, r.sc);
+            if (!cr) continue;
+            row.of_ceiling = r.sc.what == mode::throughput
+                                 ? tput(&r) / tput(cr)
+                                 : cr->of(&run_result::p50).median / r.of(&run_result::p50).median;
+        }
+        rows.push_back(std::move(row));
+    }
+    return rows;
+}
+
+struct target_check {
+    std::string what;        ///< the target, in words
+    std::string shmq;        ///< which shmq transport
+    double measured = NAN;   ///< the ratio measured (NaN: a figure is missing)
+    double needed = 0;       ///< at least this
+};
+
+std::vector<target_check> targets(const report_input& in, const result_index& ix) {
+    (void)in;
+    std::vector<target_check> v;
+    const std::vector<std::string> subjects = {"shmq Pipe", "shmq Queue"};
+    auto add = [&](std::string what, const std::string& t, double measured, double needed) {
+        v.push_back({std::move(what), t, measured, needed});
+    };
+    for (const auto& t : subjects) {
+        const auto* s64 = ix.find(t, payload::bytes, 64, 1, mode::throughput);
+        add("64 B 1\u21921 msg/s vs pipe(2)", t, tput(s64) / tput(ix.find("pipe(2)", payload::bytes, 64, 1, mode::throughput)), 10);
+        add("64 B 1\u21921 msg/s vs message_queue", t, tput(s64) / tput(ix.find("message_queue", payload::bytes, 64, 1, mode::throughput)), 3);
+        add("64 B 1\u21921 msg/s vs py Queue", t, tput(s64) / tput(ix.find("py Queue", payload::bytes, 64, 1, mode::throughput)), 50);
+        for (std::size_t size : {std::size_t{1} << 20, std::size_t{16} << 20}) {
+            const auto* s = ix.find(t, payload::bytes, size, 1, mode::throughput);
+            add(size_label(size) + " 1\u21921 bytes/s vs pipe(2)", t, tput(s) / tput(ix.find("pipe(2)", payload::bytes, size, 1, mode::throughput)), 20);
+            add(size_label(size) + " 1\u21921 bytes/s vs socketpair", t, tput(s) / tput(ix.find("socketpair", payload::bytes, size, 1, mode::throughput)), 1);
+        }
+        const auto* lat = ix.find(t, payload::bytes, 64, 1, mode::latency);
+        const auto* plat = ix.find("pipe(2)", payload::bytes, 64, 1, mode::latency);
+        double p50 = lat && plat ? plat->of(&run_result::p50).median / lat->of(&run_result::p50).median : NAN;
+        double p99 = lat && plat ? plat->of(&run_result::p99).median / lat->of(&run_result::p99).median : NAN;
+        add("64 B round trip p50: pipe(2)'s / shmq's", t, p50, 10);
+        add("64 B round trip p99: pipe(2)'s / shmq's", t, p99, 4);
+        add("record 1\u21921 msg/s vs py Queue (tuple)", t,
+            tput(ix.find(t, payload::record, 64, 1, mode::throughput)) /
+                tput(ix.find("py Queue", payload::record, 64, 1, mode::throughput)), 5);
+        add("64 B 4\u21924 msg/s / its own 1\u21921", t,
+            tput(ix.find(t, payload::bytes, 64, 4, mode::throughput)) / tput(s64), 0.5);
+    }
+    return v;
+}
+
+// ---- machine ------------------------------------------------------------------------------------
+
+std::string trim(std::string s) {
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+    std::size_t i = 0;
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    return s.substr(i);
+}
+
+std::string run_capture(const std::string& cmd) {
+    std::string out;
+    if (FILE* f = ::popen(cmd.c_str(), "r")) {
+        char buf[256];
+        while (std::fgets(buf, sizeof buf, f)) out += buf;
+        ::pclose(f);
+    }
+    return trim(out);
+}
+
+} // namespace
+
+double busy_cores(double seconds) {
+    auto sample = [](double& busy, double& total) {
+        std::ifstream f("/proc/stat");
+        std::string cpu;
+        f >> cpu;
+        if (cpu != "cpu") return false;
+        double v[10] = {};
+        for (double& x : v) f >> x;
+        if (!f) return false;
+        total = 0;
+        for (int i = 0; i < 8; ++i) total += v[i];   // guest time is already in user
+        busy = total - v[3] - v[4];                  // minus idle and iowait
+        return true;
+    };
+    double b0, t0, b1, t1;
+    if (!sample(b0, t0)) return -1;
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    if (!sample(b1, t1) || t1 <= t0) return -1;
+    long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+    return (b1 - b0) / (t1 - t0) * static_cast<double>(n > 0 ? n : 1);
+}
+
+machine_info probe_machine(const std::string& python) {
+    machine_info m;
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    for (std::string line; std::getline(cpuinfo, line);) {
+        for (const char* key : {"model name", "Model", "cpu model", "Hardware"}) {
+            if (line.rfind(key, 0) == 0 && line.find(':') != std::string::npos) {
+                m.cpu = trim(line.substr(line.find(':') + 1));
+                break;
+            }
+        }
+        if (!m.cpu.empty()) break;
+    }
+    if (m.cpu.empty()) m.cpu = "unknown CPU";
+    long online = ::sysconf(_SC_NPROCESSORS_ONLN);
+    m.cores = online > 0 ? static_cast<unsigned>(online) : std::thread::hardware_concurrency();
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    m.usable = ::sched_getaffinity(0, sizeof set, &set) == 0 ? static_cast<unsigned>(CPU_COUNT(&set)) : m.cores;
+    utsname u{};
+    if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release + " " + u.machine;
+#if defined(__clang__)
+    m.compiler = std::string("clang++ ") + __clang_version__;
+#elif defined(__GNUC__)
+    m.compiler = std::string("g++ ") + __VERSION__;
+#else
+    m.compiler = __VERSION__;
+#endif
+    m.boost = std::to_string(BOOST_VERSION / 100000) + "." + std::to_string(BOOST_VERSION / 100 % 1000) + "." +
+              std::to_string(BOOST_VERSION % 100) + " (BOOST_LIB_VERSION " + BOOST_LIB_VERSION + ")";
+    if (python.empty()) {
+        m.python = "no Python baseline";
+    } else {
+        m.python = run_capture("'" + python + "' --version 2>&1");
+        if (m.python.empty()) m.python = "unknown";
+    }
+    return m;
+}
+
+// ---- the text report -----------------------------------------------------------------------------
+
+void print_report(std::ostream& out, const report_input& in) {
+    const result_index ix(in);
+    const auto& m = in.machine;
+    out << "\nshmq-bench" << (in.quick ? " --quick" : "") << (in.pinned ? " --pin" : "") << ": " << in.repeat
+        << " repetitions per figure, " << fmt("%.2f", in.duration_s)
+        << " s per run; figures are the median of the repetitions, (min .. max) their spread\n";
+    out << "machine:  " << m.cpu << ", " << m.cores << " cores (" << m.usable << " usable)\n";
+    out << "          " << m.kernel << "; " << m.compiler << "; Boost " << m.boost << "; "
+        << m.python << "\n";
+    if (m.busy_before >= 0 || m.busy_after >= 0) {
+        out << "load:     " << fmt("%.2f", m.busy_before) << " of " << m.cores
+            << " cores busy with other programs just before the run, " << fmt("%.2f", m.busy_after)
+            << " just after";
+        if (std::max(m.busy_before, m.busy_after) > 0.2)
+            out << "\n          WARNING: other programs were running; they take cores from the "
+                   "benchmark, so figures\n          (especially round trips and spinning transports) "
+                   "do not describe an idle machine";
+        out << "\n";
+    }
+    out << "run took " << fmt("%.0f", in.elapsed_s) << " s\n";
+
+    // Throughput, grouped by payload, layout and size, in suite order.
+    out << "\nTHROUGHPUT  (N\u2192N: queues are shared by all 2N processes; pipes, sockets and rings run N pairs)\n";
+    out << "  others: cores that other programs used during the runs (the most over the repetitions);\n"
+           "  above ~0.2 they took CPU from the benchmark and the figure describes a busy machine\n";
+    out << pad("payload", 8) << pad("size", 8) << pad("procs", 6) << pad("transport", 22) << rpad("msg/s", 9)
+        << "   " << pad("(min .. max)", 20) << rpad("bandwidth", 12) << rpad("others", 8) << "  note\n";
+    std::set<std::tuple<int, int, std::size_t>> done;
+    for (const auto& g : in.results) {
+        if (g.sc.what != mode::throughput) continue;
+        auto key = std::make_tuple(static_cast<int>(g.sc.kind), g.sc.pairs, g.sc.size);
+        if (!done.insert(key).second) continue;
+        out << "\n";
+        for (const auto& r : in.results) {
+            if (r.sc.what != mode::throughput || r.sc.kind != g.sc.kind || r.sc.pairs != g.sc.pairs ||
+                r.sc.size != g.sc.size)
+                continue;
+            std::string size = shape_label(r.sc);
+            out << pad(to_string(r.sc.kind), 8) << pad(size, 8) << pad(layout_label(r.sc.pairs), 6)
+                << pad(r.sc.transport, 22);
+            if (r.state != status::ok) {
+                out << rpad(to_string(r.state), 9) << "   " << r.note << "\n";
+                continue;
+            }
+            auto s = r.of(&run_result::msgs_per_s);
+            auto b = r.of(&run_result::bytes_per_s);
+            out << rpad(fmt_count(s.median), 9) << "   "
+                << pad("(" + fmt_count(s.min) + " .. " + fmt_count(s.max) + ")", 20)
+                << rpad(fmt_bandwidth(b.median), 12) << rpad(fmt_others(r), 8) << "  " << r.note << "\n";
+        }
+    }
+
+    // Latency.
+    bool any_latency = std::any_of(in.results.begin(), in.results.end(),
+                                   [](const scenario_result& r) { return r.sc.what == mode::latency; });
+    if (any_latency) {
+        out << "\nROUND TRIP, 64 B, one pinger and one ponger process (lower is better)\n";
+        out << pad("transport", 22) << rpad("p50", 10) << rpad("p99", 10) << rpad("p99.9", 10)
+            << "   " << pad("p50 (min .. max)", 24) << rpad("trips/run", 11) << rpad("others", 8) << "\n";
+        for (const auto& r : in.results) {
+            if (r.sc.what != mode::latency) continue;
+            out << pad(r.sc.transport, 22);
+            if (r.state != status::ok) {
+                out << rpad(to_string(r.state), 10) << "   " << r.note << "\n";
+                continue;
+            }
+            auto p50 = r.of(&run_result::p50);
+            std::vector<double> samples;
+            for (const auto& x : r.runs) samples.push_back(static_cast<double>(x.samples));
+            out << rpad(fmt_ns(p50.median), 10) << rpad(fmt_ns(r.of(&run_result::p99).median), 10)
+                << rpad(fmt_ns(r.of(&run_result::p999).median), 10) << "   "
+                << pad("(" + fmt_ns(p50.min) + " .. " + fmt_ns(p50.max) + ")", 24) << "  "
+                << rpad(fmt_count(percentile(samples, 0.5)), 11) << rpad(fmt_others(r), 8) << "\n";
+        }
+    }
+
+    // Ratios.
+    auto rows = ratios(in, ix);
+    if (!rows.empty()) {
+        auto bases = ix.transports(transport::role::baseline);
+        out << "\nSHMQ AGAINST THE BASELINES  (throughput: shmq msg/s / baseline msg/s; round trip: "
+               "baseline p50 / shmq p50;\n  > 1 = shmq is faster. Ceiling: shmq's share of the "
+               "lock-free SPSC ring)\n";
+        out << pad("", 31) << pad("shmq", 18);
+        for (const auto& b : bases) out << rpad(b, std::max<std::size_t>(b.size(), 8) + 2);
+        out << rpad("ceiling", 10) << "\n";
+        for (const auto& row : rows) {
+            const auto& sc = row.shmq->sc;
+            std::string label = sc.what == mode::latency
+                                    ? "round trip 64 B"
+                                    : std::string(to_string(sc.kind)) + " " + shape_label(sc) + " " +
+                                          layout_label(sc.pairs);
+            out << pad(label, 31) << pad(sc.transport, 18);
+            for (std::size_t i = 0; i < bases.size(); ++i)
+                out << rpad(fmt_ratio(row.vs[i].second), std::max<std::size_t>(bases[i].size(), 8) + 2);
+            out << rpad(std::isfinite(row.of_ceiling) ? fmt("%.0f%%", row.of_ceiling * 100) : "-", 10)
+                << "\n";
+        }
+    }
+
+    // Targets of issue 4.
+    auto checks = targets(in, ix);
+    out << "\nTARGETS (issue 4; ratios within this run)\n";
+    int missing = 0;
+    for (const auto& t : checks) {
+        if (!std::isfinite(t.measured)) {
+            ++missing;
+            continue;
+        }
+        out << "  " << pad(t.shmq, 12) << pad(t.what, 44) << rpad(fmt_ratio(t.measured), 9)
+            << "  need >= " << pad(fmt_ratio(t.needed), 7) << "  ";
+        if (t.measured >= t.needed) out << "met\n";
+        else out << "MISSED: " << fmt("%.0f%%", 100 * (1 - t.measured / t.needed)) << " short\n";
+    }
+    if (missing)
+        out << "  (" << missing << " more need figures this run did not produce: see --filter)\n";
+    out << "  (memory growth over 10 M messages is not measured by this runner)\n";
+}
+
+// ---- JSON -------------------------------------------------------------------------------------
+
+void write_json(const std::string& path, const report_input& in) {
+    const result_index ix(in);
+    std::ostringstream o;
+    const auto& m = in.machine;
+    o << "{\n  \"machine\": {\"cpu\": \"" << json_escape(m.cpu) << "\", \"cores\": " << m.cores
+      << ", \"usable_cores\": " << m.usable << ", \"kernel\": \"" << json_escape(m.kernel)
+      << "\", \"compiler\": \"" << json_escape(m.compiler) << "\", \"boost\": \"" << json_escape(m.boost)
+      << "\", \"python\": \"" << json_escape(m.python) << "\", \"busy_cores_before\": "
+      << json_num(m.busy_before) << ", \"busy_cores_after\": " << json_num(m.busy_after) << "},\n";
+    o << "  \"settings\": {\"repeat\": " << in.repeat << ", \"duration_s\": " << json_num(in.duration_s)
+      << ", \"quick\": " << (in.quick ? "true" : "false") << ", \"pinned\": " << (in.pinned ? "true" : "false") << ", \"elapsed_s\": " << json_num(in.elapsed_s)
+      << "},\n";
+    auto spread_json = [](const spread& s) {
+        return "{\"median\": " + json_num(s.median) + ", \"min\": " + json_num(s.min) + ", \"max\": " +
+               json_num(s.max) + "}";
+    };
+    o << "  \"scenarios\": [";
+    bool first = true;
+    for (const auto& r : in.results) {
+        o << (first ? "\n" : ",\n") << "    {\"id\": \"" << json_escape(r.sc.id()) << "\", \"transport\": \""
+          << json_escape(r.sc.transport) << "\", \"role\": \"" << role_name(ix.role(r.sc.transport))
+          << "\", \"mode\": \"" << (r.sc.what == mode::latency ? "latency" : "throughput")
+          << "\", \"payload\": \"" << to_string(r.sc.kind) << "\", \"size\": " << r.sc.size
+          << ", \"producers\": " << r.sc.pairs << ", \"consumers\": " << r.sc.pairs
+          << ", \"channel\": \"" << (in.shared.count(r.sc.transport) && in.shared.at(r.sc.transport) ? "shared" : "pairs")
+          << "\", \"status\": \"" << to_string(r.state) << "\", \"note\": \"" << json_escape(r.note) << "\"";
+        if (r.state == status::ok) {
+            if (r.sc.what == mode::throughput) {
+                o << ", \"msgs_per_s\": " << spread_json(r.of(&run_result::msgs_per_s))
+                  << ", \"bytes_per_s\": " << spread_json(r.of(&run_result::bytes_per_s));
+            } else {
+                o << ", \"p50_ns\": " << spread_json(r.of(&run_result::p50))
+                  << ", \"p99_ns\": " << spread_json(r.of(&run_result::p99))
+                  << ", \"p999_ns\": " << spread_json(r.of(&run_result::p999));
+            }
+        }
+        o << ", \"runs\": [";
+        for (std::size_t i = 0; i < r.runs.size(); ++i) {
+            const auto& x = r.runs[i];
+            o << (i ? ", " : "") << "{\"status\": \"" << to_string(x.state) << "\"";
+            o << ", \"others\": " << json_num(x.others);
+            if (x.state != status::ok) o << ", \"note\": \"" << json_escape(x.note) << "\"";
+            else if (r.sc.what == mode::throughput)
+                o << ", \"messages\": " << x.messages << ", \"seconds\": " << json_num(x.seconds)
+                  << ", \"msgs_per_s\": " << json_num(x.msgs_per_s) << ", \"bytes_per_s\": " << json_num(x.bytes_per_s);
+            else
+                o << ", \"samples\": " << x.samples << ", \"p50_ns\": " << json_num(x.p50)
+                  << ", \"p99_ns\": " << json_num(x.p99) << ", \"p999_ns\": " << json_num(x.p999);
+            o << "}";
+        }
+        o << "]}";
+        first = false;
+    }
+    o << "\n  ],\n  \"ratios\": [";
+    first = true;
+    for (const auto& row : ratios(in, ix)) {
+        const auto& sc = row.shmq->sc;
+        for (const auto& [base, v] : row.vs) {
+            if (!std::isfinite(v)) continue;
+            o << (first ? "\n" : ",\n") << "    {\"shmq\": \"" << json_escape(sc.id()) << "\", \"baseline\": \""
+              << json_escape(base) << "\", \"ratio\": " << json_num(v) << "}";
+            first = false;
+        }
+        if (std::isfinite(row.of_ceiling)) {
+            o << (first ? "\n" : ",\n") << "    {\"shmq\": \"" << json_escape(sc.id())
+              << "\", \"baseline\": \"ceiling\", \"ratio\": " << json_num(row.of_ceiling) << "}";
+            first = false;
+        }
+    }
+    o << "\n  ],\n  \"targets\": [";
+    first = true;
+    for (const auto& t : targets(in, ix)) {
+        o << (first ? "\n" : ",\n") << "    {\"shmq\": \"" << json_escape(t.shmq) << "\", \"target\": \""
+          << json_escape(t.what) << "\", \"measured\": " << json_num(t.measured) << ", \"needed\": "
+          << json_num(t.needed) << ", \"met\": "
+          << (std::isfinite(t.measured) ? (t.measured >= t.needed ? "true" : "false") : "null") << "}";
+        first = false;
+    }
+    o << "\n  ]\n}\n";
+    std::ofstream f(path);
+    f << o.str();
+    f.close();
+    if (!f) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+}
+
+// ---- the chart -----------------------------------------------------------------------------------
+
+std::string find_in_path(const std::string& name) {
+    if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : "";
+    const char* path = std::getenv("PATH");
+    std::istringstream dirs(path ? path : "/usr/bin:/bin");
+    for (std::string d; std::getline(dirs, d, ':');) {
+        std::string p = (d.empty() ? "." : d) + "/" + name;
+        if (::access(p.c_str(), X_OK) == 0) return p;
+    }
+    return {};
+}
+
+namespace {
+
+std::string gp_quote(const std::string& s) {
+    std::string o = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\') o += '\\';
+        o += c;
+    }
+    return o + "\"";
+}
+
+/// Runs `gnuplot script` with a 60 s bound. Returns "" on success, else why not.
+std::string run_gnuplot(const std::string& gnuplot, const std::string& script) {
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) return std::string("fork: ") + std::strerror(errno);
+    if (pid == 0) {
+        ::execl(gnuplot.c_str(), gnuplot.c_str(), script.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    int st = 0;
+    for (int i = 0; i < 6000; ++i) {
+        if (::waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "" : "gnuplot failed (see its message above)";
+        ::usleep(10'000);
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &st, 0);
+    return "gnuplot did not finish within 60 s";
+}
+
+} // namespace
+
+bool write_plot(const std::string& png, const report_input& in, std::string& why) {
+    const result_index ix(in);
+    std::string gnuplot = find_in_path("gnuplot");
+    if (gnuplot.empty()) {
+        why = "gnuplot not found (install gnuplot-nox: ./bootstrap.sh does)";
+        return false;
+    }
+    std::string script = png;
+    if (script.size() > 4 && script.compare(script.size() - 4, 4, ".png") == 0) script.resize(script.size() - 4);
+    script += ".gp";
+
+    std::ostringstream g;
+    g << "# Generated by shmq-bench: gnuplot " << script << " redraws " << png << "\n";
+    // Throughput data: one block per transport, 1->1 bytes, GB/s against message size.
+    std::vector<std::string> names;
+    for (const auto& r : in.results)
+        if (r.sc.what == mode::throughput && r.sc.kind == payload::bytes && r.sc.pairs == 1 &&
+            std::find(names.begin(), names.end(), r.sc.transport) == names.end())
+            names.push_back(r.sc.transport);
+    std::vector<std::string> plotted;
+    for (const auto& n : names) {
+        std::ostringstream block;
+        int points = 0;
+        for (const auto& r : in.results) {
+            if (r.sc.transport != n || r.sc.what != mode::throughput || r.sc.kind != payload::bytes ||
+                r.sc.pairs != 1 || r.state != status::ok)
+                continue;
+            auto b = r.of(&run_result::bytes_per_s);
+            block << r.sc.size << " " << b.median / 1e9 << " " << b.min / 1e9 << " " << b.max / 1e9 << "\n";
+            ++points;
+        }
+        if (!points) continue;
+        g << "$t" << plotted.size() << " << EOD\n" << block.str() << "EOD\n";
+        plotted.push_back(n);
+    }
+    std::ostringstream lat;
+    int lat_rows = 0;
+    for (const auto& r : in.results) {
+        if (r.sc.what != mode::latency || r.state != status::ok) continue;
+        lat << gp_quote(r.sc.transport) << " " << r.of(&run_result::p50).median / 1e3 << " "
+            << r.of(&run_result::p99).median / 1e3 << "\n";
+        ++lat_rows;
+    }
+    if (lat_rows) g << "$lat << EOD\n" << lat.str() << "EOD\n";
+    if (plotted.empty() && !lat_rows) {
+        why = "no figure to plot";
+        return false;
+    }
+
+    const auto& m = in.machine;
+    g << "set terminal pngcairo size 1500,650 font 'Sans,10' noenhanced\n";
+    g << "set output " << gp_quote(png) << "\n";
+    g << "set multiplot layout 1," << (plotted.empty() || !lat_rows ? 1 : 2) << " title "
+      << gp_quote("shmq-bench: " + m.cpu + ", " + std::to_string(m.cores) + " cores, " + m.kernel +
+                  " (median of " + std::to_string(in.repeat) + "; error bars: min..max)")
+      << "\n";
+    if (!plotted.empty()) {
+        g << "set title 'Throughput, 1 producer -> 1 consumer process (higher is better)'\n"
+             "set logscale xy\nset grid xtics ytics mytics\nset key right bottom box opaque\n"
+             "set xlabel 'message size'\nset ylabel 'GB/s (payload bytes)'\n"
+             "set xtics ('8 B' 8, '64 B' 64, '1 KiB' 1024, '64 KiB' 65536, '1 MiB' 1048576, '16 MiB' 16777216)\n"
+             "set xrange [5:28000000]\n";
+        g << "plot ";
+        // Fixed colours, so no two lines share one: shmq in strong colours with solid lines,
+        // baselines dashed in lighter ones, the ceiling black.
+        static const char* const shmq_colours[] = {"#d62728", "#1f77b4", "#2ca02c", "#9467bd"};
+        static const char* const base_colours[] = {"#ff7f0e", "#8c564b", "#e377c2", "#bcbd22",
+                                                   "#17becf", "#7f7f7f", "#aec7e8", "#98df8a"};
+        std::size_t n_shmq = 0, n_base = 0;
+        for (std::size_t i = 0; i < plotted.size(); ++i) {
+            auto role = ix.role(plotted[i]);
+            std::string style =
+                role == transport::role::shmq
+                    ? std::string("lw 3 pt 7 ps 1.2 lc rgb '") + shmq_colours[n_shmq++ % 4] + "'"
+                : role == transport::role::ceiling
+                    ? std::string("lw 2 dt 2 pt 6 lc rgb 'black'")
+                    : std::string("lw 2 dt 2 pt 5 lc rgb '") + base_colours[n_base++ % 8] + "'";
+            g << (i ? ", \\\n     " : "") << "$t" << i << " using 1:2:3:4 with yerrorlines " << style
+              << " title " << gp_quote(plotted[i]);
+        }
+        g << "\n";
+    }
+    if (lat_rows) {
+        g << "reset\nset title '64 B round trip, ping-pong between two processes (lower is better)'\n"
+             "set logscale y\nset grid ytics mytics\nset ylabel 'microseconds'\n"
+             "set style data histograms\nset style histogram clustered gap 1\n"
+             "set style fill solid 0.85 border -1\nset boxwidth 0.9\n"
+             "set xtics rotate by -35 left nomirror\nset key right top box opaque\n"
+             "set yrange [0.05:*]\n"
+             "plot $lat using 2:xtic(1) title 'p50' lc rgb '#3b75af', '' using 3 title 'p99' lc rgb '#ef8636'\n";
+    }
+    g << "unset multiplot\n";
+    {
+        std::ofstream f(script);
+        f << g.str();
+        if (!f) {
+            why = "cannot write " + script;
+            return false;
+        }
+    }
+    why = run_gnuplot(gnuplot, script);
+    return why.empty();
+}
+
+} // namespace shmq_bench

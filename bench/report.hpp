@@ -1,0 +1,56 @@
+// shmq-bench — what a run prints and writes: the machine, the tables, shmq's ratios to each
+// baseline and to the ceiling, the targets, the JSON file and the gnuplot chart.
+#pragma once
+
+#include "common.hpp"
+#include "transport.hpp"
+
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace shmq_bench {
+
+struct machine_info {
+    std::string cpu;          ///< model name from /proc/cpuinfo
+    unsigned cores = 0;       ///< online CPUs
+    unsigned usable = 0;      ///< CPUs this process may run on (affinity)
+    std::string kernel;       ///< uname: sysname release machine
+    std::string compiler;     ///< __VERSION__
+    std::string boost;        ///< BOOST_LIB_VERSION, as 1.81
+    std::string python;       ///< python3 --version, or "absent"
+    double busy_before = -1;  ///< cores busy with other programs just before the run (-1: unknown)
+    double busy_after = -1;   ///< ... and just after it
+};
+
+/// How many cores were busy (not idle) over the next `seconds`, from /proc/stat; -1 if unknown.
+/// Called while the runner itself is idle, it measures the other programs on the machine.
+double busy_cores(double seconds);
+
+machine_info probe_machine(const std::string& python);
+
+/// The full path of an executable found on $PATH (or `name` itself if it has a slash), or "".
+std::string find_in_path(const std::string& name);
+
+struct report_input {
+    machine_info machine;
+    int repeat = 3;
+    double duration_s = 0;
+    bool quick = false;
+    bool pinned = false;
+    double elapsed_s = 0;
+    std::vector<scenario_result> results;
+    std::map<std::string, transport::role> roles;   ///< transport name -> role
+    std::map<std::string, bool> shared;             ///< transport name -> one channel for N->N
+};
+
+/// The human-readable report (tables, ratios, targets).
+void print_report(std::ostream& out, const report_input& in);
+/// Every figure, every repetition, the ratios and the targets. Throws on I/O failure.
+void write_json(const std::string& path, const report_input& in);
+/// Throughput vs size (1->1, bytes) and round-trip bars, via gnuplot. Writes the script beside
+/// the PNG (FILE.gp). Returns false, with the reason in `why`, when no chart was drawn.
+bool write_plot(const std::string& png, const report_input& in, std::string& why);
+
+} // namespace shmq_bench
