@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <ctime>
+#include <sched.h>
 #include <new>
 #include <optional>
 #include <thread>
@@ -25,15 +26,26 @@ constexpr auto reap_interval = std::chrono::milliseconds(20);
 
 class spinner {
 public:
-    /// True while the caller should keep spinning.
+    /// True while the caller should keep spinning. First a short busy spin (the other side is
+    /// usually a few hundred ns from publishing); then sched_yield, so a peer that shares this
+    /// core gets to run instead of watching us spin; after spin_time, sleep.
     bool spin() noexcept {
         if (n_ == 0) start_ = clock::now();
-        if ((++n_ & 63) == 0 && clock::now() - start_ > spin_time) return false;
-        cpu_relax();
+        ++n_;
+        if (n_ < busy_spins) {
+            // Back off exponentially: every look at the other side's position pulls its cache
+            // line away from the writer of it, so looking less often lets it publish several
+            // records, which are then taken in a row from the cached position.
+            for (unsigned i = 0, k = 1u << std::min(n_, 4u); i < k; ++i) cpu_relax();
+            return true;
+        }
+        if ((n_ & 7) == 0 && clock::now() - start_ > spin_time) return false;
+        ::sched_yield();
         return true;
     }
 
 private:
+    static constexpr unsigned busy_spins = 64;
     unsigned n_ = 0;
     clock::time_point start_{};
 };
@@ -183,7 +195,8 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     ring::write_header(ring_, off, static_cast<std::uint32_t>(msg.size()), ring::kind::whole);
     if (!msg.empty()) std::memcpy(ring_ + off + ring::header_size, msg.data(), msg.size());
     st_.tail.store(ring::advance(tail, need, 1), std::memory_order_release);
-    st_.data.notify();
+    lease.unlock();                     // a seq_cst exchange: it orders the tail store...
+    st_.data.notify_after_fence();      // ...before this check for sleeping readers
     return io_status::ok;
 }
 
@@ -210,7 +223,8 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
     if (n) {
         // One publication for the whole batch: readers see all of it or none of it.
         st_.tail.store(tail, std::memory_order_release);
-        st_.data.notify();
+        lease.unlock();
+        st_.data.notify_after_fence();
     }
     return n;
 }
@@ -312,6 +326,15 @@ io_status channel::read(message_sink& sink, const deadline& until,
         st_.head.store(head, std::memory_order_release);
         st_.space.notify();
     };
+    // The message's last record: give the lease back first; its seq_cst exchange orders the head
+    // store before the check for sleeping writers, which saves notify()'s fence.
+    auto finish = [&](std::uint64_t bytes) {
+        head = ring::advance(head, bytes, 1);
+        st_.head.store(head, std::memory_order_release);
+        lease->unlock();
+        st_.space.notify_after_fence();
+        return io_status::ok;
+    };
     // The deadline passed while a live writer is still sending the rest: keep what we have and
     // the lease, so the message is neither lost nor given to another reader in pieces.
     auto park = [&] {
@@ -367,8 +390,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
             }
             dst = reserve(h.size);
             if (h.size) std::memcpy(dst, src, h.size);
-            consume(rec, 1);
-            return io_status::ok;
+            return finish(rec);
         case ring::kind::first: {
             if (h.size < ring::first_prefix) corrupt("short first piece");
             std::memcpy(&total, src, sizeof total);
@@ -398,8 +420,8 @@ io_status channel::read(message_sink& sink, const deadline& until,
                 corrupt("pieces do not add up to the message length");
             std::memcpy(dst + got, src, h.size);
             got += h.size;
-            consume(rec, last ? 1 : 0);
-            if (last) return io_status::ok;
+            if (last) return finish(rec);
+            consume(rec, 0);
             continue;
         }
         default:

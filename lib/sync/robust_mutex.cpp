@@ -53,7 +53,8 @@ robust_mutex::result robust_mutex::lock(const deadline& until) noexcept {
 }
 
 void robust_mutex::unlock() noexcept {
-    if (word_.exchange(0, std::memory_order_release) & waiters_bit) futex_wake(&word_, 1);
+    // seq_cst: callers rely on this exchange as a full fence (event::notify_after_fence).
+    if (word_.exchange(0, std::memory_order_seq_cst) & waiters_bit) futex_wake(&word_, 1);
 }
 
 } // namespace shmq::detail
