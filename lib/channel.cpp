@@ -20,6 +20,9 @@ namespace {
 // machines against ~0.1 µs for a spinning one, so spinning this long pays off whenever the other
 // side is running; when it is not, the waiter gives up the core after this long.
 constexpr auto spin_time = std::chrono::microseconds(50);
+// The busy part of the spin. Short, because when the other side shares this core it cannot run
+// until we yield: a round trip then costs two of these.
+constexpr auto busy_time = std::chrono::microseconds(2);
 // How often the fast path of write() checks that some reader is still alive (DESIGN §3: a peer's
 // death shows as broken pipe within 100 ms).
 constexpr auto reap_interval = std::chrono::milliseconds(20);
@@ -32,11 +35,12 @@ public:
     bool spin() noexcept {
         if (n_ == 0) start_ = clock::now();
         ++n_;
-        if (n_ < busy_spins) {
+        if (busy_) {
             // Back off exponentially: every look at the other side's position pulls its cache
             // line away from the writer of it, so looking less often lets it publish several
             // records, which are then taken in a row from the cached position.
             for (unsigned i = 0, k = 1u << std::min(n_, 4u); i < k; ++i) cpu_relax();
+            if ((n_ & 7) == 0 && clock::now() - start_ > busy_time) busy_ = false;
             return true;
         }
         if ((n_ & 7) == 0 && clock::now() - start_ > spin_time) return false;
@@ -45,8 +49,8 @@ public:
     }
 
 private:
-    static constexpr unsigned busy_spins = 64;
     unsigned n_ = 0;
+    bool busy_ = true;
     clock::time_point start_{};
 };
 
