@@ -13,6 +13,7 @@
 #pragma once
 
 #include "deadline.hpp"
+#include <shmq/detail/message_sink.hpp>
 #include "ring.hpp"
 #include "segment.hpp"
 
@@ -26,14 +27,6 @@
 
 namespace shmq::detail {
 
-/// Where a read puts a message. reserve(total) is called once per message (again if a streamed
-/// message is abandoned by a dead writer and another one follows) and returns room for total bytes.
-class message_sink {
-public:
-    virtual std::byte* reserve(std::size_t total) = 0;
-protected:
-    ~message_sink() = default;
-};
 
 enum class io_status {
     ok,

@@ -46,18 +46,7 @@ public:
 
 namespace {
 
-// Sink for recv_bytes / recv<T>: a vector grown to the message (capacity is kept between calls).
-class vector_sink final : public message_sink {
-public:
-    explicit vector_sink(std::vector<std::byte>& v) : v_(v) {}
-    std::byte* reserve(std::size_t total) override {
-        v_.resize(total);
-        return v_.data();
-    }
-
-private:
-    std::vector<std::byte>& v_;
-};
+using vector_sink = container_sink<std::vector<std::byte>>;
 
 // Sink for recv_bytes_into: the caller's buffer, or a vector when the message does not fit
 // (it is consumed and handed back in buffer_too_short_error, as Python does).
@@ -125,9 +114,8 @@ void Connection::send_raw(std::span<const std::byte> bytes) {
         throw broken_pipe_error("shmq: broken pipe: every reading end is closed");
 }
 
-void Connection::recv_raw(std::vector<std::byte>& out) {
+void Connection::recv_raw(detail::message_sink& sink) {
     check_readable(impl_);
-    detail::vector_sink sink(out);
     if (impl_->rx_->read(sink, detail::deadline()) == detail::io_status::eof)
         throw eof_error("shmq: end of stream: every writing end is closed");
 }

@@ -36,17 +36,6 @@ segment_params params_for(queue_flavor flavor, std::int64_t maxsize, const optio
     return p;
 }
 
-class vector_sink final : public message_sink {
-public:
-    explicit vector_sink(std::vector<std::byte>& v) : v_(v) {}
-    std::byte* reserve(std::size_t total) override {
-        v_.resize(total);
-        return v_.data();
-    }
-
-private:
-    std::vector<std::byte>& v_;
-};
 
 } // namespace
 
@@ -136,11 +125,10 @@ void queue_core::put(std::span<const std::byte> item, bool block, const timeout_
     }
 }
 
-void queue_core::get(std::vector<std::byte>& out, bool block, const timeout_t& timeout) {
+void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
     check_open();
     queue_impl& q = *impl_;
     deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
-    vector_sink sink(out);
     if (q.ch_.read(sink, until) != io_status::ok) throw empty_error("shmq: queue is empty");
 }
 

@@ -69,6 +69,7 @@
 // Threads: codecs are stateless; the scratch buffers below are per thread.
 #pragma once
 
+#include <shmq/detail/message_sink.hpp>
 #include <shmq/errors.hpp>
 
 #include <boost/archive/archive_exception.hpp>
@@ -471,6 +472,14 @@ template <class T> std::uint64_t type_fingerprint() noexcept {
 /// ignored (codec<const T> behaves as codec<T>).
 template <class T, class Enable>
 struct codec : detail::default_codec<std::remove_cv_t<T>> {};
+
+namespace detail {
+/// True when codec<T> is the default byte-container codec, whose decode is "copy the bytes into
+/// a new T": the facades then receive straight into the T they return (one copy, no scratch).
+template <class T>
+inline constexpr bool decodes_in_place_v =
+    is_byte_container_v<T> && std::is_base_of_v<default_codec<T, codec_kind::bytes>, codec<T>>;
+} // namespace detail
 
 /// The raw codec, to opt a type in explicitly: `template <> struct shmq::codec<X> :
 /// shmq::raw_codec<X> {};` (for instance a trivially copyable type whose serialize should be

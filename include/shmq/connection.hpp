@@ -17,6 +17,7 @@
 #pragma once
 
 #include <shmq/codec.hpp>
+#include <shmq/detail/message_sink.hpp>
 #include <shmq/errors.hpp>
 #include <shmq/options.hpp>
 
@@ -51,9 +52,17 @@ public:
     /// Receives one message and decodes it as T. A failing decode throws codec_error and the
     /// message is consumed; the next recv gets the next message.
     template <class T> T recv() {
-        auto& buf = detail::decode_scratch();
-        recv_raw(buf);
-        return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
+        if constexpr (detail::decodes_in_place_v<T>) {
+            T out;   // std::string or a byte vector: the message is copied straight into it
+            detail::container_sink<T> sink(out);
+            recv_raw(sink);
+            return out;
+        } else {
+            auto& buf = detail::decode_scratch();
+            detail::container_sink<std::vector<std::byte>> sink(buf);
+            recv_raw(sink);
+            return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
+        }
     }
 
     /// Sends buf[offset, offset+size) as one message (size defaults to the rest of buf).
@@ -81,7 +90,7 @@ private:
     explicit Connection(std::unique_ptr<detail::connection_impl> impl) noexcept;
     void check_writable() const;
     void send_raw(std::span<const std::byte> bytes);
-    void recv_raw(std::vector<std::byte>& out);
+    void recv_raw(detail::message_sink& sink);
 
     std::unique_ptr<detail::connection_impl> impl_;
 };

@@ -58,9 +58,17 @@ public:
     }
     /// Throws closed_error, empty_error, codec_error, broken_error.
     T get(bool block = true, timeout_t timeout = std::nullopt) {
-        auto& buf = detail::decode_scratch();
-        core_.get(buf, block, timeout);
-        return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
+        if constexpr (detail::decodes_in_place_v<T>) {
+            T out;   // std::string or a byte vector: the item is copied straight into it
+            detail::container_sink<T> sink(out);
+            core_.get(sink, block, timeout);
+            return out;
+        } else {
+            auto& buf = detail::decode_scratch();
+            detail::container_sink<std::vector<std::byte>> sink(buf);
+            core_.get(sink, block, timeout);
+            return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
+        }
     }
     void put_nowait(const T& obj) { put(obj, false); }
     T get_nowait() { return get(false); }

@@ -38,9 +38,17 @@ public:
     }
     /// Throws closed_error, codec_error, broken_error.
     T get() {
-        auto& buf = detail::decode_scratch();
-        core_.get(buf, true, std::nullopt);
-        return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
+        if constexpr (detail::decodes_in_place_v<T>) {
+            T out;   // std::string or a byte vector: the item is copied straight into it
+            detail::container_sink<T> sink(out);
+            core_.get(sink, true, std::nullopt);
+            return out;
+        } else {
+            auto& buf = detail::decode_scratch();
+            detail::container_sink<std::vector<std::byte>> sink(buf);
+            core_.get(sink, true, std::nullopt);
+            return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
+        }
     }
     /// Throws closed_error.
     bool empty() const {

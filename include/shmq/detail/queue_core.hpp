@@ -2,6 +2,7 @@
 // only encode T and hand bytes here (as fmt's front end does), so this is compiled once in lib/.
 #pragma once
 
+#include <shmq/detail/message_sink.hpp>
 #include <shmq/errors.hpp>
 #include <shmq/options.hpp>
 
@@ -36,8 +37,8 @@ public:
 
     /// One encoded item. Throws closed_error, full_error.
     void put(std::span<const std::byte> item, bool block, const timeout_t& timeout);
-    /// One item into out. Throws closed_error, empty_error, broken_error.
-    void get(std::vector<std::byte>& out, bool block, const timeout_t& timeout);
+    /// One item into sink. Throws closed_error, empty_error, broken_error.
+    void get(message_sink& sink, bool block, const timeout_t& timeout);
     std::size_t qsize() const;
     bool empty() const;
     bool full() const;

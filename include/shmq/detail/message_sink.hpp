@@ -1,0 +1,41 @@
+// shmq — where a received message goes. The facade passes one to the compiled core so a message
+// can be copied straight into its final home (a user's buffer, a std::string being returned)
+// instead of through a scratch buffer.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace shmq::detail {
+
+/// reserve(total) is called once per message (again if a streamed message is abandoned by a dead
+/// writer and another follows) and returns room for total bytes. It may throw (allocation).
+class message_sink {
+public:
+    virtual std::byte* reserve(std::size_t total) = 0;
+
+protected:
+    ~message_sink() = default;
+};
+
+/// Receives into a contiguous byte container (std::string, std::vector of bytes): resizes it.
+/// Its capacity is reused, so a warm container means no allocation.
+template <class Container> class container_sink final : public message_sink {
+public:
+    explicit container_sink(Container& c) noexcept : c_(c) {}
+    std::byte* reserve(std::size_t total) override {
+        c_.resize(total);
+        return reinterpret_cast<std::byte*>(c_.data());
+    }
+
+private:
+    Container& c_;
+};
+
+template <class T> inline constexpr bool is_byte_container_v =
+    std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<std::byte>> ||
+    std::is_same_v<T, std::vector<char>> || std::is_same_v<T, std::vector<unsigned char>>;
+
+} // namespace shmq::detail
