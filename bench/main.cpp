@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 namespace shmq_bench {
+int memory_check();   // memory.cpp
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
@@ -45,6 +46,7 @@ struct options {
     bool no_python = false;
     bool list = false;
     bool pin = false;
+    bool memory = false;
 };
 
 void usage(std::ostream& o) {
@@ -67,6 +69,8 @@ void usage(std::ostream& o) {
          "  --python PATH       the Python interpreter (default python3 on PATH)\n"
          "  --python-script P   python_baseline.py (default: found beside the sources)\n"
          "  --no-python         skip the Python baselines\n"
+         "  --memory            instead of the suite: resident memory over 10 M messages, and\n"
+         "                      the shared memory one queue costs\n"
          "  --help              this text\n";
 }
 
@@ -104,6 +108,8 @@ bool parse(int argc, char** argv, options& o) {
             o.python_script = value("--python-script");
         } else if (a == "--no-python") {
             o.no_python = true;
+        } else if (a == "--memory") {
+            o.memory = true;
         } else {
             throw std::invalid_argument("unknown option " + a);
         }
@@ -203,6 +209,7 @@ int run(int argc, char** argv) {
         usage(std::cerr);
         return 2;
     }
+    if (opt.memory) return memory_check();
 
     std::vector<std::unique_ptr<transport>> ts;
     ts.push_back(make_pipe_transport());
