@@ -4,7 +4,8 @@
 // once, whole; items put by one process arrive in the order that process put them.
 //
 //  * put() encodes in the caller: a failing encode throws codec_error and changes nothing.
-//  * Bounded (maxsize > 0): put waits for a free slot (block/timeout as in Python, full_error).
+//  * Bounded (maxsize > 0): put waits for a free slot (block/timeout as in Python, full_error),
+//    and for room in the ring (options::capacity bytes), which bounds the queue too.
 //  * Unbounded (maxsize <= 0): put never blocks. With room in the ring the item is in shared
 //    memory when put returns (empty()/get_nowait() anywhere see it at once); otherwise it waits in
 //    this process's backlog, drained by a feeder thread started on demand (qsize() counts it).
