@@ -10,7 +10,9 @@
 //  * messages are atomic: never torn, never seen twice, even when a peer is killed mid-message;
 //  * messages larger than the ring are streamed through it (the writer blocks until the reader
 //    drains, as with an OS pipe);
-//  * several processes may send (or receive) on the same end at once: each message stays whole.
+//  * several processes may send (or receive) on the same end at once: each message stays whole;
+//    so may several threads through one Connection, except that close(), move and destruction
+//    must not race with other calls on the same object (as with any C++ object).
 // Errors: closed_error (checked first), value_error (wrong direction or bad argument),
 // eof_error, broken_pipe_error, message_too_long_error, buffer_too_short_error, codec_error,
 // broken_error (the shared segment is corrupt).
