@@ -451,6 +451,12 @@ bool channel::poll(const deadline& until) {
     }
 }
 
+bool channel::ready() { return poll(deadline(timeout_t(std::chrono::duration<double>(0)))); }
+
+void channel::check_writers() noexcept {
+    if (eof_rules_ && reap_due()) registry::reap(*seg_, writer_end(index_));
+}
+
 std::uint64_t channel::size() const noexcept {
     std::uint64_t head = load_head();
     return ring::messages(head, load_tail());

@@ -67,6 +67,14 @@ public:
     /// True when a record or EOF is there, waiting until the deadline. Consumes nothing.
     bool poll(const deadline& until);
 
+    /// poll() without waiting: a record is there, or EOF. For wait().
+    bool ready();
+    /// The event readers sleep on, for waiting on several channels at once (wait()).
+    event& data_event() noexcept { return st_.data; }
+    /// Looks for dead writers if the liveness period has passed (what a sleeping reader does
+    /// after each slice). For wait().
+    void check_writers() noexcept;
+
     /// Messages published and not yet consumed (a snapshot).
     std::uint64_t size() const noexcept;
     /// True when no record is waiting.

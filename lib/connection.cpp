@@ -2,47 +2,12 @@
 // process's endpoint. All the waiting and EOF logic lives in channel.cpp.
 #include <shmq/connection.hpp>
 
-#include "channel.hpp"
-#include "endpoint.hpp"
-#include "segment.hpp"
+#include "connection_impl.hpp"
 
 #include <optional>
 
 namespace shmq {
 namespace detail {
-
-class connection_impl {
-public:
-    connection_impl(std::shared_ptr<segment> seg, std::optional<std::uint32_t> rx,
-                    std::optional<std::uint32_t> tx)
-        : readable_(rx.has_value()), writable_(tx.has_value()) {
-        end_counts counts{};
-        if (rx) counts[reader_end(*rx)] = 1;
-        if (tx) counts[writer_end(*tx)] = 1;
-        if (rx) rx_.emplace(seg, *rx, true);
-        if (tx) tx_.emplace(seg, *tx, true);
-        ep_.emplace(std::move(seg), counts);
-    }
-    ~connection_impl() { close(); }
-
-    void close() noexcept {
-        if (closed_) return;
-        closed_ = true;
-        ep_->release();
-        // Peers blocked on these channels must re-check EOF / broken pipe now, not at their
-        // next liveness slice.
-        if (rx_) rx_->wake_all();
-        if (tx_) tx_->wake_all();
-        rx_.reset();
-        tx_.reset();
-        ep_.reset();   // the last reference unmaps the segment
-    }
-
-    bool closed_ = false;
-    bool readable_, writable_;
-    std::optional<channel> rx_, tx_;
-    std::optional<endpoint> ep_;
-};
 
 namespace {
 

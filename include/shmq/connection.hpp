@@ -32,7 +32,7 @@
 
 namespace shmq {
 
-namespace detail { class connection_impl; }
+namespace detail { class connection_impl; struct connection_access; }
 
 class Connection {
 public:
@@ -89,6 +89,7 @@ public:
 
 private:
     friend std::pair<Connection, Connection> Pipe(bool, options);
+    friend struct detail::connection_access;
     explicit Connection(std::unique_ptr<detail::connection_impl> impl) noexcept;
     void check_writable() const;
     void send_raw(std::span<const std::byte> bytes);

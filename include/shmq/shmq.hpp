@@ -9,3 +9,4 @@
 #include <shmq/process.hpp>
 #include <shmq/queue.hpp>
 #include <shmq/simple_queue.hpp>
+#include <shmq/wait.hpp>

@@ -38,6 +38,8 @@ public:
         futex_wait(&seq_, ticket, limit);
     }
     void finish() noexcept { waiters_.fetch_sub(1, std::memory_order_relaxed); }
+    /// The futex word, for waiting on several events at once (futex_waitv).
+    std::atomic<std::uint32_t>* word() noexcept { return &seq_; }
 
     /// Wakes every waiter; free when nobody waits, and one system call per round of sleepers
     /// (not one per notify while a woken sleeper has yet to run).

@@ -1,0 +1,114 @@
+// wait(): readiness of several connections with one sleep.
+//
+// Each connection's reader side has an event (the futex its readers sleep on). wait() arms all of
+// them, re-checks, and sleeps on all at once with futex_waitv (Linux 5.16+); a publication or a
+// close on any of them wakes it. Without futex_waitv (older kernels, or more connections than
+// one call takes) it sleeps in short naps instead, a latency cost only. Like every shmq wait it
+// wakes at least every liveness slice to notice dead peers.
+#include <shmq/wait.hpp>
+
+#include "connection_impl.hpp"
+#include "deadline.hpp"
+#include "sync/futex.hpp"
+
+#include <shmq/errors.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace shmq {
+namespace detail {
+
+struct connection_access {
+    static connection_impl* impl(Connection& c) noexcept { return c.impl_.get(); }
+};
+
+namespace {
+
+#if defined(SYS_futex_waitv)
+constexpr std::size_t waitv_max = 128;   // FUTEX_WAITV_MAX
+
+/// Sleeps until one of the words changes from its ticket, or for `limit`. False if the kernel
+/// has no futex_waitv.
+bool futex_waitv_for(const std::vector<event*>& events, const std::vector<std::uint32_t>& tickets,
+                     std::chrono::nanoseconds limit) noexcept {
+    if (events.size() > waitv_max) return false;
+    struct futex_waitv w[waitv_max] = {};
+    for (std::size_t i = 0; i < events.size(); ++i) {
+        w[i].val = tickets[i];
+        w[i].uaddr = reinterpret_cast<std::uintptr_t>(events[i]->word());
+        w[i].flags = FUTEX_32;   // shared (no FUTEX_PRIVATE_FLAG): the words live in shared memory
+    }
+    timespec at{};
+    ::clock_gettime(CLOCK_MONOTONIC, &at);
+    long long ns = at.tv_nsec + limit.count();
+    at.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
+    at.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    long r = ::syscall(SYS_futex_waitv, w, static_cast<unsigned>(events.size()), 0u, &at,
+                       CLOCK_MONOTONIC);
+    return !(r < 0 && (errno == ENOSYS || errno == EINVAL));
+}
+#else
+bool futex_waitv_for(const std::vector<event*>&, const std::vector<std::uint32_t>&,
+                     std::chrono::nanoseconds) noexcept {
+    return false;
+}
+#endif
+
+} // namespace
+} // namespace detail
+
+std::vector<Connection*> wait(std::span<Connection* const> conns, timeout_t timeout) {
+    std::vector<detail::channel*> chans;
+    chans.reserve(conns.size());
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+        Connection* c = conns[i];
+        if (!c) throw value_error("shmq: wait: null connection");
+        if (c->closed()) throw closed_error("shmq: wait: connection is closed");
+        if (!c->readable()) throw value_error("shmq: wait: connection is write-only");
+        if (std::find(conns.begin(), conns.begin() + static_cast<std::ptrdiff_t>(i), c) !=
+            conns.begin() + static_cast<std::ptrdiff_t>(i))
+            throw value_error("shmq: wait: connection listed twice");
+        chans.push_back(&*detail::connection_access::impl(*c)->rx_);
+    }
+
+    const detail::deadline until(timeout);
+    std::vector<Connection*> ready;
+    auto collect = [&] {
+        for (std::size_t i = 0; i < chans.size(); ++i)
+            if (chans[i]->ready()) ready.push_back(conns[i]);
+        return !ready.empty();
+    };
+    std::vector<detail::event*> events;
+    for (auto* ch : chans) events.push_back(&ch->data_event());
+    std::vector<std::uint32_t> tickets(events.size());
+
+    // Spin briefly first, as single waits do: a hand-off through a sleep costs ~20 µs.
+    const auto spin_until = detail::clock::now() + std::chrono::microseconds(50);
+    for (unsigned n = 0;; ++n) {
+        if (collect()) return ready;
+        if (until.expired()) return ready;
+        if (detail::clock::now() < spin_until) {
+            if (n < 64) detail::cpu_relax(); else ::sched_yield();
+            continue;
+        }
+        for (std::size_t i = 0; i < events.size(); ++i) tickets[i] = events[i]->prepare();
+        const bool now_ready = collect();
+        if (!now_ready) {
+            const auto slice = until.slice();
+            if (!detail::futex_waitv_for(events, tickets, slice))
+                ::usleep(static_cast<useconds_t>(std::min<long long>(
+                    std::chrono::duration_cast<std::chrono::microseconds>(slice).count(), 1000)));
+        }
+        for (auto* e : events) e->finish();
+        if (now_ready) return ready;
+        for (auto* ch : chans) ch->check_writers();
+    }
+}
+
+} // namespace shmq
