@@ -480,7 +480,7 @@ void print_report(std::ostream& out, const report_input& in) {
     }
     if (missing)
         out << "  (" << missing << " more need figures this run did not produce: see --filter)\n";
-    out << "  (memory growth over 10 M messages is not measured by this runner)\n";
+    out << "  (memory growth over 10 M messages: shmq-bench --memory)\n";
 }
 
 // ---- JSON -------------------------------------------------------------------------------------
