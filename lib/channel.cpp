@@ -27,11 +27,20 @@ constexpr auto busy_time = std::chrono::microseconds(2);
 // death shows as broken pipe within 100 ms).
 constexpr auto reap_interval = std::chrono::milliseconds(20);
 
+// Until when this process believes its cores are oversubscribed (steady_clock ticks). When a
+// sched_yield takes long, another task really was waiting for the core: yielding then hands the
+// core away for a whole time slice, and spinning keeps it from a peer that needs it, so for a
+// while waiters go straight from the short busy spin to sleeping, as pipes do.
+std::atomic<clock::rep> g_contended_until{0};
+constexpr auto slow_yield = std::chrono::microseconds(20);
+constexpr auto contended_period = std::chrono::milliseconds(50);
+
 class spinner {
 public:
     /// True while the caller should keep spinning. First a short busy spin (the other side is
     /// usually a few hundred ns from publishing); then sched_yield, so a peer that shares this
-    /// core gets to run instead of watching us spin; after spin_time, sleep.
+    /// core gets to run instead of watching us spin; after spin_time, sleep. On an oversubscribed
+    /// machine, no yielding: sleep right after the busy spin.
     bool spin() noexcept {
         if (n_ == 0) start_ = clock::now();
         ++n_;
@@ -40,11 +49,22 @@ public:
             // line away from the writer of it, so looking less often lets it publish several
             // records, which are then taken in a row from the cached position.
             for (unsigned i = 0, k = 1u << std::min(n_, 4u); i < k; ++i) cpu_relax();
-            if ((n_ & 7) == 0 && clock::now() - start_ > busy_time) busy_ = false;
+            if ((n_ & 7) == 0 && clock::now() - start_ > busy_time) {
+                busy_ = false;
+                if (start_.time_since_epoch().count() < g_contended_until.load(std::memory_order_relaxed))
+                    return false;
+            }
             return true;
         }
-        if ((n_ & 7) == 0 && clock::now() - start_ > spin_time) return false;
+        const auto before = clock::now();
+        if (before - start_ > spin_time) return false;
         ::sched_yield();
+        const auto after = clock::now();
+        if (after - before > slow_yield) {
+            g_contended_until.store((after + contended_period).time_since_epoch().count(),
+                                    std::memory_order_relaxed);
+            return false;
+        }
         return true;
     }
 
