@@ -28,11 +28,12 @@ constexpr auto busy_time = std::chrono::microseconds(2);
 constexpr auto reap_interval = std::chrono::milliseconds(20);
 
 // Until when this process believes its cores are oversubscribed (steady_clock ticks). When a
-// sched_yield takes long, another task really was waiting for the core: yielding then hands the
-// core away for a whole time slice, and spinning keeps it from a peer that needs it, so for a
-// while waiters go straight from the short busy spin to sleeping, as pipes do.
+// sched_yield takes as long as a time slice, a task that does not give the core back (not a
+// peer, which would be back within tens of µs) was waiting for it: yielding then hands the core
+// away for a whole slice, and spinning keeps it from a peer that needs it, so for a while
+// waiters go straight from the short busy spin to sleeping, as pipes do.
 std::atomic<clock::rep> g_contended_until{0};
-constexpr auto slow_yield = std::chrono::microseconds(20);
+constexpr auto slow_yield = std::chrono::microseconds(500);
 constexpr auto contended_period = std::chrono::milliseconds(50);
 
 class spinner {
