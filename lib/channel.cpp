@@ -3,12 +3,12 @@
 #include "liveness.hpp"
 #include "registry.hpp"
 #include "ring.hpp"
+#include "sync/wait_loop.hpp"
 
 #include <shmq/errors.hpp>
 
 #include <cstring>
 #include <ctime>
-#include <sched.h>
 #include <new>
 #include <optional>
 #include <thread>
@@ -16,64 +16,9 @@
 namespace shmq::detail {
 namespace {
 
-// How long a waiter spins before it sleeps. A sleep/wake hand-off costs ~20 µs on these
-// machines against ~0.1 µs for a spinning one, so spinning this long pays off whenever the other
-// side is running; when it is not, the waiter gives up the core after this long.
-constexpr auto spin_time = std::chrono::microseconds(50);
-// The busy part of the spin. Short, because when the other side shares this core it cannot run
-// until we yield: a round trip then costs two of these.
-constexpr auto busy_time = std::chrono::microseconds(2);
 // How often the fast path of write() checks that some reader is still alive (DESIGN §3: a peer's
 // death shows as broken pipe within 100 ms).
 constexpr auto reap_interval = std::chrono::milliseconds(20);
-
-// Until when this process believes its cores are oversubscribed (steady_clock ticks). When a
-// sched_yield takes as long as a time slice, a task that does not give the core back (not a
-// peer, which would be back within tens of µs) was waiting for it: yielding then hands the core
-// away for a whole slice, and spinning keeps it from a peer that needs it, so for a while
-// waiters go straight from the short busy spin to sleeping, as pipes do.
-std::atomic<clock::rep> g_contended_until{0};
-constexpr auto slow_yield = std::chrono::microseconds(500);
-constexpr auto contended_period = std::chrono::milliseconds(50);
-
-class spinner {
-public:
-    /// True while the caller should keep spinning. First a short busy spin (the other side is
-    /// usually a few hundred ns from publishing); then sched_yield, so a peer that shares this
-    /// core gets to run instead of watching us spin; after spin_time, sleep. On an oversubscribed
-    /// machine, no yielding: sleep right after the busy spin.
-    bool spin() noexcept {
-        if (n_ == 0) start_ = clock::now();
-        ++n_;
-        if (busy_) {
-            // Back off exponentially: every look at the other side's position pulls its cache
-            // line away from the writer of it, so looking less often lets it publish several
-            // records, which are then taken in a row from the cached position.
-            for (unsigned i = 0, k = 1u << std::min(n_, 4u); i < k; ++i) cpu_relax();
-            if ((n_ & 7) == 0 && clock::now() - start_ > busy_time) {
-                busy_ = false;
-                if (start_.time_since_epoch().count() < g_contended_until.load(std::memory_order_relaxed))
-                    return false;
-            }
-            return true;
-        }
-        const auto before = clock::now();
-        if (before - start_ > spin_time) return false;
-        ::sched_yield();
-        const auto after = clock::now();
-        if (after - before > slow_yield) {
-            g_contended_until.store((after + contended_period).time_since_epoch().count(),
-                                    std::memory_order_relaxed);
-            return false;
-        }
-        return true;
-    }
-
-private:
-    unsigned n_ = 0;
-    bool busy_ = true;
-    clock::time_point start_{};
-};
 
 [[noreturn]] void corrupt(const char* what) {
     throw broken_error(std::string("shmq: shared ring is corrupt: ") + what);
@@ -143,7 +88,6 @@ std::uint64_t channel::place(std::uint64_t& tail, std::uint64_t need) noexcept {
 
 channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t need,
                                              const deadline& until, std::uint64_t max_messages) {
-    spinner spin;
     auto fits = [&] {
         // Try the cached head first: in steady state this touches no line of the reader's.
         std::uint64_t head = seen_head_.load(std::memory_order_relaxed);
@@ -158,43 +102,43 @@ channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t n
         return cap_ - used >= need &&
                (max_messages == 0 || ring::messages(head, tail) < max_messages);
     };
-    for (;;) {
-        if (fits()) return wait_result::ready;
-        if (readers_gone()) return wait_result::broken_pipe;
-        if (until.expired()) return wait_result::timed_out;
-        if (spin.spin()) continue;
-        std::uint32_t ticket = st_.space.prepare();
-        if (fits()) { st_.space.finish(); return wait_result::ready; }
-        st_.space.wait(ticket, until.slice());
-        st_.space.finish();
-        if (eof_rules_ && reap_due()) registry::reap(*seg_, reader_end(index_));
-    }
+    using R = std::optional<wait_result>;
+    return await(
+        st_.space, until, wait_result::timed_out,
+        [&]() -> R {
+            if (fits()) return wait_result::ready;
+            if (readers_gone()) return wait_result::broken_pipe;
+            return std::nullopt;
+        },
+        [&]() -> R {
+            if (eof_rules_ && reap_due()) registry::reap(*seg_, reader_end(index_));
+            return std::nullopt;
+        });
 }
 
 channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& until,
                                             bool assembling) {
-    spinner spin;
     auto arrived = [&] { return ring::bytes_of(load_tail()) != ring::bytes_of(head); };
-    for (;;) {
-        if (arrived()) return wait_result::ready;
-        if (!assembling && writers_gone())
-            return arrived() ? wait_result::ready : wait_result::eof;
-        if (until.expired()) return wait_result::timed_out;
-        if (spin.spin()) continue;
-        std::uint32_t ticket = st_.data.prepare();
-        if (arrived()) { st_.data.finish(); return wait_result::ready; }
-        st_.data.wait(ticket, until.slice());
-        st_.data.finish();
-        if (arrived()) return wait_result::ready;
-        if (assembling) {
-            // The writer of this stream holds the writer lease until its last piece. If nobody
-            // holds it, or its holder died, the rest of the message will never come.
-            std::uint32_t owner = st_.wlock.owner();
-            if ((owner == 0 || !is_alive(owner)) && !arrived()) return wait_result::abandoned;
-        } else if (eof_rules_ && reap_due()) {
-            registry::reap(*seg_, writer_end(index_));
-        }
-    }
+    using R = std::optional<wait_result>;
+    return await(
+        st_.data, until, wait_result::timed_out,
+        [&]() -> R {
+            if (arrived()) return wait_result::ready;
+            if (!assembling && writers_gone())
+                return arrived() ? wait_result::ready : wait_result::eof;
+            return std::nullopt;
+        },
+        [&]() -> R {
+            if (assembling) {
+                // The writer of this stream holds the writer lease until its last piece. If
+                // nobody holds it, or its holder died, the rest of the message will never come.
+                std::uint32_t owner = st_.wlock.owner();
+                if ((owner == 0 || !is_alive(owner)) && !arrived()) return wait_result::abandoned;
+            } else if (eof_rules_ && reap_due()) {
+                registry::reap(*seg_, writer_end(index_));
+            }
+            return std::nullopt;
+        });
 }
 
 io_status channel::write(std::span<const std::byte> msg, const deadline& until,
@@ -456,20 +400,18 @@ io_status channel::read(message_sink& sink, const deadline& until,
 }
 
 bool channel::poll(const deadline& until) {
-    spinner spin;
-    auto ready = [&] {
-        return ring::bytes_of(load_tail()) != ring::bytes_of(load_head()) || writers_gone();
-    };
-    for (;;) {
-        if (ready()) return true;
-        if (until.expired()) return false;
-        if (spin.spin()) continue;
-        std::uint32_t ticket = st_.data.prepare();
-        if (ready()) { st_.data.finish(); return true; }
-        st_.data.wait(ticket, until.slice());
-        st_.data.finish();
-        if (eof_rules_ && reap_due()) registry::reap(*seg_, writer_end(index_));
-    }
+    using R = std::optional<bool>;
+    return await(
+        st_.data, until, false,
+        [&]() -> R {
+            if (ring::bytes_of(load_tail()) != ring::bytes_of(load_head()) || writers_gone())
+                return true;
+            return std::nullopt;
+        },
+        [&]() -> R {
+            check_writers();
+            return std::nullopt;
+        });
 }
 
 bool channel::ready() { return poll(deadline(timeout_t(std::chrono::duration<double>(0)))); }

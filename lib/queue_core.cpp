@@ -13,6 +13,7 @@
 #include "feeder.hpp"
 #include "liveness.hpp"
 #include "segment.hpp"
+#include "sync/wait_loop.hpp"
 
 #include <optional>
 
@@ -183,18 +184,14 @@ void queue_core::task_done() {
 bool queue_core::join(const timeout_t& timeout) {
     if (!impl_) throw closed_error("shmq: queue is closed");
     auto& qs = impl_->seg_->queue();
-    deadline until(timeout);
-    for (;;) {
-        if (qs.unfinished.load(std::memory_order_acquire) <= 0) return true;
-        if (until.expired()) return false;
-        std::uint32_t ticket = qs.all_done.prepare();
-        if (qs.unfinished.load(std::memory_order_acquire) <= 0) {
-            qs.all_done.finish();
-            return true;
-        }
-        qs.all_done.wait(ticket, until.slice());
-        qs.all_done.finish();
-    }
+    using R = std::optional<bool>;
+    return await(
+        qs.all_done, deadline(timeout), false,
+        [&]() -> R {
+            if (qs.unfinished.load(std::memory_order_acquire) <= 0) return true;
+            return std::nullopt;
+        },
+        []() -> R { return std::nullopt; });
 }
 
 } // namespace shmq::detail

@@ -10,6 +10,7 @@
 #include "connection_impl.hpp"
 #include "deadline.hpp"
 #include "sync/futex.hpp"
+#include "sync/wait_loop.hpp"
 
 #include <shmq/errors.hpp>
 
@@ -17,7 +18,6 @@
 #include <cerrno>
 #include <ctime>
 #include <linux/futex.h>
-#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -88,15 +88,11 @@ std::vector<Connection*> wait(std::span<Connection* const> conns, timeout_t time
     for (auto* ch : chans) events.push_back(&ch->data_event());
     std::vector<std::uint32_t> tickets(events.size());
 
-    // Spin briefly first, as single waits do: a hand-off through a sleep costs ~20 µs.
-    const auto spin_until = detail::clock::now() + std::chrono::microseconds(50);
-    for (unsigned n = 0;; ++n) {
+    detail::spinner spin;   // the same spin-then-sleep as a single wait
+    for (;;) {
         if (collect()) return ready;
         if (until.expired()) return ready;
-        if (detail::clock::now() < spin_until) {
-            if (n < 64) detail::cpu_relax(); else ::sched_yield();
-            continue;
-        }
+        if (spin.spin()) continue;
         for (std::size_t i = 0; i < events.size(); ++i) tickets[i] = events[i]->prepare();
         const bool now_ready = collect();
         if (!now_ready) {
