@@ -47,6 +47,43 @@ void clear(registry_state& r, holder_slot& slot) noexcept {
     slot.pid.store(0, std::memory_order_release);
 }
 
+// Empties a pending fork entry; adds what it held to *moved when given.
+void clear_pending(registry_state& r, pending_fork& p, end_counts* moved = nullptr) noexcept {
+    for (std::size_t e = 0; e < max_ends; ++e) {
+        std::uint32_t c = p.count[e].exchange(0, std::memory_order_relaxed);
+        if (moved) (*moved)[e] += c;
+        if (c) r.holders[e].fetch_sub(c, std::memory_order_release);
+    }
+    p.token.store(0, std::memory_order_release);
+}
+
+constexpr std::uint32_t any_end = max_ends;
+
+// Drops the slots of dead processes (those holding `end`, or all with any_end), and pending forks
+// whose parent died. Returns how many. Reads /proc once per candidate: slow paths only.
+std::uint32_t drop_dead(registry_state& r, std::uint32_t end) noexcept {
+    auto holds = [&](const auto& entry) {
+        return end == any_end || entry.count[end].load(std::memory_order_relaxed) != 0;
+    };
+    std::uint32_t dropped = 0;
+    for (auto& slot : r.slots) {
+        std::uint32_t pid = slot.pid.load(std::memory_order_relaxed);
+        if (pid && holds(slot) && !is_alive(pid, slot.start.load(std::memory_order_relaxed))) {
+            clear(r, slot);
+            ++dropped;
+        }
+    }
+    for (auto& p : r.pending) {
+        if (p.token.load(std::memory_order_relaxed) != 0 && holds(p) &&
+            !is_alive(p.parent_pid.load(std::memory_order_relaxed),
+                      p.parent_start.load(std::memory_order_relaxed))) {
+            clear_pending(r, p);
+            ++dropped;
+        }
+    }
+    return dropped;
+}
+
 } // namespace
 
 static void attach_locked(registry_state& r, const process_identity& who, const end_counts& counts) {
@@ -55,14 +92,7 @@ static void attach_locked(registry_state& r, const process_identity& who, const 
         for (int pass = 0; pass < 2 && !slot; ++pass) {
             for (auto& candidate : r.slots)
                 if (candidate.pid.load(std::memory_order_relaxed) == 0) { slot = &candidate; break; }
-            if (!slot && pass == 0) {
-                // Full: make room by dropping the slots of processes that died.
-                for (auto& candidate : r.slots) {
-                    std::uint32_t pid = candidate.pid.load(std::memory_order_relaxed);
-                    if (pid && !is_alive(pid, candidate.start.load(std::memory_order_relaxed)))
-                        clear(r, candidate);
-                }
-            }
+            if (!slot && pass == 0) drop_dead(r, any_end);   // full: make room
         }
         if (!slot)
             throw error("shmq: more than " + std::to_string(max_holders) +
@@ -111,12 +141,7 @@ void settle_fork(const segment& s, std::uint64_t token, const process_identity* 
     for (auto& p : r.pending) {
         if (p.token.load(std::memory_order_relaxed) != token) continue;
         found = true;
-        for (std::size_t e = 0; e < max_ends; ++e) {
-            std::uint32_t c = p.count[e].exchange(0, std::memory_order_relaxed);
-            total[e] += c;
-            if (c) r.holders[e].fetch_sub(c, std::memory_order_release);
-        }
-        p.token.store(0, std::memory_order_release);
+        clear_pending(r, p, &total);
     }
     if (!found && is_self && child && !find(r, *child)) {
         // Our parent died between parking and settling, and reap() dropped the entry: nobody
@@ -158,27 +183,7 @@ void detach(const segment& s, const process_identity& who, const end_counts& cou
 std::uint32_t reap(const segment& s, std::uint32_t end) noexcept {
     registry_state& r = s.registry();
     locked guard(r);
-    std::uint32_t dropped = 0;
-    for (auto& slot : r.slots) {
-        std::uint32_t pid = slot.pid.load(std::memory_order_relaxed);
-        if (pid && slot.count[end].load(std::memory_order_relaxed) &&
-            !is_alive(pid, slot.start.load(std::memory_order_relaxed))) {
-            clear(r, slot);
-            ++dropped;
-        }
-    }
-    for (auto& p : r.pending) {
-        if (p.token.load(std::memory_order_relaxed) == 0 || !p.count[end].load(std::memory_order_relaxed) ||
-            is_alive(p.parent_pid.load(std::memory_order_relaxed), p.parent_start.load(std::memory_order_relaxed)))
-            continue;
-        for (std::size_t e = 0; e < max_ends; ++e) {
-            std::uint32_t c = p.count[e].exchange(0, std::memory_order_relaxed);
-            if (c) r.holders[e].fetch_sub(c, std::memory_order_release);
-        }
-        p.token.store(0, std::memory_order_release);
-        ++dropped;
-    }
-    return dropped;
+    return drop_dead(r, end);
 }
 
 } // namespace shmq::detail::registry
