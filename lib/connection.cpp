@@ -73,8 +73,9 @@ static void check_readable(const std::unique_ptr<detail::connection_impl>& impl)
     if (!impl->readable_) throw value_error("shmq: connection is write-only");
 }
 
+// Callers have checked that the connection is open and writable (before encoding, so the
+// closed check comes first).
 void Connection::send_raw(std::span<const std::byte> bytes) {
-    check_writable();
     if (impl_->tx_->write(bytes, detail::deadline()) == detail::io_status::broken_pipe)
         throw broken_pipe_error("shmq: broken pipe: every reading end is closed");
 }
@@ -95,8 +96,7 @@ void Connection::send_bytes(std::span<const std::byte> buf, std::size_t offset,
     if (n > buf.size() - offset)
         throw value_error("shmq: send_bytes: buffer length " + std::to_string(buf.size()) +
                           " < offset + size " + std::to_string(offset) + " + " + std::to_string(n));
-    if (impl_->tx_->write(buf.subspan(offset, n), detail::deadline()) == detail::io_status::broken_pipe)
-        throw broken_pipe_error("shmq: broken pipe: every reading end is closed");
+    send_raw(buf.subspan(offset, n));
 }
 
 std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxlength) {
