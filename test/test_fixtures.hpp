@@ -346,6 +346,13 @@ private:
     clk::time_point t0_;
 };
 
+/// Runs f and returns how many seconds it took.
+template <class F> double timed(F&& f) {
+    stopwatch sw;
+    f();
+    return sw.seconds();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bytes.
 

@@ -21,15 +21,6 @@ using namespace std::chrono_literals;
 using namespace shmq::test;
 using shmq::JoinableQueue;
 
-namespace {
-
-template <class F> double timed(F&& f) {
-    stopwatch sw;
-    f();
-    return sw.seconds();
-}
-
-} // namespace
 
 BOOST_AUTO_TEST_CASE(task_done_on_a_fresh_queue_is_value_error) {
     JoinableQueue<int> q;

@@ -33,13 +33,6 @@ namespace utf = boost::unit_test;
 
 namespace {
 
-/// Runs f and returns how many seconds it took.
-template <class F> double timed(F&& f) {
-    stopwatch sw;
-    f();
-    return sw.seconds();
-}
-
 /// Seconds a call took before it threw E; fails the test (and returns -1) if it threw anything
 /// else or nothing.
 template <class E, class F> double seconds_until_throw(F&& f) {

@@ -22,15 +22,6 @@ using namespace shmq::test;
 using shmq::SimpleQueue;
 namespace utf = boost::unit_test;
 
-namespace {
-
-template <class F> double timed(F&& f) {
-    stopwatch sw;
-    f();
-    return sw.seconds();
-}
-
-} // namespace
 
 static_assert(std::is_default_constructible_v<SimpleQueue<int>>, "DESIGN §2.1");
 
