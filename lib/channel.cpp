@@ -142,7 +142,7 @@ channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& 
 }
 
 io_status channel::write(std::span<const std::byte> msg, const deadline& until,
-                         std::uint64_t max_messages) {
+                         std::uint64_t max_messages, std::atomic<std::size_t>* uncount) {
     robust_lock lease(st_.wlock, until);
     if (!lease.owns()) return io_status::timed_out;
     if (eof_rules_) {
@@ -152,7 +152,7 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     // A lease taken over from a dead writer needs no repair: that writer's unpublished bytes are
     // simply overwritten, and its published pieces are discarded by the reader.
     std::uint64_t tail = load_tail();
-    if (msg.size() > whole_limit()) return stream(msg, tail, until, max_messages);
+    if (msg.size() > whole_limit()) return stream(msg, tail, until, max_messages, uncount);
 
     const std::uint64_t need = ring::footprint(msg.size());
     switch (wait_for_space(tail, room_for(tail, need), until, max_messages)) {
@@ -163,6 +163,7 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     std::uint64_t off = place(tail, need);
     ring::write_header(ring_, off, static_cast<std::uint32_t>(msg.size()), ring::kind::whole);
     if (!msg.empty()) std::memcpy(ring_ + off + ring::header_size, msg.data(), msg.size());
+    if (uncount) uncount->fetch_sub(1, std::memory_order_acq_rel);
     st_.tail.store(ring::advance(tail, need, 1), std::memory_order_release);
     lease.unlock();                     // a seq_cst exchange: it orders the tail store...
     st_.data.notify_after_fence();      // ...before this check for sleeping readers
@@ -170,7 +171,8 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
 }
 
 std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs,
-                                const deadline& until, std::uint64_t max_messages) {
+                                const deadline& until, std::uint64_t max_messages,
+                                std::atomic<std::size_t>* uncount) {
     robust_lock lease(st_.wlock, until);
     if (!lease.owns()) return 0;
     std::uint64_t tail = load_tail();
@@ -191,6 +193,7 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
     }
     if (n) {
         // One publication for the whole batch: readers see all of it or none of it.
+        if (uncount) uncount->fetch_sub(n, std::memory_order_acq_rel);
         st_.tail.store(tail, std::memory_order_release);
         lease.unlock();
         st_.data.notify_after_fence();
@@ -199,7 +202,8 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
 }
 
 io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
-                          const deadline& until, std::uint64_t max_messages) {
+                          const deadline& until, std::uint64_t max_messages,
+                          std::atomic<std::size_t>* uncount) {
     // Pieces of a quarter ring: the reader drains one while the writer fills the next.
     const std::uint64_t piece_max = cap_ / 4 - ring::header_size;
     const std::uint64_t total = msg.size();
@@ -226,6 +230,7 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
         }
         std::memcpy(dst, msg.data() + sent, data);
         tail = ring::advance(tail, need, k == ring::kind::last ? 1 : 0);
+        if (k == ring::kind::last && uncount) uncount->fetch_sub(1, std::memory_order_acq_rel);
         st_.tail.store(tail, std::memory_order_release);
         st_.data.notify();
         sent += data;

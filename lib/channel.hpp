@@ -48,14 +48,18 @@ public:
     channel& operator=(const channel&) = delete;
 
     /// Writes one message. max_messages bounds how many messages the ring may hold (a bounded
-    /// queue's maxsize; 0 = no bound). Throws broken_error on a corrupt segment.
+    /// queue's maxsize; 0 = no bound). `uncount`, if given, is decremented by one just before the
+    /// message becomes visible: a count of messages still on their way (a feeder's backlog) then
+    /// never overlaps the ring's count, so a reader that got the message sees it uncounted.
+    /// Throws broken_error on a corrupt segment.
     io_status write(std::span<const std::byte> msg, const deadline& until,
-                    std::uint64_t max_messages = 0);
+                    std::uint64_t max_messages = 0, std::atomic<std::size_t>* uncount = nullptr);
     /// Writes as many of msgs (from the front) as fit without waiting, under one lease hold and one
     /// publication; whole-record messages only. Returns how many were written (0 if the lease
-    /// was busy or nothing fit).
+    /// was busy or nothing fit); `uncount` as for write().
     std::size_t write_some(std::span<const std::span<const std::byte>> msgs, const deadline& until,
-                           std::uint64_t max_messages = 0);
+                           std::uint64_t max_messages = 0,
+                           std::atomic<std::size_t>* uncount = nullptr);
     /// Reads one message into sink. With maxlength, a longer message stays unread (too_long,
     /// and *length gets its size). Throws broken_error on a corrupt segment.
     /// A streamed message whose (live) writer stalls past the deadline is not lost: this process
@@ -98,7 +102,7 @@ private:
     bool readers_gone();
     bool writers_gone();
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
-                     std::uint64_t max_messages);
+                     std::uint64_t max_messages, std::atomic<std::size_t>* uncount);
 
     // A streamed message parked by a read that timed out while its writer was still sending.
     // `held` means this process (pid) still holds the reader lease for it; `busy` is claimed by

@@ -76,6 +76,7 @@ void feeder::reset_after_fork() noexcept {
     // its thread does not exist here: forget both without destroying what the parent's thread
     // was using (a condition variable may have had that thread as a waiter).
     backlog_.clear();
+    in_flight_ = 0;
     pending_.store(0, std::memory_order_release);
     cancelled_.store(false, std::memory_order_release);   // per process, as in Python
     running_ = false;
@@ -130,6 +131,7 @@ void feeder::run(std::shared_ptr<void> owner) noexcept {
             batch.push_back(std::move(backlog_.front()));
             backlog_.pop_front();
         }
+        in_flight_ = batch.size();
         lock.unlock();
 
         std::size_t done = 0;
@@ -139,21 +141,25 @@ void feeder::run(std::shared_ptr<void> owner) noexcept {
             if (item.size() > ch_.whole_limit()) {
                 // Streamed. No deadline: giving up between pieces would throw away the pieces a
                 // reader already has, and starting over could repeat that for ever.
-                if (ch_.write(item, deadline(), max_messages_) == io_status::ok) n = 1;
+                if (ch_.write(item, deadline(), max_messages_, &pending_) == io_status::ok) n = 1;
             } else {
                 views.clear();
                 for (std::size_t i = done; i < batch.size() && batch[i].size() <= ch_.whole_limit(); ++i)
                     views.emplace_back(batch[i].data(), batch[i].size());
-                n = ch_.write_some(views, deadline(timeout_t(feeder_slice)), max_messages_);
+                n = ch_.write_some(views, deadline(timeout_t(feeder_slice)), max_messages_, &pending_);
                 // No room: wait for some, a slice at a time.
-                if (n == 0 && ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_) == io_status::ok)
+                if (n == 0 && ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_, &pending_) ==
+                                  io_status::ok)
                     n = 1;
             }
             if (n) {
+                // The channel uncounted them from pending_ just before publishing, so qsize()
+                // (ring + pending) never counts an item twice, even for an instant.
                 done += n;
-                // Per item, so qsize() (ring + pending) never counts an item twice.
-                pending_.fetch_sub(n, std::memory_order_acq_rel);
-                { std::lock_guard<std::mutex> sync(m_); }   // a flusher is either asleep or will see it
+                {
+                    std::lock_guard<std::mutex> guard(m_);
+                    in_flight_ -= n;   // published: flush() may return
+                }
                 drained_.notify_all();
             }
         }
@@ -163,7 +169,7 @@ void feeder::run(std::shared_ptr<void> owner) noexcept {
 
 void feeder::flush() noexcept {
     std::unique_lock<std::mutex> lock(m_);
-    drained_.wait(lock, [&] { return pending() == 0 || cancelled() || !running_; });
+    drained_.wait(lock, [&] { return drained() || cancelled() || !running_; });
 }
 
 void feeder::cancel() noexcept {
@@ -174,7 +180,7 @@ void feeder::cancel() noexcept {
 
 void feeder::stop() noexcept {
     std::unique_lock<std::mutex> lock(m_);
-    if (!cancelled()) drained_.wait(lock, [&] { return pending() == 0 || !running_; });
+    if (!cancelled()) drained_.wait(lock, [&] { return drained() || !running_; });
     if (!thread_.joinable()) return;
     if (running_ && cancelled()) {
         // Still writing into a ring nobody drains: let it go; `owner` keeps its state alive.

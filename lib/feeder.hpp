@@ -60,7 +60,13 @@ private:
     std::condition_variable work_;      // the thread waits here for items or stop
     std::condition_variable drained_;   // flush() waits here
     std::deque<std::vector<std::byte>> backlog_;
+    // For qsize(): items of this process not yet visible in the ring. The channel decrements it
+    // just before it publishes them (so it never overlaps the ring's count).
     std::atomic<std::size_t> pending_{0};
+    // Under m_: items the thread took from the backlog and has not yet published. flush() waits
+    // for backlog and in-flight to be empty, i.e. for the items to be published, not just counted.
+    std::size_t in_flight_ = 0;
+    bool drained() const noexcept { return backlog_.empty() && in_flight_ == 0; }
     std::atomic<bool> cancelled_{false};
     bool running_ = false;
     bool stop_ = false;
