@@ -1,5 +1,7 @@
 #include "segment.hpp"
 
+#include "test_hook.hpp"
+
 #include <shmq/errors.hpp>
 
 #include <boost/interprocess/anonymous_shared_memory.hpp>
@@ -57,6 +59,12 @@ void segment::initialize(const segment_params& p, std::uint64_t capacity) {
     h.capacity = capacity;
     h.maxsize = p.maxsize;
     h.channels = p.channels;
+    // Tests start rings just below a wrap of the packed positions (test_hook.hpp).
+    if (const std::uint64_t start = test_hook::start_position())
+        for (std::uint32_t c = 0; c < p.channels; ++c) {
+            channel(c).head.store(start, std::memory_order_relaxed);
+            channel(c).tail.store(start, std::memory_order_relaxed);
+        }
     h.ready.store(1, std::memory_order_release);
 }
 
