@@ -1,0 +1,279 @@
+// Ring positions across the wrap of their packed fields (issue 7, A.1).
+//
+// A ring position packs a byte count (low 36 bits) and a message count (high 28 bits); both wrap.
+// Each handle keeps a cached copy of the other side's position, and leases rotate between handles,
+// so a copy can be a whole wrap (2^36 bytes, 2^28 messages) stale and look current. These tests
+//  * reproduce the issue's scenarios by moving a named segment's head and tail forward by exactly
+//    one wrap (what 64 GiB of other traffic would have left behind, ring kept consistent): a
+//    reader's stale cache must not return an old message twice, and a writer's stale cache must
+//    not let a bounded queue exceed maxsize;
+//  * start rings just below each wrap boundary (test_hook::start_position) and run a few thousand
+//    messages of mixed sizes, streamed ones included, through a Pipe and a bounded Queue, checking
+//    content, FIFO order and maxsize right at the message-count wrap.
+#define BOOST_TEST_MODULE wrap
+#include <boost/test/unit_test.hpp>
+
+#include <shmq/shmq.hpp>
+
+#include "ring.hpp"
+#include "segment.hpp"
+#include "test_fixtures.hpp"
+#include "test_hook.hpp"
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using namespace shmq::test;
+namespace sd = shmq::detail;
+
+namespace {
+
+constexpr std::uint64_t byte_wrap = std::uint64_t{1} << sd::position_byte_bits;   // 2^36
+constexpr std::uint64_t msg_wrap = std::uint64_t{1} << (64 - sd::position_byte_bits);   // 2^28
+
+constexpr std::uint64_t pack(std::uint64_t msgs, std::uint64_t bytes) {
+    return ((msgs & sd::position_msg_mask) << sd::position_byte_bits) | (bytes & sd::position_byte_mask);
+}
+
+shmq::options small_ring(std::size_t cap) {
+    shmq::options o;
+    o.capacity = cap;
+    return o;
+}
+
+/// Sets the start position of rings created in this scope (and in children forked meanwhile).
+class start_at {
+public:
+    explicit start_at(std::uint64_t packed) noexcept { sd::test_hook::start_position(packed); }
+    ~start_at() { sd::test_hook::start_position(0); }
+    start_at(const start_at&) = delete;
+    start_at& operator=(const start_at&) = delete;
+};
+
+std::string payload(std::uint64_t seed, std::size_t n) {
+    auto v = make_pattern(n, seed);
+    return to_string(v);
+}
+
+bool payload_ok(const std::string& s, std::uint64_t seed, std::size_t n) {
+    return s.size() == n &&
+           matches_pattern(std::span<const std::byte>(reinterpret_cast<const std::byte*>(s.data()), s.size()), seed);
+}
+
+/// Message i's size: mostly small, some near the whole-record limit, every 37th streamed
+/// (larger than the ring).
+std::size_t size_of(std::uint64_t i, std::size_t cap) {
+    std::uint64_t x = i * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 29;
+    if (i % 37 == 5) return cap * 2 + (x % 1000);          // streamed, > ring
+    if (i % 11 == 3) return cap / 2 - 16 - (x % 64);      // near the whole limit
+    return x % 300;
+}
+
+} // namespace
+
+// A.1, the issue's scenario. Reader r1 gets one message while its cached tail already saw two;
+// r2 then takes the lease, and "64 GiB" of traffic pass (head and tail moved to the byte position
+// r1 last saw as head, plus 2^36). The queue is empty: r1's next get must time out, not return an
+// old message, and the writer's next message must arrive intact.
+BOOST_AUTO_TEST_CASE(stale_reader_cache_after_byte_wrap)
+{
+    const auto name = unique_name("wrapr");
+    shm_remover cleanup(name);
+    auto w = shmq::Queue<std::string>::create(name, 0, small_ring(64 * 1024));
+    auto r1 = shmq::Queue<std::string>::open(name);
+    auto r2 = shmq::Queue<std::string>::open(name);
+    const std::string m1 = "first:" + payload(1, 100), m2 = "second:" + payload(2, 200);
+    w.put(m1);
+    w.put(m2);
+    BOOST_REQUIRE(r1.get(true, 2s) == m1);   // r1's cached tail is past m2 now
+
+    auto seg = sd::segment::inspect(name);
+    auto& st = seg->channel(0);
+    const std::uint64_t h1 = st.head.load();   // where m2 starts
+    BOOST_REQUIRE(r2.get(true, 2s) == m2);
+    const std::uint64_t t = st.tail.load();
+    BOOST_REQUIRE_EQUAL(st.head.load(), t);
+    // 2^36 - footprint(m2) bytes and 1000 messages later the ring is empty again, at h1 + 2^36.
+    const std::uint64_t pos = pack(sd::ring::msgs_of(t) + 1000, sd::ring::bytes_of(h1) + byte_wrap);
+    st.head.store(pos);
+    st.tail.store(pos);
+
+    try {
+        std::string got = r1.get(true, 300ms);
+        BOOST_ERROR("get on an empty queue returned an old message again (" << got.size()
+                    << " bytes, " << (got == m2 ? "m2" : "other") << ")");
+    } catch (const shmq::empty_error&) {
+    } catch (const shmq::error& e) {
+        BOOST_ERROR("get on an empty queue threw " << e.what());
+    }
+    const std::string m3 = "third:" + payload(3, 300);
+    BOOST_CHECK_NO_THROW(w.put(m3));
+    for (auto* r : {&r1, &r2}) {
+        try {
+            std::string got = r->get(true, 1s);
+            BOOST_CHECK_MESSAGE(got == m3, "the writer's next message did not arrive intact ("
+                                               << got.size() << " bytes)");
+            break;
+        } catch (const shmq::error& e) {
+            BOOST_ERROR("the writer's next message was lost: " << e.what());
+        }
+    }
+    try {
+        r2.get(true, 100ms);
+        BOOST_ERROR("a message appeared twice");
+    } catch (const shmq::empty_error&) {
+    } catch (const shmq::error& e) {
+        BOOST_ERROR("the queue is broken afterwards: " << e.what());
+    }
+    BOOST_CHECK_EQUAL(r1.qsize(), 0u);
+}
+
+// A.1, the message count. Writer w1's cached head is from before a wrap of the message count
+// (2^28 messages and 2^36 bytes of other traffic): it must still see the queue full at maxsize.
+BOOST_AUTO_TEST_CASE(stale_writer_cache_after_message_wrap)
+{
+    const auto name = unique_name("wrapw");
+    shm_remover cleanup(name);
+    auto w1 = shmq::Queue<std::string>::create(name, 3, small_ring(64 * 1024));
+    auto w2 = shmq::Queue<std::string>::open(name);
+    auto r = shmq::Queue<std::string>::open(name);
+    w1.put("a");
+    BOOST_REQUIRE(r.get(true, 2s) == "a");
+
+    auto seg = sd::segment::inspect(name);
+    auto& st = seg->channel(0);
+    const std::uint64_t p = st.tail.load();
+    BOOST_REQUIRE_EQUAL(st.head.load(), p);
+    // 2^36 bytes and 2^28 - 2 messages of other traffic: empty again at the same ring offset.
+    const std::uint64_t pos = pack(sd::ring::msgs_of(p) + msg_wrap - 2, sd::ring::bytes_of(p) + byte_wrap);
+    st.head.store(pos);
+    st.tail.store(pos);
+
+    w2.put("b", true, 1s);
+    w2.put("c", true, 1s);
+    w2.put("d", true, 1s);
+    BOOST_CHECK_THROW(w2.put_nowait("x"), shmq::full_error);
+    BOOST_CHECK_EQUAL(r.qsize(), 3u);
+    BOOST_CHECK_THROW(w1.put_nowait("e"), shmq::full_error);   // stale cache: "2 items"
+    BOOST_CHECK_LE(r.qsize(), 3u);
+    std::vector<std::string> got;
+    try {
+        while (got.size() < 5) got.push_back(r.get(true, 200ms));
+    } catch (const shmq::empty_error&) {
+    }
+    BOOST_CHECK_MESSAGE((got == std::vector<std::string>{"b", "c", "d"}),
+                        "expected b c d, got " << got.size() << " items");
+}
+
+namespace {
+
+struct boundary {
+    const char* what;
+    std::uint64_t packed;
+};
+
+// Starts just below each wrap: bytes (a few ring turns before 2^36), messages, and both at once.
+const boundary boundaries[] = {
+    {"bytes", pack(12345, byte_wrap - 100'000)},
+    {"messages", pack(msg_wrap - 700, 4096 * 3 + 8)},
+    {"both", pack(msg_wrap - 300, byte_wrap - 50'000)},
+    {"bytes-at-edge", pack(7, byte_wrap - 8)},
+    {"messages-at-edge", pack(msg_wrap - 1, 0)},
+};
+
+constexpr int traffic_messages = 3000;
+
+} // namespace
+
+// A.1: a Pipe started below each wrap boundary moves a few thousand messages of mixed sizes,
+// streamed ones included, intact and in order.
+BOOST_AUTO_TEST_CASE(pipe_traffic_across_each_wrap, *boost::unit_test::timeout(120))
+{
+    constexpr std::size_t cap = 16 * 1024;
+    for (const auto& b : boundaries) {
+        BOOST_TEST_CONTEXT("start below the " << b.what << " wrap") {
+            std::optional<std::pair<shmq::Connection, shmq::Connection>> ends;
+            {
+                start_at guard(b.packed);
+                ends.emplace(shmq::Pipe(false, small_ring(cap)));
+            }
+            auto& [rx, tx] = *ends;
+            scoped_child writer([&] {
+                rx.close();
+                for (int i = 0; i < traffic_messages; ++i) tx.send_bytes(make_pattern(size_of(i, cap), i));
+                return 0;
+            });
+            tx.close();
+            int bad = 0;
+            for (int i = 0; i < traffic_messages && bad < 5; ++i) {
+                if (!rx.poll(10s)) {
+                    BOOST_ERROR("message " << i << " did not arrive");
+                    break;
+                }
+                auto m = rx.recv_bytes();
+                if (m.size() != size_of(i, cap) || !matches_pattern(m, i)) {
+                    BOOST_ERROR("message " << i << ": " << m.size() << " bytes, expected "
+                                           << size_of(i, cap) << (m.size() == size_of(i, cap) ? ", content differs" : ""));
+                    ++bad;
+                }
+            }
+            BOOST_CHECK_EQUAL(writer.wait(20s), 0);
+            BOOST_CHECK_THROW(rx.recv_bytes(), shmq::eof_error);
+        }
+    }
+}
+
+// A.1: a bounded Queue (maxsize 3) started below each wrap boundary: maxsize holds right at the
+// message-count wrap, and a few thousand mixed messages pass intact and in order.
+BOOST_AUTO_TEST_CASE(bounded_queue_across_each_wrap, *boost::unit_test::timeout(120))
+{
+    constexpr std::size_t cap = 16 * 1024;
+    for (const auto& b : boundaries) {
+        BOOST_TEST_CONTEXT("start below the " << b.what << " wrap") {
+            std::optional<shmq::Queue<std::string>> q;
+            {
+                start_at guard(b.packed);
+                q.emplace(3, small_ring(cap));
+            }
+            // Fill across the wrap, one at a time: the 4th must be refused at every step.
+            for (int round = 0; round < 4; ++round) {
+                for (int k = 0; k < 3; ++k) BOOST_CHECK_NO_THROW(q->put_nowait("item" + std::to_string(k)));
+                BOOST_CHECK_THROW(q->put_nowait("fourth"), shmq::full_error);
+                BOOST_CHECK(q->full());
+                BOOST_CHECK_EQUAL(q->qsize(), 3u);
+                for (int k = 0; k < 3; ++k) BOOST_CHECK_EQUAL(q->get(true, 1s), "item" + std::to_string(k));
+                BOOST_CHECK(q->empty());
+            }
+            scoped_child producer([&] {
+                for (int i = 0; i < traffic_messages; ++i) q->put(payload(i, size_of(i, cap)), true, 10s);
+                q->close();
+                q->join_thread();
+                return 0;
+            });
+            int bad = 0;
+            for (int i = 0; i < traffic_messages && bad < 5; ++i) {
+                std::string m;
+                try {
+                    m = q->get(true, 10s);
+                } catch (const shmq::error& e) {
+                    BOOST_ERROR("message " << i << ": " << e.what());
+                    break;
+                }
+                if (!payload_ok(m, i, size_of(i, cap))) {
+                    BOOST_ERROR("message " << i << ": " << m.size() << " bytes, expected " << size_of(i, cap));
+                    ++bad;
+                }
+                if (q->qsize() > 3) {
+                    BOOST_ERROR("qsize " << q->qsize() << " above maxsize 3");
+                    ++bad;
+                }
+            }
+            BOOST_CHECK_EQUAL(producer.wait(20s), 0);
+            BOOST_CHECK(q->empty());
+        }
+    }
+}
