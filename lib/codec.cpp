@@ -219,7 +219,8 @@ struct checked_iarchive_state {
 };
 
 checked_iarchive::checked_iarchive(span_istreambuf& sb, unsigned flags)
-    : impl(sb, flags), sb_(sb), state_(std::make_unique<checked_iarchive_state>()) {
+    : impl(sb, flags), sb_(sb), state_(std::make_unique<checked_iarchive_state>()),
+      elements_left_(sb.size() + collection_slack) {
     this->init(flags);
 }
 
@@ -379,6 +380,18 @@ void checked_iarchive::load_override(boost::serialization::collection_size_type&
     if (n > left + collection_slack)
         throw_archive_error("a collection claims " + std::to_string(n) +
                             " elements but only " + std::to_string(left) + " bytes are left");
+    // Every element of every collection is charged, even one that will read no bytes: a count
+    // checked only against the bytes left lets each of many nested collections claim them all
+    // again, which grows quadratically with the message (issue 7: 107 MiB from 48 KiB). In a
+    // genuine message each element that serializes to anything starts at a byte of its own (a
+    // nested collection starts with its count), so only elements that serialize to nothing
+    // draw on the slack.
+    if (n > elements_left_)
+        throw_archive_error("the collections of this message claim more elements than it has "
+                            "bytes (plus " + std::to_string(collection_slack) +
+                            " empty ones): " + std::to_string(n) + " more with " +
+                            std::to_string(left) + " bytes left");
+    elements_left_ -= n;
 }
 
 void checked_iarchive::load(bool& t) {
@@ -388,6 +401,18 @@ void checked_iarchive::load(bool& t) {
     load_binary(&byte, 1);
     if (byte > 1) throw_archive_error("a bool byte is " + std::to_string(byte));
     t = byte != 0;
+}
+
+void checked_iarchive::load(int& t) {
+    primitive::load(t);
+    // A boost::variant's index: Boost checks only the upper bound, and from a negative index it
+    // walks the alternatives down (which - 1 at each) and loads nothing, so a negative index
+    // "succeeds" with a default value, and INT_MIN overflows (undefined behaviour).
+    if (const auto alternatives = std::exchange(variant_alternatives_, 0); alternatives != 0) {
+        if (t < 0 || static_cast<std::size_t>(t) >= alternatives)
+            throw_archive_error("a variant index is " + std::to_string(t) + " with " +
+                                std::to_string(alternatives) + " alternatives");
+    }
 }
 
 void checked_iarchive::load(std::string& s) {

@@ -14,13 +14,17 @@
 #include <boost/serialization/shared_ptr.hpp>
 #include <boost/serialization/unique_ptr.hpp>
 #include <boost/serialization/unordered_map.hpp>
+#include <boost/serialization/variant.hpp>
 #include <boost/serialization/vector.hpp>
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif
 
+#include <malloc.h>
+
 #include <array>
+#include <climits>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -44,23 +48,49 @@
 namespace {
 std::atomic<std::size_t> allocation_count{0};
 std::atomic<std::size_t> largest_allocation{0};
+// Bytes held through operator new right now, and the most ever held since the last reset: the
+// peak of a decode is what a hostile message can make a receiver commit.
+std::atomic<std::size_t> live_bytes{0};
+std::atomic<std::size_t> peak_live_bytes{0};
 
 void* counted_alloc(std::size_t n) {
     allocation_count.fetch_add(1, std::memory_order_relaxed);
     std::size_t seen = largest_allocation.load(std::memory_order_relaxed);
     while (n > seen && !largest_allocation.compare_exchange_weak(seen, n)) {
     }
-    if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+    if (void* p = std::malloc(n == 0 ? 1 : n)) {
+        const std::size_t live =
+            live_bytes.fetch_add(malloc_usable_size(p), std::memory_order_relaxed) +
+            malloc_usable_size(p);
+        std::size_t peak = peak_live_bytes.load(std::memory_order_relaxed);
+        while (live > peak && !peak_live_bytes.compare_exchange_weak(peak, live)) {
+        }
+        return p;
+    }
     throw std::bad_alloc();
+}
+
+void counted_free(void* p) noexcept {
+    if (p == nullptr) return;
+    live_bytes.fetch_sub(malloc_usable_size(p), std::memory_order_relaxed);
+    std::free(p);
+}
+
+/// Starts measuring the peak from what is held now.
+void reset_peak() { peak_live_bytes = live_bytes.load(); }
+/// Bytes allocated at the peak since reset_peak(), above what was held then.
+std::size_t peak_growth(std::size_t held_before) {
+    const std::size_t peak = peak_live_bytes.load();
+    return peak > held_before ? peak - held_before : 0;
 }
 } // namespace
 
 void* operator new(std::size_t n) { return counted_alloc(n); }
 void* operator new[](std::size_t n) { return counted_alloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept { counted_free(p); }
+void operator delete[](void* p) noexcept { counted_free(p); }
+void operator delete(void* p, std::size_t) noexcept { counted_free(p); }
+void operator delete[](void* p, std::size_t) noexcept { counted_free(p); }
 
 namespace {
 
@@ -631,6 +661,116 @@ BOOST_AUTO_TEST_CASE(throwing_load_becomes_codec_error) {
         BOOST_FAIL("decode should have thrown");
     } catch (const shmq::codec_error& e) {
         BOOST_TEST(std::string(e.what()).find("refused by load") != std::string::npos);
+    }
+}
+
+// ---- hostile variant indexes and collection counts (issue 7, A.11) -------------------------
+
+namespace {
+/// Serializes to nothing (after its class preamble): the element that lets a count claim
+/// elements without paying for them in bytes.
+struct empty_element {
+    template <class A> void serialize(A&, unsigned) {}
+};
+
+void put_u64(bytes_t& out, std::uint64_t v) {
+    const auto* p = reinterpret_cast<const std::byte*>(&v);
+    out.insert(out.end(), p, p + sizeof v);
+}
+void put_u32(bytes_t& out, std::uint32_t v) {
+    const auto* p = reinterpret_cast<const std::byte*>(&v);
+    out.insert(out.end(), p, p + sizeof v);
+}
+void put_preamble(bytes_t& out) { // class preamble: tracking (1 byte), version (4 bytes)
+    out.push_back(std::byte{0});
+    put_u32(out, 0);
+}
+
+/// A std::vector<std::vector<empty_element>> of `outer` inner vectors, each claiming `inner`
+/// elements: 12 bytes per inner vector, and no bytes at all for its elements.
+bytes_t nested_empty_collections(std::size_t outer, std::uint64_t inner) {
+    bytes_t w;
+    put_preamble(w);  // the outer vector's class
+    put_u64(w, outer);
+    put_u32(w, 0);    // item version
+    for (std::size_t i = 0; i < outer; ++i) {
+        if (i == 0) put_preamble(w); // the inner vector's class, before its first instance
+        put_u64(w, inner);
+        put_u32(w, 0);
+        if (i == 0 && inner != 0) put_preamble(w); // empty_element's class, before its first
+    }
+    return w;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(variant_index_outside_the_alternatives_is_codec_error) {
+    using var = boost::variant<int, std::string>;
+    const bytes_t wire = encoded(var(std::string("hi")));
+    // tracking (1), version (4), object id (4), then `which` (int), then the string.
+    constexpr std::size_t which_at = 9;
+    std::int32_t which = 0;
+    std::memcpy(&which, wire.data() + which_at, sizeof which);
+    BOOST_TEST_REQUIRE(which == 1);
+    BOOST_TEST(boost::get<std::string>(shmq::codec<var>::decode(wire)) == "hi");
+
+    // Boost walks the alternatives down from a negative index: INT_MIN is signed overflow (UB),
+    // and any negative index loads nothing, so a message cut right after it "succeeded".
+    const bytes_t head(wire.begin(), wire.begin() + which_at + sizeof which);
+    for (std::int32_t bad : {-1, -2, INT_MIN, 2, 3, INT_MAX}) {
+        bytes_t w = head;
+        std::memcpy(w.data() + which_at, &bad, sizeof bad);
+        BOOST_TEST(decode_fails<var>(w), "which " << bad << ", alone");
+        bytes_t full = wire;
+        std::memcpy(full.data() + which_at, &bad, sizeof bad);
+        BOOST_TEST(decode_fails<var>(full), "which " << bad << ", before the string");
+    }
+    // Nested: a variant inside a collection is checked the same way, each one on its own.
+    const std::vector<var> many{var(1), var(std::string("x")), var(2)};
+    BOOST_TEST((round_trip(many) == many));
+}
+
+BOOST_AUTO_TEST_CASE(nested_collections_of_empty_elements_allocate_linearly) {
+    using nested = std::vector<std::vector<empty_element>>;
+    // The shape of the issue's report: ~4 000 inner vectors in 48 KiB, each claiming as many
+    // elements as there are bytes left. Every count alone is plausible (elements that serialize
+    // to nothing are legal), but together they asked for ~200 MB, and the decode "succeeded".
+    const bytes_t hostile = nested_empty_collections(4000, 48000);
+    BOOST_TEST_REQUIRE(hostile.size() < 49 * 1024);
+    const std::size_t held = live_bytes.load();
+    reset_peak();
+    BOOST_TEST(decode_fails<nested>(hostile));
+    BOOST_TEST(peak_growth(held) < 8 * hostile.size(),
+               "peak " << peak_growth(held) << " bytes for a message of " << hostile.size());
+
+    // The budget is shared by the whole message, not per collection: many small claims that
+    // add up are refused too.
+    const bytes_t spread = nested_empty_collections(4000, 100);
+    BOOST_TEST(decode_fails<nested>(spread));
+
+    // Legitimate messages with empty elements still decode: one collection_slack's worth of
+    // free elements per message, plus one per byte of the message.
+    const nested fine(100, std::vector<empty_element>(40));
+    BOOST_TEST(round_trip(fine).size() == 100);
+    const nested at_slack(1, std::vector<empty_element>(shmq::detail::collection_slack));
+    BOOST_TEST(round_trip(at_slack).front().size() == shmq::detail::collection_slack);
+    const std::vector<std::vector<int>> ints(1000, std::vector<int>{1, 2, 3});
+    BOOST_TEST((round_trip(ints) == ints));
+}
+
+BOOST_AUTO_TEST_CASE(hostile_collection_counts_cost_at_most_a_multiple_of_the_message) {
+    // One count as large as the check per collection allows: allocation is bounded by the
+    // message size (plus the slack) times the element size, not more.
+    using nested = std::vector<std::vector<empty_element>>;
+    for (std::size_t outer : {std::size_t{1}, std::size_t{10}, std::size_t{1000}}) {
+        bytes_t w = nested_empty_collections(outer, 0);
+        std::uint64_t claim = w.size() + shmq::detail::collection_slack;
+        std::memcpy(w.data() + 5, &claim, sizeof claim); // the outer count
+        const std::size_t held = live_bytes.load();
+        reset_peak();
+        BOOST_TEST(decode_fails<nested>(w));
+        BOOST_TEST(peak_growth(held) <=
+                       (w.size() + shmq::detail::collection_slack) * sizeof(std::vector<int>) * 2,
+                   "outer " << outer << ": peak " << peak_growth(held));
     }
 }
 

@@ -39,16 +39,22 @@
 // without bound. Any exception (archive_exception, std::bad_alloc, std::length_error, one from
 // a user's serialize, ...) becomes codec_error. String lengths and vectors of bitwise types are
 // checked exactly against the bytes left; any other collection may claim at most one element per
-// byte left plus `collection_slack`, so a garbage count allocates at most about
-// (message size + 4096) x sizeof(element), and only until the error unwinds. An unordered
-// container's bucket count is only a hint, so it is clamped rather than refused. Trailing bytes
-// after the object are an error. Pointers (raw, std::unique_ptr, std/boost::shared_ptr,
+// byte left plus `collection_slack`. All the collections of one message together may claim at
+// most one element per byte of the message plus one `collection_slack` (a budget the counts
+// draw from as they are read), so nesting cannot multiply claims: collections of elements that
+// serialize to nothing cannot grow quadratically. A decode of hostile bytes therefore allocates
+// at most about (message size + 4096) x sizeof(largest element or node) for collections, plus
+// strings no longer than the message, and only until the error unwinds. An unordered
+// container's bucket count is only a hint, so it is clamped rather than refused. A
+// boost::variant index outside [0, number of alternatives) is refused (Boost would walk the
+// alternatives down from a negative one, and overflow at INT_MIN). Trailing bytes after the
+// object are an error. Pointers (raw, std::unique_ptr, std/boost::shared_ptr,
 // boost::scoped_ptr, exported polymorphic classes): class ids and object ids are checked against
 // mirrors of Boost's own tables, a pointer may only name an object of the class it claims, and
 // an owning pointer only a new object or one it may share, so garbage cannot cause an
 // out-of-range read, a pointer to the wrong type or a double delete.
-// Known limits: a collection of more than `collection_slack` elements whose serialize writes
-// nothing is refused; loading a `char*` C string is refused (Boost would write through it without
+// Known limits: a message whose collections hold, together, more than `collection_slack`
+// elements whose serialize writes nothing is refused; loading a `char*` C string is refused (Boost would write through it without
 // a bound); raw pointers are taken as observers, so garbage can make two raw pointers name one
 // object, which matters only if your destructor deletes them; objects created through pointers in
 // a message that then fails to decode are leaked, as Boost leaves them; the pre-1.33
@@ -81,6 +87,9 @@
 #include <boost/serialization/collection_size_type.hpp>
 #include <boost/serialization/is_bitwise_serializable.hpp>
 #include <boost/serialization/string.hpp>
+
+#include <boost/mpl/size.hpp>
+#include <boost/variant/variant_fwd.hpp>
 
 namespace boost {
 template <class T> class shared_ptr;
@@ -125,7 +134,9 @@ std::vector<std::byte>& decode_scratch();
 inline constexpr std::size_t scratch_keep_bytes = std::size_t{16} << 20;
 
 /// Any collection count may exceed the bytes left by this much (collections of elements that
-/// serialize to nothing are legal); beyond it the count is garbage.
+/// serialize to nothing are legal); beyond it the count is garbage. It is also the allowance of
+/// such free elements for a whole message: all counts of one message together may exceed the
+/// message's size by at most this much.
 inline constexpr std::size_t collection_slack = 4096;
 
 /// FNV-1a 64 over the mangled name, mixed with size and alignment; never 0. Never throws.
@@ -179,6 +190,8 @@ public:
     explicit span_istreambuf(std::span<const std::byte> bytes) noexcept;
     /// Bytes not yet consumed.
     std::size_t remaining() const noexcept { return static_cast<std::size_t>(egptr() - gptr()); }
+    /// Bytes of the whole message.
+    std::size_t size() const noexcept { return static_cast<std::size_t>(egptr() - eback()); }
 
 protected:
     std::streamsize xsgetn(char_type* s, std::streamsize n) override;
@@ -243,6 +256,14 @@ public:
         next_count_ = next_count::plain;
     }
 
+    template <class... U> void load_override(boost::variant<U...>& v) {
+        // The next int read is the index of the alternative (see load(int&)).
+        using types = typename boost::variant<U...>::types;
+        variant_alternatives_ = static_cast<std::size_t>(boost::mpl::size<types>::value);
+        this->impl::load_override(v);
+        variant_alternatives_ = 0;
+    }
+
     // Owning smart pointers: the pointer loaded next must be a new object, or one that may
     // legitimately be shared (see load_pointer).
     template <class U, class D> void load_override(std::unique_ptr<U, D>& p) { owned(p, owner::unique); }
@@ -257,6 +278,7 @@ public:
 
     using primitive::load;
     void load(bool& t);
+    void load(int& t);
     void load(std::string& s);
     void load(std::wstring& s);
     [[noreturn]] void load(char* s);
@@ -288,6 +310,11 @@ private:
     owner pending_owner_ = owner::none;
     std::size_t element_size_ = 0;
     std::size_t unordered_size_ = 0;
+    // Elements all the collections still to be read may claim together: the message's size plus
+    // collection_slack at the start, and every count read draws from it.
+    std::size_t elements_left_ = 0;
+    // Non-zero between a boost::variant's start and its index: the number of alternatives.
+    std::size_t variant_alternatives_ = 0;
 };
 
 /// Boost archive flags used on both sides: no header (the frame says what it is), and no codecvt
