@@ -1,0 +1,142 @@
+// detail::robust_mutex in isolation (issue 7, B.2; A.2, A.4): lock / try_lock / unlock across
+// processes, takeover of a dead owner (with `recovered`), by a blocking lock and by callers that
+// only ever try_lock; a live owner is never taken over, not even by a locker at its fd limit
+// (where /proc cannot be read).
+#define BOOST_TEST_MODULE robust_mutex
+#include <boost/test/unit_test.hpp>
+
+#include "sync/robust_mutex.hpp"
+#include "test_fixtures.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+
+using namespace std::chrono_literals;
+using namespace shmq::test;
+namespace sd = shmq::detail;
+using result = sd::robust_mutex::result;
+
+namespace {
+
+sd::deadline in(std::chrono::duration<double> d) { return sd::deadline(shmq::timeout_t(d)); }
+
+int code(result r) { return r == result::acquired ? 1 : r == result::recovered ? 2 : 3; }
+
+/// A child that takes the lock and dies holding it. Returns once it is dead and reaped.
+void die_holding(sd::robust_mutex& m) {
+    scoped_child owner([&] { return code(m.lock(in(1s))) == 1 ? 0 : 9; });   // _exit: no unlock
+    BOOST_REQUIRE_EQUAL(owner.wait(5s), 0);
+}
+
+void exhaust_fds() {
+    int highest = 2;
+    if (DIR* d = ::opendir("/proc/self/fd")) {
+        const int own = ::dirfd(d);
+        while (dirent* e = ::readdir(d))
+            if (e->d_name[0] != '.' && std::atoi(e->d_name) != own) highest = std::max(highest, std::atoi(e->d_name));
+        ::closedir(d);
+    }
+    rlimit lim{};
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+    lim.rlim_cur = static_cast<rlim_t>(highest) + 1;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    while (::open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0) {
+    }
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(lock_try_lock_unlock_across_processes, *boost::unit_test::timeout(30))
+{
+    shared_array<sd::robust_mutex> m(1);
+    BOOST_CHECK(m[0].try_lock() == result::acquired);
+    BOOST_CHECK_EQUAL(scoped_child([&] { return code(m[0].try_lock()); }).wait(5s), 3);
+    BOOST_CHECK_EQUAL(scoped_child([&] { return code(m[0].lock(in(100ms))); }).wait(5s), 3);
+    m[0].unlock();
+    BOOST_CHECK_EQUAL(scoped_child([&] {
+                          int c = code(m[0].try_lock());
+                          m[0].unlock();
+                          return c;
+                      }).wait(5s),
+                      1);
+    // A blocked locker gets the lock as soon as the owner unlocks.
+    BOOST_CHECK(m[0].lock(in(1s)) == result::acquired);
+    scoped_child waiter([&] {
+        stopwatch sw;
+        int c = code(m[0].lock(in(5s)));
+        m[0].unlock();
+        return c == 1 && sw.seconds() > 0.15 && sw.seconds() < 2 ? 0 : 10 + c;
+    });
+    std::this_thread::sleep_for(200ms);
+    m[0].unlock();
+    BOOST_CHECK_EQUAL(waiter.wait(10s), 0);
+    BOOST_CHECK(m[0].try_lock() == result::acquired);
+    m[0].unlock();
+}
+
+BOOST_AUTO_TEST_CASE(blocking_lock_takes_over_dead_owner, *boost::unit_test::timeout(30))
+{
+    shared_array<sd::robust_mutex> m(1);
+    die_holding(m[0]);
+    result r = result::timed_out;
+    const double s = timed([&] { r = m[0].lock(in(3s)); });
+    BOOST_CHECK(r == result::recovered);
+    BOOST_CHECK_LT(s, 1.0);
+    m[0].unlock();
+    BOOST_CHECK(m[0].try_lock() == result::acquired);   // recovered once, then normal
+    m[0].unlock();
+}
+
+BOOST_AUTO_TEST_CASE(dead_owner_while_others_sleep, *boost::unit_test::timeout(30))
+{
+    // The owner dies while a waiter already sleeps on the lock.
+    shared_array<sd::robust_mutex> m(1);
+    shared_array<std::atomic<int>> go(1);
+    scoped_child owner([&] {
+        if (m[0].lock(in(1s)) != result::acquired) return 9;
+        while (go[0] == 0) std::this_thread::sleep_for(1ms);
+        return 0;   // dies holding it
+    });
+    std::this_thread::sleep_for(100ms);
+    scoped_child waiter([&] { return code(m[0].lock(in(5s))); });
+    std::this_thread::sleep_for(100ms);
+    go[0] = 1;
+    BOOST_CHECK_EQUAL(owner.wait(5s), 0);
+    BOOST_CHECK_EQUAL(waiter.wait(10s), 2);
+}
+
+// A.4 (a): callers that never sleep on the lock (get_nowait, put_nowait, poll(0)) still take a
+// dead owner's lock over after watching it for a while.
+BOOST_AUTO_TEST_CASE(try_lock_loop_takes_over_dead_owner, *boost::unit_test::timeout(30))
+{
+    shared_array<sd::robust_mutex> m(1);
+    die_holding(m[0]);
+    result r = result::timed_out;
+    stopwatch sw;
+    while (sw.seconds() < 2 && (r = m[0].try_lock()) == result::timed_out) std::this_thread::sleep_for(2ms);
+    BOOST_CHECK_MESSAGE(r == result::recovered, "try_lock() never took over a dead owner in 2 s");
+    if (r != result::timed_out) m[0].unlock();
+}
+
+// A live owner is never taken over, however long it holds the lock.
+BOOST_AUTO_TEST_CASE(live_owner_is_never_taken_over, *boost::unit_test::timeout(30))
+{
+    shared_array<sd::robust_mutex> m(1);
+    BOOST_REQUIRE(m[0].lock(in(1s)) == result::acquired);
+    BOOST_CHECK_EQUAL(scoped_child([&] { return code(m[0].lock(in(500ms))); }).wait(5s), 3);
+    m[0].unlock();
+}
+
+// A.2: a locker at its fd limit cannot read /proc: the owner's state is unknown, not dead.
+BOOST_AUTO_TEST_CASE(locker_at_fd_limit_never_takes_over_live_owner, *boost::unit_test::timeout(30))
+{
+    shared_array<sd::robust_mutex> m(1);
+    BOOST_REQUIRE(m[0].lock(in(1s)) == result::acquired);
+    const int rc = scoped_child([&] {
+                       exhaust_fds();
+                       return code(m[0].lock(in(500ms)));
+                   }).wait(5s);
+    BOOST_CHECK_MESSAGE(rc == 3, "a locker at EMFILE got the lock of a live owner (exit " << rc << ", 2 = recovered)");
+    m[0].unlock();
+}
