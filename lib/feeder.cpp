@@ -2,9 +2,14 @@
 
 #include <shmq/detail/exit_flush.hpp>
 
+#include <shmq/errors.hpp>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <pthread.h>
+#include <system_error>
 
 namespace shmq::detail {
 namespace {
@@ -62,7 +67,8 @@ struct feeder_list {
     }
 };
 
-feeder::feeder(channel& ch, std::uint64_t max_messages) : ch_(ch), max_messages_(max_messages) {
+feeder::feeder(channel& ch, std::uint64_t max_messages, std::string what)
+    : ch_(ch), max_messages_(max_messages), what_(std::move(what)) {
     feeder_list::add(this);
 }
 
@@ -79,6 +85,8 @@ void feeder::reset_after_fork() noexcept {
     in_flight_ = 0;
     pending_.store(0, std::memory_order_release);
     cancelled_.store(false, std::memory_order_release);   // per process, as in Python
+    failed_.store(false, std::memory_order_release);      // the parent's thread failed, not ours
+    failure_.clear();
     running_ = false;
     stop_ = false;
     new (&work_) std::condition_variable();
@@ -87,14 +95,28 @@ void feeder::reset_after_fork() noexcept {
     m_.unlock();
 }
 
+void feeder::check() const {
+    if (!failed_.load(std::memory_order_acquire)) return;
+    std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(m_));
+    throw broken_error(failure_);
+}
+
 void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& owner) {
+    check();
     // Fast path: nothing of ours is pending, so writing now keeps FIFO order; don't wait for room.
     if (pending_.load(std::memory_order_acquire) == 0 && item.size() <= ch_.whole_limit()) {
         static const deadline now(timeout_t(std::chrono::duration<double>(0)));
         if (ch_.write(item, now, max_messages_) == io_status::ok) return;
     }
     std::lock_guard<std::mutex> lock(m_);
-    backlog_.emplace_back(item.begin(), item.end());
+    if (failed_.load(std::memory_order_acquire)) throw broken_error(failure_);
+    try {
+        backlog_.emplace_back(item.begin(), item.end());
+    } catch (const std::bad_alloc&) {
+        throw error(what_ + ": no memory to keep a " + std::to_string(item.size()) +
+                    "-byte item in this process's backlog: " + std::strerror(ENOMEM) + " (errno " +
+                    std::to_string(ENOMEM) + ")");
+    }
     pending_.fetch_add(1, std::memory_order_acq_rel);
     if (!running_) {
         if (thread_.joinable()) thread_.join();   // a previous thread that ran dry and ended
@@ -102,19 +124,48 @@ void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& o
         stop_ = false;
         try {
             thread_ = std::thread([this, owner] { run(owner); });
-        } catch (...) {
+        } catch (const std::system_error& e) {
             running_ = false;
             backlog_.pop_back();
             pending_.fetch_sub(1, std::memory_order_acq_rel);
-            throw;
+            const int err = e.code().value();
+            throw error(what_ + ": cannot start the feeder thread: " + std::strerror(err) +
+                        " (errno " + std::to_string(err) + ")");
         }
     } else {
         work_.notify_one();
     }
 }
 
+void feeder::fail(const char* why) noexcept {
+    std::lock_guard<std::mutex> guard(m_);
+    try {
+        failure_ = what_ + ": the feeder thread failed, this process's unsent items are lost: " + why;
+    } catch (...) {
+        failure_.clear();   // no memory even for the message: broken_error with an empty what()
+    }
+    backlog_.clear();
+    in_flight_ = 0;
+    pending_.store(0, std::memory_order_release);
+    failed_.store(true, std::memory_order_release);
+    running_ = false;
+    drained_.notify_all();
+}
+
 void feeder::run(std::shared_ptr<void> owner) noexcept {
     (void)owner;   // held only to keep the queue's state (this feeder, its channel) alive
+    // Nothing may leave a thread's function (std::terminate): a failure is recorded for the
+    // queue's next put/qsize/join_thread instead.
+    try {
+        run_loop();
+    } catch (const std::exception& e) {
+        fail(e.what());
+    } catch (...) {
+        fail("unknown exception");
+    }
+}
+
+void feeder::run_loop() {
     std::vector<std::vector<std::byte>> batch;
     std::vector<std::span<const std::byte>> views;
     std::unique_lock<std::mutex> lock(m_);

@@ -10,6 +10,11 @@
 // return at once and lets the process exit with the backlog lost, as cancel_join_thread does.
 // Fork: a child starts with an empty backlog and no thread (the parent's pending items are
 // not duplicated, as in Python), see feeder.cpp's atfork handlers.
+//
+// Failure: the thread never lets an exception out (that would abort the process). When a write
+// throws (a corrupt ring gives broken_error, an allocation bad_alloc), the thread records the
+// reason, drops this process's backlog (it can no longer be delivered in order) and ends; from
+// then on put(), check() and so qsize() and join_thread() throw broken_error with that reason.
 #pragma once
 
 #include "channel.hpp"
@@ -21,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -29,16 +35,20 @@ namespace shmq::detail {
 class feeder {
 public:
     /// max_messages: the ring's message bound (0 = none). owner is kept alive by the thread.
-    feeder(channel& ch, std::uint64_t max_messages);
+    /// what: how errors name the queue ("shmq: queue 'jobs'").
+    feeder(channel& ch, std::uint64_t max_messages, std::string what = "shmq: queue");
     ~feeder();
     feeder(const feeder&) = delete;
     feeder& operator=(const feeder&) = delete;
 
     /// Writes item now if nothing of this process is pending and it fits without waiting;
     /// otherwise appends a copy to the backlog and starts the thread (owner keeps what it needs
-    /// alive while it runs). Never blocks on the ring. Throws std::system_error if no thread can
-    /// be started.
+    /// alive while it runs). Never blocks on the ring. Throws broken_error once the thread has
+    /// failed (and from the ring), error (with errno) when no thread can be started or the copy
+    /// cannot be allocated; the item is then not queued.
     void put(std::span<const std::byte> item, const std::shared_ptr<void>& owner);
+    /// Throws broken_error when the thread has failed (see above).
+    void check() const;
     /// Items of this process not yet in shared memory (backlog plus the batch being written).
     std::size_t pending() const noexcept { return pending_.load(std::memory_order_acquire); }
     /// Blocks until pending() == 0, or returns at once after cancel(). Never throws.
@@ -52,10 +62,12 @@ public:
 private:
     friend struct feeder_list;
     void run(std::shared_ptr<void> owner) noexcept;
+    void run_loop();
     void reset_after_fork() noexcept;
 
     channel& ch_;
     const std::uint64_t max_messages_;
+    const std::string what_;
     std::mutex m_;
     std::condition_variable work_;      // the thread waits here for items or stop
     std::condition_variable drained_;   // flush() waits here
@@ -68,6 +80,11 @@ private:
     std::size_t in_flight_ = 0;
     bool drained() const noexcept { return backlog_.empty() && in_flight_ == 0; }
     std::atomic<bool> cancelled_{false};
+    // Set by the thread (after writing failure_ under m_) when a write threw; never cleared
+    // except in a forked child. Read by put()/check() in any thread.
+    std::atomic<bool> failed_{false};
+    std::string failure_;   // under m_: why the thread failed
+    void fail(const char* why) noexcept;   // the thread's catch: record, drop the backlog, stop
     bool running_ = false;
     bool stop_ = false;
     std::thread thread_;

@@ -49,7 +49,9 @@ public:
           ch_(seg_, 0, false) {
         if (maxsize_ < 0 || maxsize_ > maxsize_limit)
             throw broken_error("shmq: corrupt queue header (maxsize)");
-        if (flavor_ != queue_flavor::simple && maxsize_ == 0) feeder_.emplace(ch_, 0);
+        if (flavor_ != queue_flavor::simple && maxsize_ == 0)
+            feeder_.emplace(ch_, 0, seg_->name().empty() ? std::string("shmq: queue")
+                                                         : "shmq: queue '" + seg_->name() + "'");
     }
 
     std::shared_ptr<segment> seg_;
@@ -76,8 +78,9 @@ queue_core queue_core::create(queue_flavor flavor, std::string_view name, std::i
     return queue_core(std::make_shared<queue_impl>(std::move(seg), flavor));
 }
 
-queue_core queue_core::open(queue_flavor flavor, std::string_view name, std::uint64_t fp) {
-    auto seg = segment::open_named(name, static_cast<segment_kind>(flavor), fp);
+queue_core queue_core::open(queue_flavor flavor, std::string_view name, std::uint64_t fp,
+                            const options& opts) {
+    auto seg = segment::open_named(name, static_cast<segment_kind>(flavor), fp, opts.trust_foreign);
     return queue_core(std::make_shared<queue_impl>(std::move(seg), flavor));
 }
 
@@ -114,11 +117,13 @@ void queue_core::put(std::span<const std::byte> item, bool block, const timeout_
     try {
         if (q.feeder_) {
             q.feeder_->put(item, impl_);
+            q.seg_->check_lost();   // written into a truncated segment's stand-in: not delivered
             return;
         }
         deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
-        if (q.ch_.write(item, until, static_cast<std::uint64_t>(q.maxsize_)) != io_status::ok)
-            throw full_error("shmq: queue is full");
+        const io_status st = q.ch_.write(item, until, static_cast<std::uint64_t>(q.maxsize_));
+        q.seg_->check_lost();
+        if (st != io_status::ok) throw full_error("shmq: queue is full");
     } catch (...) {
         if (joinable && unfinished.fetch_sub(1, std::memory_order_acq_rel) == 1)
             q.seg_->queue().all_done.notify();
@@ -130,14 +135,20 @@ void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
     check_open();
     queue_impl& q = *impl_;
     deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
-    if (q.ch_.read(sink, until) != io_status::ok) throw empty_error("shmq: queue is empty");
+    const io_status st = q.ch_.read(sink, until);
+    q.seg_->check_lost();   // what was read may come from a truncated segment's stand-in
+    if (st != io_status::ok) throw empty_error("shmq: queue is empty");
 }
 
 std::size_t queue_core::qsize() const {
     if (!impl_) return 0;
     std::size_t n = static_cast<std::size_t>(impl_->ch_.size());
     // Like Python, qsize counts items this process has put but not yet flushed.
-    if (impl_->feeder_) n += impl_->feeder_->pending();
+    if (impl_->feeder_) {
+        impl_->feeder_->check();   // the feeder thread failed: its backlog is gone
+        n += impl_->feeder_->pending();
+    }
+    impl_->seg_->check_lost();
     return n;
 }
 
@@ -164,7 +175,10 @@ bool queue_core::closed() const noexcept { return !impl_ || impl_->closed(); }
 
 void queue_core::join_thread() {
     if (!closed()) throw value_error("shmq: join_thread() before close()");
-    if (impl_ && impl_->feeder_) impl_->feeder_->stop();
+    if (impl_ && impl_->feeder_) {
+        impl_->feeder_->stop();
+        impl_->feeder_->check();
+    }
 }
 
 void queue_core::cancel_join_thread() noexcept {

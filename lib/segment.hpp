@@ -1,14 +1,33 @@
 // A shmq segment: one mapping of shared memory holding the layout of layout.hpp.
 //
-// Anonymous segments are MAP_SHARED anonymous memory: they exist while some process maps them and
-// reach children only through fork. Named segments are POSIX shared memory objects
-// (/dev/shm/shmq.<name>) created exclusively with the caller's permission bits; they outlive every
-// handle until remove(). Every process unmaps its view when its last handle goes.
+// Anonymous segments are a sealed memfd (or, when no fd is left, MAP_SHARED anonymous memory):
+// they exist while some process maps them and reach children only through fork. Named segments
+// are POSIX shared memory objects (/dev/shm/shmq.<name>) created exclusively with the caller's
+// permission bits; they outlive every handle until remove(). Every process unmaps its view when
+// its last handle goes.
+//
+// Exhausted and hostile environments (issue 7, A.11):
+//  * Pages are reserved at creation (fallocate), so a full /dev/shm or memory limit is an error
+//    from create/construction, never a SIGBUS on first touch.
+//  * open refuses (permission_error) a symbolic link at the name (O_NOFOLLOW), anything but a
+//    regular file, a segment owned by another user, and one writable by group or others, unless
+//    the caller passes options::trust_foreign: such a segment may have been planted or rewritten
+//    by someone else. It refuses (broken_error) a segment smaller (fstat) than its header says.
+//  * Truncation while mapped. Anyone with write access can shrink a POSIX shm object; pages past
+//    the new end then raise SIGBUS on access. A process-wide SIGBUS handler (installed when a named
+//    segment is mapped, chained to any previous handler for faults elsewhere) catches faults
+//    inside a named segment's mapping, replaces this process's whole view of that segment with
+//    private memory whose channel positions are deliberately inconsistent, and marks the segment
+//    lost(): the faulting access completes on that private memory, every later ring operation
+//    meets broken_error, and queue calls check lost() after each operation, so nothing read from
+//    the private copy is ever delivered. What is guaranteed after a truncation: no process dies of
+//    SIGBUS in shmq's code (unless the program replaces the SIGBUS handler after mapping), every
+//    operation that touched the lost pages and every later one on that segment throws
+//    broken_error, and what the segment held is lost. Anonymous segments are sealed against
+//    shrinking (F_SEAL_SHRINK), so they cannot be truncated at all.
 #pragma once
 
 #include "layout.hpp"
-
-#include <boost/interprocess/mapped_region.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -28,16 +47,22 @@ struct segment_params {
 
 class segment {
 public:
-    /// Throws value_error (bad capacity), error (mmap failed).
+    /// Throws value_error (bad capacity), error (no memory could be reserved or mapped, errno).
     static std::shared_ptr<segment> create_anonymous(const segment_params& p);
-    /// Throws value_error (bad name or capacity), exists_error, error (system failure with errno).
+    /// Throws value_error (bad name or capacity), exists_error (the name exists, also as a
+    /// symbolic link), permission_error, error (system failure, e.g. ENOSPC: /dev/shm full).
+    /// A failed create leaves no name behind.
     static std::shared_ptr<segment> create_named(std::string_view name, const segment_params& p,
                                                  unsigned mode);
-    /// Opens and validates. Throws value_error (bad name), not_found_error, type_error (another
-    /// kind of object or another T), broken_error (bad header, other layout version).
+    /// Opens and validates. Throws value_error (bad name), not_found_error, permission_error
+    /// (symbolic link, not a regular file, another owner or writable by group/others without
+    /// trust_foreign; EACCES), type_error (another kind of object or another T), broken_error
+    /// (bad header, other layout version, smaller than its header says), error (mmap failed).
     static std::shared_ptr<segment> open_named(std::string_view name, segment_kind kind,
-                                               std::uint64_t type_fingerprint);
-    /// Opens and validates any kind of shmq segment, for tools. Throws as open_named.
+                                               std::uint64_t type_fingerprint,
+                                               bool trust_foreign = false);
+    /// Opens and validates any kind of shmq segment, for tools (which only read): trusts any
+    /// owner. Throws as open_named.
     static std::shared_ptr<segment> inspect(std::string_view name);
     /// Unlinks the name. Never throws; false when there was nothing to remove or the name is bad.
     static bool remove(std::string_view name) noexcept;
@@ -59,10 +84,15 @@ public:
     std::uint32_t channels() const noexcept { return channels_; }
     segment_kind kind() const noexcept { return static_cast<segment_kind>(header().kind); }
     const std::string& name() const noexcept { return name_; }   // empty when anonymous
+    /// True once this process met a truncated page of the segment (SIGBUS) and replaced its view
+    /// with private memory: nothing read since may be delivered; callers throw lost_error().
+    bool lost() const noexcept;
+    /// Throws broken_error when lost().
+    void check_lost() const;
 
     segment(const segment&) = delete;
     segment& operator=(const segment&) = delete;
-    ~segment() = default;
+    ~segment();
 
 private:
     segment() = default;
@@ -73,10 +103,18 @@ private:
     std::uint64_t plan(std::uint32_t channels, std::uint64_t capacity) noexcept;
     void initialize(const segment_params& p, std::uint64_t capacity);
     static std::shared_ptr<segment> open_checked(std::string_view name, const segment_kind* kind,
-                                                 const std::uint64_t* type_fingerprint);
+                                                 const std::uint64_t* type_fingerprint,
+                                                 bool trust_foreign);
+    /// Maps `bytes` of fd (replacing any earlier view) and, for named segments, registers the
+    /// view with the SIGBUS guard. Throws error with errno.
+    void map(int fd, std::uint64_t bytes);
+    void unmap() noexcept;
+    /// Tells the SIGBUS guard where the channel positions are (after plan()).
+    void set_guard_layout() noexcept;
 
-    boost::interprocess::mapped_region region_;
     void* base_ = nullptr;
+    std::uint64_t mapped_ = 0;        // bytes of the current view
+    struct guard_slot* guard_ = nullptr;   // the SIGBUS guard's record of the view (named only)
     std::uint64_t size_ = 0, capacity_ = 0;
     std::uint32_t channels_ = 0;
     std::uint64_t registry_off_ = 0, queue_off_ = 0, channels_off_ = 0, rings_off_ = 0;

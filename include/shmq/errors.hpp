@@ -39,8 +39,13 @@ class exists_error : public error { public: using error::error; };
 class not_found_error : public error { public: using error::error; };
 /// open() of a typed named object whose creator used a different T.
 class type_error : public error { public: using error::error; };
-/// Shared state cannot be trusted: bad header, version mismatch, impossible sizes or offsets.
+/// Shared state cannot be trusted: bad header, version mismatch, impossible sizes or offsets,
+/// a segment truncated under its users, a feeder thread that met any of these.
 class broken_error : public error { public: using error::error; };
+/// PermissionError: open() refused a named object someone else may have planted or rewritten (a
+/// symbolic link at the name, not a regular file, owned by another user, or writable by group or
+/// others; options::trust_foreign accepts the last two), or the system denied access (EACCES).
+class permission_error : public error { public: using error::error; };
 
 /// multiprocessing.BufferTooShort: recv_bytes_into() got a message longer than the buffer.
 /// The message was consumed; it travels in the exception.

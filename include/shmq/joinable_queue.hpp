@@ -18,9 +18,11 @@ public:
                                                         base::to_maxsize(maxsize), opts,
                                                         base::fingerprint()));
     }
-    static JoinableQueue open(std::string_view name) {
-        return JoinableQueue(
-            detail::queue_core::open(detail::queue_flavor::joinable, name, base::fingerprint()));
+    /// Throws as Queue::open; the second form takes options::trust_foreign.
+    static JoinableQueue open(std::string_view name) { return open(name, options{}); }
+    static JoinableQueue open(std::string_view name, const options& opts) {
+        return JoinableQueue(detail::queue_core::open(detail::queue_flavor::joinable, name,
+                                                      base::fingerprint(), opts));
     }
     static bool remove(std::string_view name) noexcept { return detail::queue_core::remove(name); }
 

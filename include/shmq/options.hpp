@@ -19,6 +19,11 @@ struct options {
     std::size_t capacity = std::size_t{1} << 20;
     /// Permission bits of a named segment, applied exactly (the umask does not narrow them).
     unsigned mode = 0600;
+    /// For open() of a named object: accept a segment owned by another user, or writable by its
+    /// group or by others. Off by default, because such a segment may have been planted (before
+    /// the owner created the name) or rewritten by another user, who then reads what is put and
+    /// injects work. A symbolic link at the name is refused even so. Ignored by create().
+    bool trust_foreign = false;
 };
 
 } // namespace shmq

@@ -41,9 +41,13 @@ public:
         return Queue(detail::queue_core::create(detail::queue_flavor::queue, name,
                                                 to_maxsize(maxsize), opts, fingerprint()));
     }
-    /// Opens a named queue. Throws not_found_error, type_error (another T or kind), broken_error.
-    static Queue open(std::string_view name) {
-        return Queue(detail::queue_core::open(detail::queue_flavor::queue, name, fingerprint()));
+    /// Opens a named queue. Throws not_found_error, type_error (another T or kind), broken_error
+    /// (bad header, or smaller than it says), permission_error (a symbolic link at the name, or
+    /// a segment owned by another user or writable by group/others: see options::trust_foreign).
+    static Queue open(std::string_view name) { return open(name, options{}); }
+    /// As open(name); of opts only trust_foreign counts (the creator fixed the rest).
+    static Queue open(std::string_view name, const options& opts) {
+        return Queue(detail::queue_core::open(detail::queue_flavor::queue, name, fingerprint(), opts));
     }
     /// Unlinks the name; handles already open keep working. Never throws.
     static bool remove(std::string_view name) noexcept { return detail::queue_core::remove(name); }

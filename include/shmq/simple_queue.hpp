@@ -21,9 +21,11 @@ public:
         return SimpleQueue(detail::queue_core::create(detail::queue_flavor::simple, name, 0, opts,
                                                       detail::type_fingerprint<T>()));
     }
-    static SimpleQueue open(std::string_view name) {
+    /// Throws as Queue::open; the second form takes options::trust_foreign.
+    static SimpleQueue open(std::string_view name) { return open(name, options{}); }
+    static SimpleQueue open(std::string_view name, const options& opts) {
         return SimpleQueue(detail::queue_core::open(detail::queue_flavor::simple, name,
-                                                    detail::type_fingerprint<T>()));
+                                                    detail::type_fingerprint<T>(), opts));
     }
     static bool remove(std::string_view name) noexcept { return detail::queue_core::remove(name); }
 

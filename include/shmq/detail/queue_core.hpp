@@ -24,11 +24,12 @@ public:
     /// Anonymous: shared with children forked later. Throws value_error (bad maxsize/capacity).
     queue_core(queue_flavor flavor, std::int64_t maxsize, const options& opts,
                std::uint64_t type_fingerprint);
-    /// Named. create: exists_error, value_error; open: not_found_error, type_error, broken_error.
+    /// Named. create: exists_error, value_error, error; open: not_found_error, permission_error,
+    /// type_error, broken_error, error. open uses only opts.trust_foreign.
     static queue_core create(queue_flavor flavor, std::string_view name, std::int64_t maxsize,
                              const options& opts, std::uint64_t type_fingerprint);
     static queue_core open(queue_flavor flavor, std::string_view name,
-                           std::uint64_t type_fingerprint);
+                           std::uint64_t type_fingerprint, const options& opts = {});
     static bool remove(std::string_view name) noexcept;
 
     queue_core(queue_core&&) noexcept;
