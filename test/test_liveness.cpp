@@ -257,3 +257,25 @@ BOOST_AUTO_TEST_CASE(dead_lease_owner_with_reused_pid, *boost::unit_test::timeou
                                      << " (2: full_error on an empty queue, the dead writer's lease was kept "
                                         "by an unrelated process with its pid)");
 }
+
+// A.9: the first shmq operation of a fresh process, from two threads at once (the cached process
+// identity is loaded then). Meant for the tsan variant, which reports a data race there; here it
+// checks that both threads work.
+BOOST_AUTO_TEST_CASE(first_use_from_two_threads, *boost::unit_test::timeout(60))
+{
+    for (int round = 0; round < 5; ++round) {
+        scoped_child fresh([] {
+            std::atomic<int> ok{0};
+            auto body = [&] {
+                auto [a, b] = shmq::Pipe();
+                a.send(std::string("ping"));
+                if (b.poll(5s) && b.recv<std::string>() == "ping") ok.fetch_add(1);
+            };
+            std::thread t1(body), t2(body);
+            t1.join();
+            t2.join();
+            return ok.load() == 2 ? 0 : 2;
+        });
+        BOOST_CHECK_EQUAL(fresh.wait(20s), 0);
+    }
+}
