@@ -25,6 +25,8 @@ void usage(std::ostream& o)
          "                       when --seconds >= 600); runs before the chaos phases\n"
          "  --wrap-bytes N       bytes for that phase (default 2^36 + 2^31)\n"
          "  --json FILE          write the figures as JSON too\n"
+         "  --only SUBSTR        only the phases whose label contains SUBSTR (\"Pipe\",\n"
+         "                       \"JoinableQueue named\", \"maxsize\"...), to reproduce one\n"
          "Exit status: 0 when every check passed, 1 on any violation, 2 on a bad command line,\n"
          "3 when the overall deadline (seconds + 60, + 240 with the wrap phase) was reached.\n";
 }
@@ -58,6 +60,7 @@ config parse_command_line(int argc, char** argv)
         else if (a == "--wrap") c.wrap = true;
         else if (a == "--wrap-bytes") c.wrap_bytes = static_cast<std::uint64_t>(number());
         else if (a == "--json") c.json = value();
+        else if (a == "--only") c.only = value();
         else { std::cerr << "shmq-soak: unknown option " << a << "\n"; usage(std::cerr); std::exit(2); }
     }
     if (c.producers < 1 || c.consumers < 1 || c.producers + c.consumers > 60) {

@@ -18,6 +18,7 @@ struct config {
     bool wrap = false;                 // the 2^36-byte Pipe phase (also when seconds >= 600)
     std::uint64_t wrap_bytes = (std::uint64_t{1} << 36) + (std::uint64_t{1} << 31);
     std::string json;                  // --json FILE
+    std::string only;                  // --only SUBSTR: phases whose label contains it
 };
 
 /// Parses argv; prints usage and exits 0 on --help, 2 on a bad command line.

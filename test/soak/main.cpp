@@ -51,11 +51,15 @@ int main(int argc, char** argv)
             std::printf("phase: Pipe 2^36 bytes (wrap)\n");
             report.wrap = run_wrap_phase(cfg);
         }
-        const std::vector<phase_spec> specs = {
-            {kind::pipe, false},  {kind::queue, false},    {kind::queue, true},
-            {kind::bounded, false}, {kind::bounded, true}, {kind::joinable, false},
-            {kind::joinable, true},
-        };
+        std::vector<phase_spec> specs;
+        for (phase_spec s : {phase_spec{kind::pipe, false}, {kind::queue, false}, {kind::queue, true},
+                             {kind::bounded, false}, {kind::bounded, true},
+                             {kind::joinable, false}, {kind::joinable, true}})
+            if (s.label().find(cfg.only) != std::string::npos) specs.push_back(s);
+        if (specs.empty()) {
+            std::printf("shmq-soak: no phase matches --only %s\n", cfg.only.c_str());
+            return 2;
+        }
         double phase_s = std::min(cfg.phase_max_s, cfg.seconds / specs.size());
         std::mt19937_64 rng(cfg.seed);
         double left = cfg.seconds;

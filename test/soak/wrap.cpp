@@ -194,6 +194,7 @@ wrap_result run_wrap_phase(const config& cfg)
     }   // the runner's ends close: EOF reaches the readers when the writer ends
     std::int64_t deadline = start + 240'000'000'000;
     int alive = 3;
+    bool killed[3] = {false, false, false};
     std::uint64_t last_report = 0;
     while (alive > 0) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -206,7 +207,8 @@ wrap_result run_wrap_phase(const config& cfg)
                 --alive;
                 continue;
             }
-            if (now - w.heartbeat[i].load() > 10'000'000'000 || now > deadline) {
+            if (!killed[i] && (now - w.heartbeat[i].load() > 10'000'000'000 || now > deadline)) {
+                killed[i] = true;   // one hang per process, however long its reaping takes
                 ++r.hangs;
                 if (r.first_problem.empty())
                     r.first_problem = std::string(i == writer ? "writer" : i == idle_reader ? "idle reader" : "reader") +
