@@ -180,10 +180,6 @@ BOOST_AUTO_TEST_CASE(timed_get_mid_stream_and_blocking_get, *boost::unit_test::t
     while (q.empty() && wsw.seconds() < 5) std::this_thread::sleep_for(1ms);
     std::this_thread::sleep_for(50ms);
     writer.kill(SIGSTOP);
-    std::thread pacer([&] {
-        std::this_thread::sleep_for(300ms);
-        writer.kill(SIGCONT);
-    });
     scoped_child consumers([&] {
         std::mutex m;
         std::vector<std::string> got;
@@ -214,6 +210,12 @@ BOOST_AUTO_TEST_CASE(timed_get_mid_stream_and_blocking_get, *boost::unit_test::t
         SHMQ_CHILD_CHECK(std::count(got.begin(), got.end(), small) == 1, 4);
         SHMQ_CHILD_CHECK(q.empty(), 5);
         return 0;
+    });
+    // Started after the fork: a child forked while this thread ran would inherit a dead thread
+    // (TSan rejects that).
+    std::thread pacer([&] {
+        std::this_thread::sleep_for(300ms);
+        writer.kill(SIGCONT);
     });
     const int rc = consumers.wait(30s);
     BOOST_CHECK_MESSAGE(rc == 0, "consumers: " << (rc == child_timed_out ? "a get() hung (killed after 30 s)"
