@@ -198,9 +198,17 @@ struct checked_iarchive_state {
     bool pointer_id_pending = false;   // its object id is the next one read
     bool pointer_is_reference = false; // that id named an existing object
     bool class_name_pending = false;   // a new class id was read; its name comes next
+    // The class of the pointer's new object once it is constructed (Boost then loads its
+    // contents through load_object): what can destroy it if its load fails.
+    const basic_iserializer* pointer_constructed = nullptr;
 
-    // Owner of every object created through a pointer, by its most derived address.
-    std::unordered_map<const void*, pointer_owner> owners;
+    // Every object created through a pointer, by its most derived address: its owner, and
+    // whether an owning pointer other than the one that created it took it (by reference).
+    struct owner_record {
+        pointer_owner kind;
+        bool adopted = false;
+    };
+    std::unordered_map<const void*, owner_record> owners;
 
     static bool same_class(const basic_iserializer* a, const basic_iserializer* b) {
         return a == b || (a != nullptr && b != nullptr && a->get_eti() == b->get_eti());
@@ -233,8 +241,9 @@ void checked_iarchive::load_object(void* t, const basic_iserializer& bis) {
     if (s.pointer_target != nullptr && *s.pointer_target == t) {
         // The new object of the pointer being loaded: record its owner now, before its
         // contents, which may point back at it (a cycle of shared_ptrs is legitimate).
-        s.owners[t] = s.pointer_kind;
+        s.pointer_constructed = &bis; // first: the insert below may throw
         s.pointer_target = nullptr;
+        s.owners[t] = {s.pointer_kind};
     }
     s.note_class(bis);
     boost::archive::detail::basic_iarchive::load_object(t, bis);
@@ -257,25 +266,50 @@ checked_iarchive::load_pointer(void*& t, const basic_pointer_iserializer* bpis,
     const auto saved_kind = s.pointer_kind;
     const bool saved_pending = s.pointer_id_pending;
     const bool saved_reference = s.pointer_is_reference;
+    const auto saved_constructed = s.pointer_constructed;
+    auto restore = [&] {
+        s.pointer_bpis = saved_bpis;
+        s.pointer_target = saved_target;
+        s.pointer_kind = saved_kind;
+        s.pointer_id_pending = saved_pending;
+        s.pointer_is_reference = saved_reference;
+        s.pointer_constructed = saved_constructed;
+        s.class_name_pending = false;
+    };
     t = nullptr; // Boost stores the new object's address here before loading its contents
     s.pointer_bpis = bpis;
     s.pointer_target = &t;
     s.pointer_kind = kind;
     s.pointer_id_pending = true;
     s.pointer_is_reference = false;
+    s.pointer_constructed = nullptr;
     s.class_name_pending = false;
-    const auto* result = boost::archive::detail::basic_iarchive::load_pointer(t, bpis, finder);
+    const basic_pointer_iserializer* result = nullptr;
+    try {
+        result = boost::archive::detail::basic_iarchive::load_pointer(t, bpis, finder);
+    } catch (...) {
+        // Boost allocates the new object before loading its contents and hands it to nobody
+        // when that load throws: every failed message would leak it (and what it owns), so a
+        // stream of hostile messages would grow the receiver without bound. Destroy it here,
+        // unless an owning pointer inside it took it (a shared_ptr cycle back to it), which
+        // would then delete it a second time. Its own completed members are owned by it and go
+        // with it; nested pointers that failed were destroyed by their own load_pointer.
+        if (t != nullptr && !s.pointer_is_reference && s.pointer_constructed != nullptr) {
+            const auto it = s.owners.find(t);
+            if (it == s.owners.end() || !it->second.adopted) {
+                if (it != s.owners.end()) s.owners.erase(it);
+                s.pointer_constructed->destroy(t);
+            }
+        }
+        restore();
+        throw;
+    }
     const bool reference = s.pointer_is_reference;
-    s.pointer_bpis = saved_bpis;
-    s.pointer_target = saved_target;
-    s.pointer_kind = saved_kind;
-    s.pointer_id_pending = saved_pending;
-    s.pointer_is_reference = saved_reference;
-    s.class_name_pending = false;
+    restore();
 
     if (t == nullptr) return result;
     if (!reference) { // a new object: whoever loaded it owns it
-        s.owners[t] = kind;
+        s.owners[t] = {kind};
         return result;
     }
     if (kind == owner::none) return result; // observers may point at anything already loaded
@@ -283,9 +317,9 @@ checked_iarchive::load_pointer(void*& t, const basic_pointer_iserializer* bpis,
     if (it == s.owners.end())
         throw_archive_error("an owning pointer names an object that was not created through a "
                             "pointer (a member, or an unknown object)");
-    if (kind == owner::unique ? it->second != owner::none : it->second == owner::unique)
+    if (kind == owner::unique ? it->second.kind != owner::none : it->second.kind == owner::unique)
         throw_archive_error("an owning pointer names an object that already has an owner");
-    it->second = kind;
+    it->second = {kind, true};
     return result;
 }
 

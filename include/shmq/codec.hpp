@@ -56,8 +56,11 @@
 // Known limits: a message whose collections hold, together, more than `collection_slack`
 // elements whose serialize writes nothing is refused; loading a `char*` C string is refused (Boost would write through it without
 // a bound); raw pointers are taken as observers, so garbage can make two raw pointers name one
-// object, which matters only if your destructor deletes them; objects created through pointers in
-// a message that then fails to decode are leaked, as Boost leaves them; the pre-1.33
+// object, which matters only if your destructor deletes them; an object created through a raw
+// pointer in a message that then fails to decode is leaked once its own load completed (its
+// owner is user code shmq cannot see), whereas Boost would leak any pointer's object whose load
+// fails and shmq destroys it (an owning pointer's objects are always freed, unless a shared_ptr
+// cycle holds them, as shared_ptr cycles do); the pre-1.33
 // boost::shared_ptr format (boost/serialization/shared_ptr_132.hpp) is not checked.
 //
 // decode constructs its result directly in the caller's storage, so pointers that Boost restores
