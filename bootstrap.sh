@@ -2,6 +2,7 @@
 # Installs what shmq needs to build, test and benchmark — on Debian 12, and only what is missing.
 #
 #   ./bootstrap.sh && b2 test
+#   ./bootstrap.sh --fuzz        also the fuzzing toolchain (clang 16 + libFuzzer), for test/fuzz/run
 #
 # Idempotent and silent when everything is present (one dpkg-query, no network). When something
 # is missing it must run as root: it then runs apt-get update + install non-interactively. As
@@ -18,6 +19,19 @@ packages=(
     gnuplot-nox                       # benchmark charts
     python3                           # benchmark baseline: Python's multiprocessing
 )
+
+# Only for the fuzzers (test/fuzz/run): libFuzzer ships with clang, and Debian 12's g++ has none.
+fuzz_packages=(
+    clang-16                          # the compiler libFuzzer's -fsanitize=fuzzer needs
+    libfuzzer-16-dev                  # libFuzzer itself
+    libclang-rt-16-dev                # clang 16's ASan/UBSan runtimes
+)
+for arg in "$@"; do
+    case $arg in
+        --fuzz) packages+=("${fuzz_packages[@]}") ;;
+        *) printf 'bootstrap.sh: unknown argument %s (only --fuzz)\n' "$arg" >&2; exit 2 ;;
+    esac
+done
 
 say() { printf 'bootstrap.sh: %s\n' "$*" >&2; }
 
