@@ -4,6 +4,7 @@
 #include "registry.hpp"
 #include "ring.hpp"
 #include "sync/wait_loop.hpp"
+#include "test_hook.hpp"
 
 #include <shmq/errors.hpp>
 
@@ -19,6 +20,13 @@ namespace {
 // How often the fast path of write() checks that some reader is still alive (DESIGN §3: a peer's
 // death shows as broken pipe within 100 ms).
 constexpr auto reap_interval = std::chrono::milliseconds(20);
+
+// A read that has begun a streamed message goes on past its deadline while the writer sends; it
+// parks the message only when the writer has sent nothing for this long (stopped, or blocked
+// elsewhere). Long enough that a writer merely descheduled is waited for, so the message is not
+// left with a reader that may idle; short enough that a timed get overruns its timeout by this
+// much at most.
+constexpr auto stall_grace = std::chrono::milliseconds(500);
 
 [[noreturn]] void corrupt(const char* what) {
     throw broken_error(std::string("shmq: shared ring is corrupt: ") + what);
@@ -49,15 +57,140 @@ bool channel::reap_due() noexcept {
 channel::~channel() { drop_parked(); }
 
 void channel::drop_parked() noexcept {
-    bool expected = false;
-    if (parked_.held.load(std::memory_order_acquire) && parked_.pid == self_pid() &&
-        parked_.busy.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
-        // The rest of that message is skipped by the next reader as orphan pieces.
-        parked_.held.store(false, std::memory_order_release);
-        std::vector<std::byte>().swap(parked_.bytes);
-        st_.rlock.unlock();
-        parked_.busy.store(false, std::memory_order_release);
+    if (parked_pid_.load(std::memory_order_acquire) != self_pid()) return;
+    std::lock_guard<std::timed_mutex> guard(parked_mutex_);
+    if (!parked_.held) return;
+    // The rest of that message is skipped by the next reader as orphan pieces.
+    parked_.held = false;
+    std::vector<std::byte>().swap(parked_.bytes);
+    parked_pid_.store(0, std::memory_order_release);
+    st_.rlock.unlock();
+    st_.space.notify();
+}
+
+const std::atomic<std::uint32_t>* channel::foreign() const noexcept {
+    return &seg_->header().foreign_pidns;
+}
+
+void channel::claim_writer_lease() noexcept {
+    // Only writer-lease holders touch wgen, so a plain load and store suffice.
+    const std::uint64_t g = st_.wgen.load(std::memory_order_relaxed);
+    if (g != my_wgen_.load(std::memory_order_relaxed))
+        seen_head_.store(load_head(), std::memory_order_relaxed);
+    st_.wgen.store(g + 1, std::memory_order_relaxed);
+    my_wgen_.store(g + 1, std::memory_order_relaxed);
+}
+
+void channel::claim_reader_lease() noexcept {
+    const std::uint64_t g = st_.rgen.load(std::memory_order_relaxed);
+    if (g != my_rgen_.load(std::memory_order_relaxed))
+        seen_tail_.store(load_tail(), std::memory_order_relaxed);
+    st_.rgen.store(g + 1, std::memory_order_relaxed);
+    my_rgen_.store(g + 1, std::memory_order_relaxed);
+}
+
+bool channel::stream_alive(std::uint64_t writer) const noexcept {
+    // The writer of a stream holds the writer lease until its last piece. If somebody else holds
+    // it, or nobody, or its holder died, the rest of the message will never come.
+    if (st_.wlock.owner() != writer) return false;
+    // Is it dead? A /proc read, so at most once a liveness slice per writer and handle; waiters
+    // call this on every look.
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    const clock::rep now = static_cast<clock::rep>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+    if (probed_writer_.load(std::memory_order_relaxed) == writer &&
+        now - probed_at_.load(std::memory_order_relaxed) <
+            std::chrono::nanoseconds(liveness_slice).count())
+        return true;
+    if (robust_mutex::owner_dead(writer, foreign())) return false;
+    probed_writer_.store(writer, std::memory_order_relaxed);
+    probed_at_.store(now, std::memory_order_relaxed);
+    return true;
+}
+
+channel::walk_result channel::walk(std::uint64_t head, std::uint64_t tail) const noexcept {
+    // Reads headers with atomic loads: without the reader lease, a reader may consume and a
+    // writer overwrite them meanwhile, so anything odd (a header that does not validate) answers
+    // "ready" and lets a reader decide under its lease, where a real corruption is broken_error.
+    walk_result r{false, head, 0};
+    std::uint64_t pos = head;
+    std::uint64_t stream_start = head, stream_writer = 0;   // inside a stream begun there, by it
+    for (int records = 0; records < 4096; ++records) {
+        const std::uint64_t avail = ring::used(pos, tail);
+        if (avail == 0) {
+            r.ready = stream_writer != 0 && stream_alive(stream_writer);
+            if (!r.ready && stream_writer) r.garbage_end = pos;   // an abandoned stream
+            return r;
+        }
+        if (avail > cap_ || avail < ring::header_size) return {true, r.garbage_end, r.garbage_msgs};
+        const std::uint64_t off = ring::bytes_of(pos) & (cap_ - 1);
+        const std::uint64_t cont = cap_ - off;
+        auto word = [&](std::uint64_t at) {
+            return std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(ring_ + at))
+                .load(std::memory_order_relaxed);
+        };
+        const std::uint32_t size = word(off);
+        const auto k = static_cast<ring::kind>(word(off + 4));
+        const std::uint64_t rec = k == ring::kind::pad ? cont : ring::footprint(size);
+        if (rec > cont || rec > avail) return {true, r.garbage_end, r.garbage_msgs};
+        switch (k) {
+        case ring::kind::pad:
+            if (!stream_writer) r.garbage_end = ring::advance(pos, rec, 0);
+            break;
+        case ring::kind::whole:
+            // A whole message after an unfinished stream: that stream was abandoned.
+            if (stream_writer) r.garbage_end = pos;
+            r.ready = true;
+            return r;
+        case ring::kind::first: {
+            if (size < ring::first_prefix) return {true, r.garbage_end, r.garbage_msgs};
+            // A first piece after an unfinished one: that earlier stream was abandoned.
+            if (stream_writer) r.garbage_end = pos;
+            std::uint64_t writer = 0;
+            for (int i = 0; i < 2; ++i)
+                writer |= std::uint64_t{word(off + ring::header_size + 8 + 4 * i)} << (32 * i);
+            stream_start = pos;
+            stream_writer = writer ? writer : ~std::uint64_t{0};
+            break;
+        }
+        case ring::kind::middle:
+            if (!stream_writer) r.garbage_end = ring::advance(pos, rec, 0);   // an orphan
+            break;
+        case ring::kind::last:
+            if (stream_writer) {   // a complete stream
+                r.ready = true;
+                return r;
+            }
+            // An orphan: the rest of a dead reader's message (it counts as a message in tail).
+            r.garbage_end = ring::advance(pos, rec, 1);
+            ++r.garbage_msgs;
+            break;
+        default: return {true, r.garbage_end, r.garbage_msgs};
+        }
+        pos = ring::advance(pos, rec, k == ring::kind::last ? 1 : 0);
     }
+    (void)stream_start;
+    return {true, r.garbage_end, r.garbage_msgs};
+}
+
+bool channel::message_ready() noexcept {
+    walk_result r = walk(load_head(), load_tail());
+    if (r.ready || r.garbage_end == load_head()) return r.ready;
+    // Only pieces that can never make a message stand at the front (a dead writer's or a dead
+    // reader's): drop them if the reader lease is free, so that writers get their room back
+    // even when nobody calls recv. Under the lease the walk is exact.
+    robust_lock lease(st_.rlock, deadline(timeout_t(std::chrono::duration<double>(0))), foreign());
+    if (!lease.owns()) return false;
+    claim_reader_lease();
+    const std::uint64_t head = load_head();
+    r = walk(head, load_tail());
+    if (r.garbage_end != head) {
+        // garbage_end counts the orphan last pieces as messages, like tail does.
+        st_.head.store(r.garbage_end, std::memory_order_release);
+        lease.unlock();
+        st_.space.notify();
+    }
+    return r.ready;
 }
 
 std::uint64_t channel::load_tail() const { return st_.tail.load(std::memory_order_acquire); }
@@ -117,34 +250,32 @@ channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t n
 }
 
 channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& until,
-                                            bool assembling) {
+                                            std::uint64_t stream_writer) {
     auto arrived = [&] { return ring::bytes_of(load_tail()) != ring::bytes_of(head); };
     using R = std::optional<wait_result>;
     return await(
         st_.data, until, wait_result::timed_out,
         [&]() -> R {
             if (arrived()) return wait_result::ready;
-            if (!assembling && writers_gone())
+            if (stream_writer) {
+                if (!stream_alive(stream_writer))
+                    return arrived() ? wait_result::ready : wait_result::abandoned;
+            } else if (writers_gone()) {
                 return arrived() ? wait_result::ready : wait_result::eof;
+            }
             return std::nullopt;
         },
         [&]() -> R {
-            if (assembling) {
-                // The writer of this stream holds the writer lease until its last piece. If
-                // nobody holds it, or its holder died, the rest of the message will never come.
-                std::uint32_t owner = st_.wlock.owner();
-                if ((owner == 0 || !is_alive(owner)) && !arrived()) return wait_result::abandoned;
-            } else if (eof_rules_ && reap_due()) {
-                registry::reap(*seg_, writer_end(index_));
-            }
+            if (!stream_writer && eof_rules_ && reap_due()) registry::reap(*seg_, writer_end(index_));
             return std::nullopt;
         });
 }
 
 io_status channel::write(std::span<const std::byte> msg, const deadline& until,
-                         std::uint64_t max_messages, std::atomic<std::size_t>* uncount) {
-    robust_lock lease(st_.wlock, until);
+                         std::uint64_t max_messages, const uncounter* uncount) {
+    robust_lock lease(st_.wlock, until, foreign());
     if (!lease.owns()) return io_status::timed_out;
+    claim_writer_lease();
     if (eof_rules_) {
         if (reap_due()) registry::reap(*seg_, reader_end(index_));
         if (readers_gone()) return io_status::broken_pipe;
@@ -163,18 +294,21 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     std::uint64_t off = place(tail, need);
     ring::write_header(ring_, off, static_cast<std::uint32_t>(msg.size()), ring::kind::whole);
     if (!msg.empty()) std::memcpy(ring_ + off + ring::header_size, msg.data(), msg.size());
+    SHMQ_TEST_HOOK("channel.write.copied");
     if (uncount) uncount->fetch_sub(1, std::memory_order_acq_rel);
     st_.tail.store(ring::advance(tail, need, 1), std::memory_order_release);
-    lease.unlock();                     // a seq_cst exchange: it orders the tail store...
-    st_.data.notify_after_fence();      // ...before this check for sleeping readers
+    SHMQ_TEST_HOOK("channel.write.published");
+    lease.unlock();
+    st_.data.notify();
     return io_status::ok;
 }
 
 std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs,
                                 const deadline& until, std::uint64_t max_messages,
-                                std::atomic<std::size_t>* uncount) {
-    robust_lock lease(st_.wlock, until);
+                                const uncounter* uncount) {
+    robust_lock lease(st_.wlock, until, foreign());
     if (!lease.owns()) return 0;
+    claim_writer_lease();
     std::uint64_t tail = load_tail();
     std::uint64_t head = load_head();
     std::size_t n = 0;
@@ -196,14 +330,14 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
         if (uncount) uncount->fetch_sub(n, std::memory_order_acq_rel);
         st_.tail.store(tail, std::memory_order_release);
         lease.unlock();
-        st_.data.notify_after_fence();
+        st_.data.notify();
     }
     return n;
 }
 
 io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
                           const deadline& until, std::uint64_t max_messages,
-                          std::atomic<std::size_t>* uncount) {
+                          const uncounter* uncount) {
     // Pieces of a quarter ring: the reader drains one while the writer fills the next.
     const std::uint64_t piece_max = cap_ / 4 - ring::header_size;
     const std::uint64_t total = msg.size();
@@ -225,7 +359,10 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
         ring::write_header(ring_, off, static_cast<std::uint32_t>(payload), k);
         std::byte* dst = ring_ + off + ring::header_size;
         if (first) {
+            // The writer's lease word: readers wait for the rest only while it holds the lease.
+            const std::uint64_t writer = st_.wlock.owner();
             std::memcpy(dst, &total, sizeof total);
+            std::memcpy(dst + 8, &writer, sizeof writer);
             dst += ring::first_prefix;
         }
         std::memcpy(dst, msg.data() + sent, data);
@@ -233,6 +370,7 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
         if (k == ring::kind::last && uncount) uncount->fetch_sub(1, std::memory_order_acq_rel);
         st_.tail.store(tail, std::memory_order_release);
         st_.data.notify();
+        if (k != ring::kind::last) SHMQ_TEST_HOOK("channel.stream.piece");
         sent += data;
         first = false;
     }
@@ -241,56 +379,67 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
 
 io_status channel::read(message_sink& sink, const deadline& until,
                         std::optional<std::size_t> maxlength, std::size_t* length) {
-    std::optional<robust_lock> lease;
-    bool assembling = false;
+    // The message being assembled from a stream: its writer (0 = not in a stream), its length,
+    // the bytes so far, and how much of the sink is reserved. The sink grows with what arrived
+    // (at most twice the bytes received), never with what a first piece claims: a hostile or
+    // corrupt length costs no more memory than the bytes that really came.
+    std::uint64_t stream_writer = 0;
+    std::uint64_t total = 0, got = 0, reserved = 0;
     std::byte* dst = nullptr;
-    std::uint64_t total = 0, got = 0;
 
     auto reserve = [&](std::uint64_t n) {
         try {
-            return sink.reserve(static_cast<std::size_t>(n));
+            dst = sink.reserve(static_cast<std::size_t>(n));
+            reserved = n;
         } catch (const std::bad_alloc&) {
-            throw error("shmq: cannot allocate " + std::to_string(n) + " bytes for a message");
+            return false;
         } catch (const std::length_error&) {
-            throw error("shmq: cannot allocate " + std::to_string(n) + " bytes for a message");
+            return false;
         }
+        return true;
     };
 
-    if (parked_.held.load(std::memory_order_acquire) && parked_.pid == self_pid()) {
-        // This process holds the lease for a message an earlier read parked: resume it, unless
-        // another thread of ours is doing so (then behave as if the lease were busy).
-        bool expected = false;
-        if (!parked_.busy.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
-            while (!until.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-            return io_status::timed_out;
+    // The reader lease: taken normally, or adopted from a message this process parked (then held
+    // together with parked_mutex_ until this read ends, so one thread at a time resumes it).
+    // Taken a slice at a time, so a thread that waits for the lease while another thread of ours
+    // parks a message (our process then holds the lease) turns to resuming it.
+    std::optional<robust_lock> lease;
+    std::unique_lock<std::timed_mutex> resuming(parked_mutex_, std::defer_lock);
+    for (;;) {
+        if (parked_pid_.load(std::memory_order_acquire) == self_pid()) {
+            const bool got_it = until.forever() ? (resuming.lock(), true)
+                                                : resuming.try_lock_until(until.at());
+            if (!got_it) return io_status::timed_out;
+            if (parked_.held) {
+                if (maxlength && parked_.total > *maxlength) {
+                    if (length) *length = static_cast<std::size_t>(parked_.total);
+                    return io_status::too_long;
+                }
+                lease.emplace(st_.rlock, std::adopt_lock);
+                parked_.held = false;
+                parked_pid_.store(0, std::memory_order_release);
+                stream_writer = parked_.writer;
+                total = parked_.total;
+                got = parked_.bytes.size();
+                if (!reserve(std::max(got, std::min(total, 2 * got)))) {
+                    // Give up the message rather than the lease's consistency: what is left of
+                    // it is skipped by the next reader as orphan pieces.
+                    std::vector<std::byte>().swap(parked_.bytes);
+                    throw error("shmq: cannot allocate " + std::to_string(total) +
+                                " bytes for a message; the message was dropped");
+                }
+                std::memcpy(dst, parked_.bytes.data(), got);
+                std::vector<std::byte>().swap(parked_.bytes);
+                break;
+            }
+            resuming.unlock();
         }
-        lease.emplace(st_.rlock, std::adopt_lock);
-        parked_.held.store(false, std::memory_order_release);
-        if (maxlength && parked_.total > *maxlength) {
-            if (length) *length = static_cast<std::size_t>(parked_.total);
-            lease->release();
-            parked_.held.store(true, std::memory_order_release);
-            parked_.busy.store(false, std::memory_order_release);
-            return io_status::too_long;
-        }
-        total = parked_.total;
-        got = parked_.bytes.size();
-        try {
-            dst = reserve(total);
-        } catch (...) {
-            lease->release();
-            parked_.held.store(true, std::memory_order_release);
-            parked_.busy.store(false, std::memory_order_release);
-            throw;
-        }
-        std::memcpy(dst, parked_.bytes.data(), got);
-        std::vector<std::byte>().swap(parked_.bytes);
-        parked_.busy.store(false, std::memory_order_release);
-        assembling = true;
-    } else {
-        lease.emplace(st_.rlock, until);
-        if (!lease->owns()) return io_status::timed_out;
+        lease.emplace(st_.rlock, until.within(liveness_slice), foreign());
+        if (lease->owns()) break;
+        lease.reset();
+        if (until.expired()) return io_status::timed_out;
     }
+    claim_reader_lease();
     // After a takeover from a dead reader, head may point into the middle of a streamed message:
     // the loop below skips such orphan pieces, so no repair is needed here.
     std::uint64_t head = load_head();
@@ -300,24 +449,33 @@ io_status channel::read(message_sink& sink, const deadline& until,
         st_.head.store(head, std::memory_order_release);
         st_.space.notify();
     };
-    // The message's last record: give the lease back first; its seq_cst exchange orders the head
-    // store before the check for sleeping writers, which saves notify()'s fence.
+    // The message's last record: publish head, give the lease back, wake writers.
     auto finish = [&](std::uint64_t bytes) {
+        SHMQ_TEST_HOOK("channel.read.copied");
         head = ring::advance(head, bytes, 1);
         st_.head.store(head, std::memory_order_release);
         lease->unlock();
-        st_.space.notify_after_fence();
+        st_.space.notify();
         return io_status::ok;
     };
-    // The deadline passed while a live writer is still sending the rest: keep what we have and
-    // the lease, so the message is neither lost nor given to another reader in pieces.
+    // The deadline passed while a live writer stalls mid-stream: keep the bytes and the lease.
     auto park = [&] {
+        if (!resuming.owns_lock()) resuming.lock();   // short: only resumers hold it
         parked_.bytes.assign(dst, dst + got);
+        parked_.writer = stream_writer;
         parked_.total = total;
-        parked_.pid = self_pid();
+        parked_.held = true;
         lease->release();
-        parked_.held.store(true, std::memory_order_release);
+        parked_pid_.store(self_pid(), std::memory_order_release);
         return io_status::timed_out;
+    };
+    // The sink cannot hold this message: drop it (the rest of a stream is skipped as orphan
+    // pieces by whoever reads next) and say so; the next message stays readable.
+    auto unfit = [&](std::uint64_t bytes, std::uint64_t msgs, std::uint64_t size) -> io_status {
+        consume(bytes, msgs);
+        lease->unlock();
+        throw error("shmq: cannot allocate " + std::to_string(size) +
+                    " bytes for a message; the message was dropped");
     };
 
     for (;;) {
@@ -331,14 +489,17 @@ io_status channel::read(message_sink& sink, const deadline& until,
             if (avail > cap_) corrupt("head is ahead of tail");
         }
         if (avail == 0) {
-            switch (wait_for_data(head, until, assembling)) {
+            // Inside a stream, read on past the deadline while pieces keep coming.
+            const deadline wait_until = stream_writer ? until.at_least(stall_grace) : until;
+            switch (wait_for_data(head, wait_until, stream_writer)) {
             case wait_result::ready: continue;
             case wait_result::eof: return io_status::eof;
             case wait_result::abandoned:
-                assembling = false;
+                // Its writer died or gave up: that message is lost; look for the next one.
+                stream_writer = 0;
                 if (until.expired()) return io_status::timed_out;
                 continue;
-            default: return assembling ? park() : io_status::timed_out;
+            default: return stream_writer ? park() : io_status::timed_out;
             }
         }
         const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);
@@ -356,46 +517,51 @@ io_status channel::read(message_sink& sink, const deadline& until,
         const std::byte* src = ring_ + off + ring::header_size;
         switch (k) {
         case ring::kind::whole:
-            // A whole message in the middle of a stream: that stream's writer died.
-            assembling = false;
+            // A whole message in the middle of a stream: that stream's writer gave up or died.
+            stream_writer = 0;
             if (maxlength && h.size > *maxlength) {
                 if (length) *length = h.size;
                 return io_status::too_long;
             }
-            dst = reserve(h.size);
+            if (!reserve(h.size)) return unfit(rec, 1, h.size);
             if (h.size) std::memcpy(dst, src, h.size);
             return finish(rec);
         case ring::kind::first: {
             if (h.size < ring::first_prefix) corrupt("short first piece");
             std::memcpy(&total, src, sizeof total);
+            std::memcpy(&stream_writer, src + 8, sizeof stream_writer);
             const std::uint64_t piece = h.size - ring::first_prefix;
-            if (piece >= total || total > position_byte_mask) corrupt("bad message length");
-            assembling = false;
+            if (piece >= total || total > position_byte_mask || stream_writer == 0)
+                corrupt("bad streamed message header");
             if (maxlength && total > *maxlength) {
                 if (length) *length = static_cast<std::size_t>(total);
                 return io_status::too_long;
             }
-            dst = reserve(total);
+            if (!reserve(std::min(total, 2 * piece))) return unfit(rec, 0, total);
             std::memcpy(dst, src + ring::first_prefix, piece);
             got = piece;
-            assembling = true;
             consume(rec, 0);
+            SHMQ_TEST_HOOK("channel.read.piece");
             continue;
         }
         case ring::kind::middle:
         case ring::kind::last: {
             const bool last = k == ring::kind::last;
-            if (!assembling) {
+            if (!stream_writer) {
                 // The rest of a message whose reader died: that message is lost; skip it.
                 consume(rec, last ? 1 : 0);
                 continue;
             }
             if (got + h.size > total || (last ? got + h.size != total : got + h.size == total))
                 corrupt("pieces do not add up to the message length");
+            if (got + h.size > reserved &&
+                !reserve(std::min(total, std::max(got + h.size, 2 * reserved))))
+                return unfit(rec, last ? 1 : 0, total);
             std::memcpy(dst + got, src, h.size);
             got += h.size;
             if (last) return finish(rec);
             consume(rec, 0);
+            SHMQ_TEST_HOOK("channel.read.piece");
             continue;
         }
         default:
@@ -409,8 +575,7 @@ bool channel::poll(const deadline& until) {
     return await(
         st_.data, until, false,
         [&]() -> R {
-            if (ring::bytes_of(load_tail()) != ring::bytes_of(load_head()) || writers_gone())
-                return true;
+            if (message_ready() || writers_gone()) return true;
             return std::nullopt;
         },
         [&]() -> R {
@@ -430,9 +595,7 @@ std::uint64_t channel::size() const noexcept {
     return ring::messages(head, load_tail());
 }
 
-bool channel::empty() const noexcept {
-    return ring::bytes_of(load_tail()) == ring::bytes_of(load_head());
-}
+bool channel::empty() noexcept { return !message_ready(); }
 
 void channel::wake_all() noexcept {
     st_.data.notify();

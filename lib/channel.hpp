@@ -7,9 +7,21 @@
 // single-producer single-consumer. Payloads are copied with no lock held by the other side.
 //
 // Death: a writer killed mid-copy never published its record (tail moves after the copy); a
-// writer killed mid-stream leaves pieces that the reader discards; a reader killed mid-copy never
+// writer killed mid-stream leaves pieces that readers discard; a reader killed mid-copy never
 // moved head, so the next reader gets that message; a reader killed mid-stream costs that one
 // message (the next reader skips its remaining pieces). Leases of dead owners are taken over.
+//
+// A streamed message's first piece names its writer (the writer lease word), so a reader can
+// tell a stream that is still coming from one whose writer died or gave up: ready() and empty()
+// count only whole messages and live streams.
+//
+// Parking: a read that has begun a stream reads on past its deadline while the writer keeps
+// sending (a piece at least every 500 ms, stall_grace in channel.cpp). Only when a live writer
+// stalls longer (stopped, or blocked elsewhere) does the read return timed_out; it then parks the bytes so far in this
+// handle and keeps the reader lease for this process, so the message is neither lost nor split:
+// the next read through this handle, from any thread, resumes it (one at a time, under
+// parked_mutex_). Threads of this process waiting for the lease notice a parked message within a
+// slice. Closing or destroying the handle drops a parked message (it is then lost).
 #pragma once
 
 #include "deadline.hpp"
@@ -21,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <vector>
@@ -36,11 +49,23 @@ enum class io_status {
     too_long,     ///< read with maxlength: the next message is longer; it stays unread
 };
 
+/// What write() decrements just before it publishes messages (see write()): a process-local
+/// count (a feeder's backlog, for qsize) and/or a shared one (this process's `unpublished` in its
+/// registry slot, for JoinableQueue accounting, layout.hpp). Either may be null.
+struct uncounter {
+    std::atomic<std::size_t>* local = nullptr;
+    std::atomic<std::uint64_t>* shared = nullptr;
+    void fetch_sub(std::size_t n, std::memory_order order) const noexcept {
+        if (local) local->fetch_sub(n, order);
+        if (shared) shared->fetch_sub(n, order);
+    }
+};
+
 class channel {
 public:
     /// eof_rules: whether ends count (Pipe) or not (queues, where readers and writers come and go).
     channel(std::shared_ptr<segment> seg, std::uint32_t index, bool eof_rules) noexcept;
-    /// Gives back a reader lease kept for a parked message (that message is then lost).
+    /// Drops a parked message (see above) and gives the reader lease back.
     ~channel();
     /// The same, now (a queue handle being closed). Never throws.
     void drop_parked() noexcept;
@@ -53,25 +78,27 @@ public:
     /// never overlaps the ring's count, so a reader that got the message sees it uncounted.
     /// Throws broken_error on a corrupt segment.
     io_status write(std::span<const std::byte> msg, const deadline& until,
-                    std::uint64_t max_messages = 0, std::atomic<std::size_t>* uncount = nullptr);
+                    std::uint64_t max_messages = 0, const uncounter* uncount = nullptr);
     /// Writes as many of msgs (from the front) as fit without waiting, under one lease hold and one
     /// publication; whole-record messages only. Returns how many were written (0 if the lease
     /// was busy or nothing fit); `uncount` as for write().
     std::size_t write_some(std::span<const std::span<const std::byte>> msgs, const deadline& until,
                            std::uint64_t max_messages = 0,
-                           std::atomic<std::size_t>* uncount = nullptr);
+                           const uncounter* uncount = nullptr);
     /// Reads one message into sink. With maxlength, a longer message stays unread (too_long,
-    /// and *length gets its size). Throws broken_error on a corrupt segment.
-    /// A streamed message whose (live) writer stalls past the deadline is not lost: this process
-    /// keeps the reader lease and the pieces read so far, returns timed_out, and its next read
-    /// resumes the message. Other readers wait (their own deadlines apply) meanwhile.
+    /// and *length gets its size). Throws broken_error on a corrupt segment, error when the sink
+    /// cannot hold the message (that message is then dropped, the next one stays readable).
+    /// The deadline bounds the wait for a message to begin: once a streamed message has begun,
+    /// the read goes on until its last piece while its writer lives (and drops it if the writer
+    /// dies or gives up), so a message is never split between readers nor parked.
     io_status read(message_sink& sink, const deadline& until,
                    std::optional<std::size_t> maxlength = std::nullopt,
                    std::size_t* length = nullptr);
-    /// True when a record or EOF is there, waiting until the deadline. Consumes nothing.
+    /// True when a message or EOF is there, waiting until the deadline. Consumes nothing.
     bool poll(const deadline& until);
 
-    /// poll() without waiting: a record is there, or EOF. For wait().
+    /// poll() without waiting: a message is there (a whole record, a complete stream, or a stream
+    /// whose writer is still sending it), or EOF. For wait().
     bool ready();
     /// The event readers sleep on, for waiting on several channels at once (wait()).
     event& data_event() noexcept { return st_.data; }
@@ -81,8 +108,8 @@ public:
 
     /// Messages published and not yet consumed (a snapshot).
     std::uint64_t size() const noexcept;
-    /// True when no record is waiting.
-    bool empty() const noexcept;
+    /// True when no message is waiting (pieces of abandoned streams do not count).
+    bool empty() noexcept;
     /// Wakes every sleeper on this channel (after an end was closed: they re-check EOF rules).
     void wake_all() noexcept;
     /// Messages of at most this many bytes are written as one record; larger ones are streamed.
@@ -90,7 +117,26 @@ public:
 
 private:
     enum class wait_result { ready, timed_out, eof, broken_pipe, abandoned };
-    wait_result wait_for_data(std::uint64_t head, const deadline& until, bool assembling);
+    /// `stream_writer`: when non-zero, the read is inside a stream written by that lease owner:
+    /// wait for its next piece (no deadline) unless the stream is abandoned.
+    wait_result wait_for_data(std::uint64_t head, const deadline& until, std::uint64_t stream_writer);
+    /// Whether a stream begun by `writer` can still complete: its writer holds the lease and lives.
+    bool stream_alive(std::uint64_t writer) const noexcept;
+    /// What lies between head and tail: whether a message is ready (see ready()), and where the
+    /// pieces that can never make a message (orphans, abandoned streams) in front of it end.
+    struct walk_result {
+        bool ready;
+        std::uint64_t garbage_end;    // a packed position; == head when there are none
+        std::uint64_t garbage_msgs;   // orphan last pieces among them (counted in the position)
+    };
+    walk_result walk(std::uint64_t head, std::uint64_t tail) const noexcept;
+    /// Whether a message is ready; drops unusable pieces in front when the reader lease is free.
+    bool message_ready() noexcept;
+    /// After taking a lease: trust the cached copy of the other side's position only if no other
+    /// handle held this lease since this one did (layout.hpp, wgen/rgen).
+    void claim_writer_lease() noexcept;
+    void claim_reader_lease() noexcept;
+    const std::atomic<std::uint32_t>* foreign() const noexcept;
     wait_result wait_for_space(std::uint64_t tail, std::uint64_t need, const deadline& until,
                                std::uint64_t max_messages);
     /// Records `need` bytes (and a pad first if they would cross the end) at tail; returns the
@@ -102,21 +148,21 @@ private:
     bool readers_gone();
     bool writers_gone();
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
-                     std::uint64_t max_messages, std::atomic<std::size_t>* uncount);
+                     std::uint64_t max_messages, const uncounter* uncount);
 
-    // A streamed message parked by a read that timed out while its writer was still sending.
-    // `held` means this process (pid) still holds the reader lease for it; `busy` is claimed by
-    // the thread resuming it.
+    // A streamed message parked by a read whose deadline passed while its live writer stalled.
+    // parked_pid_ is the process that parked it (0: none), so a forked child never adopts its
+    // parent's; the rest is written and read under parked_mutex_.
     struct parked_message {
-        std::atomic<bool> held{false};
-        std::atomic<bool> busy{false};
-        std::uint32_t pid = 0;
-        std::uint64_t total = 0;
+        bool held = false;
+        std::uint64_t writer = 0, total = 0;
         std::vector<std::byte> bytes;
     };
+    std::timed_mutex parked_mutex_;
+    std::atomic<std::uint32_t> parked_pid_{0};
+    parked_message parked_;
 
     std::shared_ptr<segment> seg_;
-    parked_message parked_;
     channel_state& st_;
     std::byte* ring_;
     std::uint64_t cap_;
@@ -124,11 +170,19 @@ private:
     bool eof_rules_;
     // Local caches. seen_head_/seen_tail_ are copies of the other side's position: positions only
     // grow, so a stale copy underestimates room or data and is reloaded before anything waits.
-    // Relaxed atomics because several threads of this process may use one channel.
+    // They are valid only while my_wgen_/my_rgen_ match the channel's lease generations (no other
+    // handle moved our side's position since), which keeps them within one ring of the truth.
+    // Written only under the corresponding lease; relaxed atomics because several threads of
+    // this process may use one channel (the lease orders them).
     std::atomic<std::uint64_t> seen_head_{0}, seen_tail_{0};
+    std::atomic<std::uint64_t> my_wgen_{~std::uint64_t{0}}, my_rgen_{~std::uint64_t{0}};
     // When liveness of the far end was last checked (write() fast path and wait slices), in
     // CLOCK_MONOTONIC_COARSE nanoseconds; atomic because threads of this process share the channel.
     std::atomic<clock::rep> last_reap_{0};
+    // The last stream writer found alive and when (CLOCK_MONOTONIC_COARSE ns): stream_alive()
+    // re-reads /proc for it at most once a liveness slice.
+    mutable std::atomic<std::uint64_t> probed_writer_{0};
+    mutable std::atomic<clock::rep> probed_at_{0};
     /// True (and the clock reset) when the far end's liveness is due for a check.
     bool reap_due() noexcept;
 };

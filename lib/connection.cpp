@@ -19,9 +19,14 @@ class span_sink final : public message_sink {
 public:
     span_sink(std::span<std::byte> buf, std::size_t offset) : buf_(buf), offset_(offset) {}
     std::byte* reserve(std::size_t total) override {
+        // Called with growing sizes for a streamed message (message_sink.hpp): once it outgrows
+        // the caller's buffer, what arrived so far moves to the overflow vector.
+        const bool was_short = too_short_ && total >= total_;
         total_ = total;
         too_short_ = total > buf_.size() - offset_;
         if (!too_short_) return buf_.data() + offset_;
+        if (!was_short)
+            overflow_.assign(buf_.begin() + static_cast<std::ptrdiff_t>(offset_), buf_.end());
         overflow_.resize(total);
         return overflow_.data();
     }
@@ -60,6 +65,7 @@ bool Connection::writable() const noexcept { return impl_ && impl_->writable_; }
 namespace {
 void check_open(const std::unique_ptr<detail::connection_impl>& impl) {
     if (!impl || impl->closed_) throw closed_error("shmq: connection is closed");
+    impl->ep_->check_registered();
 }
 } // namespace
 

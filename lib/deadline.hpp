@@ -33,6 +33,23 @@ public:
         return block ? deadline(t) : deadline(timeout_t(std::chrono::duration<double>(0)));
     }
     bool forever() const noexcept { return !at_; }
+    /// The time point (\pre !forever()).
+    clock::time_point at() const noexcept { return *at_; }
+    /// This deadline, but no later than `d` from now (a step of a longer wait).
+    deadline within(clock::duration d) const noexcept {
+        deadline r;
+        const auto cap = clock::now() + d;
+        r.at_ = at_ && *at_ < cap ? *at_ : cap;
+        return r;
+    }
+    /// This deadline, but no earlier than `d` from now (reading on while progress is made).
+    deadline at_least(clock::duration d) const noexcept {
+        if (!at_) return *this;
+        deadline r;
+        const auto floor = clock::now() + d;
+        r.at_ = *at_ > floor ? *at_ : floor;
+        return r;
+    }
     bool expired() const noexcept { return at_ && clock::now() >= *at_; }
     /// The next sleep: the time left, capped at the liveness slice.
     std::chrono::nanoseconds slice() const noexcept {

@@ -1,6 +1,9 @@
 #include "endpoint.hpp"
 
 #include "liveness.hpp"
+#include "test_hook.hpp"
+
+#include <shmq/errors.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -27,8 +30,11 @@ struct endpoint_list {
         e->prev_ = e->next_ = nullptr;
     }
 
-    // The fork in progress (set in prepare, inherited by the child with the rest of memory).
+    // The fork in progress (set in prepare, inherited by the child with the rest of memory):
+    // a per-process counter, qualified by the parent's full identity, so that a process that
+    // inherits a dead parent's pid can never settle that parent's pending forks.
     static std::uint64_t& token() { static std::uint64_t t = 0; return t; }
+    static process_identity& parent() { static process_identity p; return p; }
     static std::vector<std::uint32_t>& children_before() { static std::vector<std::uint32_t> v; return v; }
 
     // Children of the calling thread; false when the kernel does not list them.
@@ -51,10 +57,12 @@ struct endpoint_list {
         mutex().lock();
         if (!first()) return;
         static std::uint64_t forks = 0;
-        token() = (std::uint64_t{self().pid} << 32) | (++forks & 0xffffffffu);
+        token() = ++forks;
+        parent() = self();
         children(children_before());
         for (endpoint* e = first(); e; e = e->next_)
-            e->parked_for_fork_ = registry::park_for_fork(*e->seg_, token(), self(), e->counts_);
+            e->parked_for_fork_ = registry::park_for_fork(*e->seg_, token(), parent(), e->counts_);
+        SHMQ_TEST_HOOK("fork.parked");
     }
     static void in_parent() noexcept {
         if (first()) {
@@ -70,7 +78,8 @@ struct endpoint_list {
                 const bool alive = child != 0 && identity_of(child, id);
                 for (endpoint* e = first(); e; e = e->next_)
                     if (e->parked_for_fork_)
-                        registry::settle_fork(*e->seg_, token(), alive ? &id : nullptr, false, e->counts_);
+                        registry::settle_fork(*e->seg_, token(), parent(), alive ? &id : nullptr,
+                                              false, e->counts_);
             }
             // Without /proc the child settles on its own; only a child killed before that
             // is then counted as a holder until this process ends.
@@ -81,12 +90,19 @@ struct endpoint_list {
         refresh_self();   // also done by liveness.cpp's own handler; cheap, keeps this self-contained
         // Parked endpoints first: a fallback attach below must not look like a settled fork.
         for (endpoint* e = first(); e; e = e->next_)
-            if (e->parked_for_fork_) registry::settle_fork(*e->seg_, token(), &self(), true, e->counts_);
+            if (e->parked_for_fork_)
+                e->registered_ = registry::settle_fork(*e->seg_, token(), parent(), &self(), true,
+                                                       e->counts_);
         for (endpoint* e = first(); e; e = e->next_) {
             if (!e->parked_for_fork_) {
                 // The pending table was full: attach now (a parent closing in the meantime may
                 // have signalled EOF early for this copy).
-                try { registry::attach(*e->seg_, self(), e->counts_); } catch (...) {}
+                try {
+                    registry::attach(*e->seg_, self(), e->counts_);
+                    e->registered_ = true;
+                } catch (...) {
+                    e->registered_ = false;
+                }
             }
         }
         mutex().unlock();
@@ -115,7 +131,13 @@ void endpoint::release() noexcept {
     if (released_) return;
     released_ = true;
     endpoint_list::unlink(this);
-    registry::detach(*seg_, self(), counts_);
+    if (registered_) registry::detach(*seg_, self(), counts_);
+}
+
+void endpoint::unregistered() {
+    throw error("shmq: more than " + std::to_string(max_holders) +
+                    " live processes hold this object: this process was not registered as a "
+                    "holder when it was forked, so it may not use it");
 }
 
 } // namespace shmq::detail

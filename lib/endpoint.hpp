@@ -29,15 +29,21 @@ public:
     /// Detaches this process's ends. Idempotent; never throws.
     void release() noexcept;
     bool released() const noexcept { return released_; }
+    /// Throws error when this process could not be registered as a holder (a child forked while
+    /// every registry slot was taken by a live process): its ends are not counted, so using them
+    /// would break EOF accounting.
+    void check_registered() const { if (!registered_) unregistered(); }
     const std::shared_ptr<segment>& seg() const noexcept { return seg_; }
     const end_counts& counts() const noexcept { return counts_; }
 
 private:
     friend struct endpoint_list;
+    [[noreturn]] static void unregistered();
     std::shared_ptr<segment> seg_;
     end_counts counts_;
     bool released_ = false;
     bool parked_for_fork_ = false;   // set in the prepare handler, read in the child/parent handlers
+    bool registered_ = true;         // false in a child that found the registry full
     endpoint* prev_ = nullptr;
     endpoint* next_ = nullptr;
 };

@@ -21,7 +21,7 @@
 namespace shmq::detail {
 
 inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
-inline constexpr std::uint32_t layout_version = 1;   // bump on any change below
+inline constexpr std::uint32_t layout_version = 3;   // bump on any change below
 inline constexpr std::size_t cache_line = 64;
 
 enum class segment_kind : std::uint32_t { pipe = 1, queue = 2, simple_queue = 3, joinable_queue = 4 };
@@ -41,6 +41,11 @@ struct segment_header {
     std::int64_t maxsize;           // queue item bound, <= 0 unbounded
     std::uint32_t channels;         // 1 or 2
     std::atomic<std::uint32_t> ready;  // set (release) by the creator once everything above is written
+    std::uint64_t pidns;            // the creator's pid namespace (liveness.hpp); 0 = unknown
+    // Set (never cleared) by any process of another pid namespace that opens the segment. Pids in
+    // lease words then may belong to another namespace, so a lease owner that looks dead is not
+    // taken over (liveness::unknown); registry slots carry their own namespace and stay exact.
+    std::atomic<std::uint32_t> foreign_pidns;
 };
 
 /// Endpoint accounting. An "end" is the writer (2c) or reader (2c+1) side of channel c.
@@ -51,20 +56,36 @@ inline constexpr std::size_t max_ends = 4;
 inline constexpr std::size_t max_holders = 256;
 
 struct holder_slot {
-    std::atomic<std::uint32_t> pid;         // 0 = free
+    std::atomic<std::uint32_t> pid;         // 0 = free; written last when a slot is taken, first when freed
     std::uint32_t reserved;
     std::atomic<std::uint64_t> start;       // process start time (pid reuse guard)
+    std::atomic<std::uint64_t> pidns;       // the holder's pid namespace (liveness.hpp)
     std::atomic<std::uint32_t> count[max_ends];
+    // JoinableQueue accounting of this process (A.10), so a reaper can undo what a dead process
+    // left counted in queue_state::unfinished. Written only by the slot's own process, with
+    // atomic RMWs outside the registry lock (a death mid-update leaves a whole value); read and
+    // zeroed by the reaper under the registry lock once the process is certainly dead, and
+    // zeroed when the slot is freed or claimed. Zero in Pipe segments.
+    //   unpublished: items this process counted in `unfinished` at put and has not yet published
+    //                to the ring (+1 before `unfinished` += 1 in put; -1 by the channel just
+    //                before the tail store that publishes the item, channel.hpp `uncounter`).
+    //   taken:       items this process got and has not task_done'd (+1 after a get returned
+    //                an item; -1, clamped at 0, by this process's task_done).
+    std::atomic<std::uint64_t> unpublished;
+    std::atomic<std::uint64_t> taken;
 };
 
 /// Ends a process holds on behalf of a child it is forking, until the child's own slot exists
-/// (see endpoint.hpp). `token` identifies the fork; 0 = free.
+/// (see endpoint.hpp). `token` identifies the fork within its parent (a per-process counter);
+/// parent_pid + parent_start + parent_pidns identify the parent, so a recycled pid's forks never
+/// match a dead parent's entries. token 0 = free.
 inline constexpr std::size_t max_pending_forks = 64;
 
 struct pending_fork {
     std::atomic<std::uint64_t> token;
     std::atomic<std::uint32_t> parent_pid;    // who parked it: if it dies, reap() drops the entry
     std::atomic<std::uint64_t> parent_start;
+    std::atomic<std::uint64_t> parent_pidns;
     std::atomic<std::uint32_t> count[max_ends];
 };
 
@@ -77,9 +98,15 @@ struct alignas(cache_line) registry_state {
 
 /// Queue-family state. `unfinished` counts put items not yet marked done (JoinableQueue);
 /// `all_done` wakes join(). Written with atomic RMWs only, so a death mid-update is harmless.
+/// Writers of `unfinished`: put (+1), task_done (-1), a failed put (-1), and the reaper of a dead
+/// holder (-(unpublished + taken) of its slot, under the registry lock); it pairs with the slots'
+/// counters (holder_slot), which say how much of it each live process accounts for.
 struct alignas(cache_line) queue_state {
     std::atomic<std::int64_t> unfinished;
     event all_done;
+    // Items got by processes that died before task_done (the reaper adds a dead slot's `taken`,
+    // under the registry lock). Only grows; shown by `shmq stat` and lost_to_dead_consumers().
+    std::atomic<std::uint64_t> lost_to_dead_consumers;
 };
 
 /// Ring positions pack a byte count (low 36 bits) and a message count (high 28 bits) into one
@@ -100,7 +127,14 @@ struct alignas(cache_line) channel_state {
     // The leases have lines of their own: only writers (resp. readers) touch them, so taking an
     // uncontended lease never waits for the other side's cache.
     robust_mutex wlock;
+    // Bumped by every writer right after it takes the writer lease (the line is already its own).
+    // A handle's cached copy of head (channel.hpp) is trusted only if wgen still holds the value
+    // that handle left: then no other writer moved tail since, so the copy is at most one ring
+    // behind tail and the 36-bit arithmetic cannot alias, however much traffic passed meanwhile.
+    std::atomic<std::uint64_t> wgen;
     alignas(cache_line) robust_mutex rlock;
+    // The same for readers and their cached copy of tail.
+    std::atomic<std::uint64_t> rgen;
     // Written by the writer-lease holder after each publication, read by readers that run dry.
     alignas(cache_line) std::atomic<std::uint64_t> tail;   // packed position: end of published records
     // Written by the reader-lease holder after each consumption, read by writers that run out of room.

@@ -1,6 +1,10 @@
 #include "registry.hpp"
 
+#include "test_hook.hpp"
+
 #include <shmq/errors.hpp>
+
+#include <algorithm>
 
 namespace shmq::detail::registry {
 namespace {
@@ -33,9 +37,51 @@ private:
 holder_slot* find(registry_state& r, const process_identity& who) noexcept {
     for (auto& slot : r.slots)
         if (slot.pid.load(std::memory_order_relaxed) == who.pid &&
-            slot.start.load(std::memory_order_relaxed) == who.start)
+            slot.start.load(std::memory_order_relaxed) == who.start &&
+            slot.pidns.load(std::memory_order_relaxed) == who.pidns)
             return &slot;
     return nullptr;
+}
+
+process_identity holder_of(const holder_slot& slot) noexcept {
+    process_identity id;
+    id.pid = slot.pid.load(std::memory_order_relaxed);
+    id.start = slot.start.load(std::memory_order_relaxed);
+    id.pidns = slot.pidns.load(std::memory_order_relaxed);
+    return id;
+}
+
+process_identity parent_of(const pending_fork& p) noexcept {
+    process_identity id;
+    id.pid = p.parent_pid.load(std::memory_order_relaxed);
+    id.start = p.parent_start.load(std::memory_order_relaxed);
+    id.pidns = p.parent_pidns.load(std::memory_order_relaxed);
+    return id;
+}
+
+// A dead holder's JoinableQueue accounting (layout.hpp, holder_slot): what it counted in
+// `unfinished` and will never uncount, items it never published and items it got and never
+// task_done'd, comes off `unfinished` (clamped at 0: a task_done by another process than the
+// getter leaves the getter's `taken` one too high); the latter are reported lost. Then join()
+// is woken. Called under the registry lock with the holder certainly dead, so its counters no
+// longer move. Crash window: a reaper killed after the subtraction and before zeroing the
+// counters makes the next reaper (after its lock takeover) subtract them again, so join() may
+// return that many items early; the other order would risk a join() that never returns.
+void uncount_dead(queue_state* q, holder_slot& slot) noexcept {
+    const std::uint64_t unpublished = slot.unpublished.load(std::memory_order_acquire);
+    const std::uint64_t taken = slot.taken.load(std::memory_order_acquire);
+    if (q && unpublished + taken != 0) {
+        const auto n = static_cast<std::int64_t>(unpublished + taken);
+        std::int64_t v = q->unfinished.load(std::memory_order_acquire);
+        while (v > 0 && !q->unfinished.compare_exchange_weak(v, v - std::min(v, n),
+                                                             std::memory_order_acq_rel)) {
+        }
+        if (taken) q->lost_to_dead_consumers.fetch_add(taken, std::memory_order_acq_rel);
+        SHMQ_TEST_HOOK("registry.uncount_dead");
+        q->all_done.notify();
+    }
+    slot.unpublished.store(0, std::memory_order_relaxed);
+    slot.taken.store(0, std::memory_order_relaxed);
 }
 
 void clear(registry_state& r, holder_slot& slot) noexcept {
@@ -44,6 +90,7 @@ void clear(registry_state& r, holder_slot& slot) noexcept {
         if (c) r.holders[e].fetch_sub(c, std::memory_order_release);
     }
     slot.start.store(0, std::memory_order_relaxed);
+    slot.pidns.store(0, std::memory_order_relaxed);
     slot.pid.store(0, std::memory_order_release);
 }
 
@@ -60,23 +107,26 @@ void clear_pending(registry_state& r, pending_fork& p, end_counts* moved = nullp
 constexpr std::uint32_t any_end = max_ends;
 
 // Drops the slots of dead processes (those holding `end`, or all with any_end), and pending forks
-// whose parent died. Returns how many. Reads /proc once per candidate: slow paths only.
-std::uint32_t drop_dead(registry_state& r, std::uint32_t end) noexcept {
+// whose parent died. Returns how many. Reads /proc once per candidate: slow paths only. Only a
+// certain death counts (liveness::dead): a holder we cannot judge (no fd left, another pid
+// namespace) stays counted.
+// For a queue segment, q receives the dead holders' JoinableQueue accounting (uncount_dead).
+std::uint32_t drop_dead(registry_state& r, std::uint32_t end, queue_state* q) noexcept {
     auto holds = [&](const auto& entry) {
         return end == any_end || entry.count[end].load(std::memory_order_relaxed) != 0;
     };
     std::uint32_t dropped = 0;
     for (auto& slot : r.slots) {
         std::uint32_t pid = slot.pid.load(std::memory_order_relaxed);
-        if (pid && holds(slot) && !is_alive(pid, slot.start.load(std::memory_order_relaxed))) {
+        if (pid && holds(slot) && probe(holder_of(slot)) == liveness::dead) {
+            uncount_dead(q, slot);
             clear(r, slot);
             ++dropped;
         }
     }
     for (auto& p : r.pending) {
         if (p.token.load(std::memory_order_relaxed) != 0 && holds(p) &&
-            !is_alive(p.parent_pid.load(std::memory_order_relaxed),
-                      p.parent_start.load(std::memory_order_relaxed))) {
+            probe(parent_of(p)) == liveness::dead) {
             clear_pending(r, p);
             ++dropped;
         }
@@ -86,18 +136,29 @@ std::uint32_t drop_dead(registry_state& r, std::uint32_t end) noexcept {
 
 } // namespace
 
-static void attach_locked(registry_state& r, const process_identity& who, const end_counts& counts) {
+// The queue state of a queue-family segment (whose slots carry JoinableQueue accounting).
+static queue_state* queue_of(const segment& s) noexcept {
+    return s.kind() == segment_kind::pipe ? nullptr : &s.queue();
+}
+
+static void attach_locked(registry_state& r, const process_identity& who, const end_counts& counts,
+                          queue_state* q) {
     holder_slot* slot = find(r, who);
     if (!slot) {
         for (int pass = 0; pass < 2 && !slot; ++pass) {
             for (auto& candidate : r.slots)
                 if (candidate.pid.load(std::memory_order_relaxed) == 0) { slot = &candidate; break; }
-            if (!slot && pass == 0) drop_dead(r, any_end);   // full: make room
+            if (!slot && pass == 0) drop_dead(r, any_end, q);   // full: make room
         }
         if (!slot)
             throw error("shmq: more than " + std::to_string(max_holders) +
                         " live processes hold this object");
         slot->start.store(who.start, std::memory_order_relaxed);
+        slot->pidns.store(who.pidns, std::memory_order_relaxed);
+        // Freed slots are zeroed already; this also covers one freed by a holder killed mid-free.
+        slot->unpublished.store(0, std::memory_order_relaxed);
+        slot->taken.store(0, std::memory_order_relaxed);
+        SHMQ_TEST_HOOK("registry.attach");
         slot->pid.store(who.pid, std::memory_order_release);
     }
     for (std::size_t e = 0; e < max_ends; ++e)
@@ -111,7 +172,7 @@ static void attach_locked(registry_state& r, const process_identity& who, const 
 void attach(const segment& s, const process_identity& who, const end_counts& counts) {
     registry_state& r = s.registry();
     locked guard(r);
-    attach_locked(r, who, counts);
+    attach_locked(r, who, counts, queue_of(s));
 }
 
 bool park_for_fork(const segment& s, std::uint64_t token, const process_identity& parent,
@@ -122,6 +183,7 @@ bool park_for_fork(const segment& s, std::uint64_t token, const process_identity
         if (p.token.load(std::memory_order_relaxed) != 0) continue;
         p.parent_pid.store(parent.pid, std::memory_order_relaxed);
         p.parent_start.store(parent.start, std::memory_order_relaxed);
+        p.parent_pidns.store(parent.pidns, std::memory_order_relaxed);
         for (std::size_t e = 0; e < max_ends; ++e) {
             p.count[e].store(counts[e], std::memory_order_relaxed);
             if (counts[e]) r.holders[e].fetch_add(counts[e], std::memory_order_release);
@@ -132,14 +194,14 @@ bool park_for_fork(const segment& s, std::uint64_t token, const process_identity
     return false;
 }
 
-void settle_fork(const segment& s, std::uint64_t token, const process_identity* child,
-                 bool is_self, const end_counts& counts) noexcept {
+bool settle_fork(const segment& s, std::uint64_t token, const process_identity& parent,
+                 const process_identity* child, bool is_self, const end_counts& counts) noexcept {
     registry_state& r = s.registry();
     locked guard(r);
     end_counts total{};
     bool found = false;
     for (auto& p : r.pending) {
-        if (p.token.load(std::memory_order_relaxed) != token) continue;
+        if (p.token.load(std::memory_order_relaxed) != token || !(parent_of(p) == parent)) continue;
         found = true;
         clear_pending(r, p, &total);
     }
@@ -151,11 +213,15 @@ void settle_fork(const segment& s, std::uint64_t token, const process_identity* 
     }
     if (found && child) {
         try {
-            attach_locked(r, *child, total);
+            attach_locked(r, *child, total, queue_of(s));
         } catch (...) {
-            // Registry full: the child does not count as a holder (EOF may come early for it).
+            // Registry full: the child is not counted, so it must not use these ends (it would
+            // write after an EOF was given, or be given EOF early). endpoint marks them unusable
+            // in the child, whose every use then reports the limit.
+            return false;
         }
     }
+    return !is_self || found || (child && find(r, *child));
 }
 
 
@@ -174,6 +240,11 @@ void detach(const segment& s, const process_identity& who, const end_counts& cou
         }
         if (have - take) empty = false;
     }
+    // A process that still accounts for JoinableQueue items (got and not task_done'd, or not yet
+    // published) keeps its slot after its last handle closed: if it dies, the reaper must find them.
+    if (slot->unpublished.load(std::memory_order_acquire) != 0 ||
+        slot->taken.load(std::memory_order_acquire) != 0)
+        empty = false;
     if (empty) {
         slot->start.store(0, std::memory_order_relaxed);
         slot->pid.store(0, std::memory_order_release);
@@ -183,7 +254,19 @@ void detach(const segment& s, const process_identity& who, const end_counts& cou
 std::uint32_t reap(const segment& s, std::uint32_t end) noexcept {
     registry_state& r = s.registry();
     locked guard(r);
-    return drop_dead(r, end);
+    return drop_dead(r, end, queue_of(s));
+}
+
+std::uint32_t reap_any(const segment& s) noexcept {
+    registry_state& r = s.registry();
+    locked guard(r);
+    return drop_dead(r, any_end, queue_of(s));
+}
+
+holder_slot* slot_of(const segment& s, const process_identity& who) noexcept {
+    registry_state& r = s.registry();
+    locked guard(r);
+    return find(r, who);
 }
 
 } // namespace shmq::detail::registry

@@ -3,7 +3,9 @@
 // A record is an 8-byte header followed by its payload, padded to 8 bytes; records never wrap.
 // When a record does not fit before the end of the buffer, a pad record fills the rest and the
 // record starts at offset 0. A message too large for one record is streamed as
-// first (payload starts with the 8-byte total length) / middle... / last.
+// first / middle... / last; the first piece's payload starts with the message's 8-byte total
+// length and the 8-byte lease word of its writer (robust_mutex.hpp), so readers can tell whether
+// the stream can still complete.
 //
 // Positions are packed (layout.hpp): low 36 bits count bytes, high 28 bits count messages.
 #pragma once
@@ -25,7 +27,7 @@ struct record_header {
 static_assert(sizeof(record_header) == 8);
 
 inline constexpr std::uint64_t header_size = sizeof(record_header);
-inline constexpr std::uint64_t first_prefix = 8;   // total length at the start of a `first` payload
+inline constexpr std::uint64_t first_prefix = 16;   // total length + writer at the start of a `first` payload
 
 /// Bytes a record with this payload occupies.
 constexpr std::uint64_t footprint(std::uint64_t payload) { return header_size + ((payload + 7) & ~std::uint64_t{7}); }

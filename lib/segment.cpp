@@ -1,5 +1,6 @@
 #include "segment.hpp"
 
+#include "liveness.hpp"
 #include "test_hook.hpp"
 
 #include <shmq/errors.hpp>
@@ -223,6 +224,7 @@ void segment::initialize(const segment_params& p, std::uint64_t capacity) {
     h.capacity = capacity;
     h.maxsize = p.maxsize;
     h.channels = p.channels;
+    h.pidns = self().pidns;
     // Tests start rings just below a wrap of the packed positions (test_hook.hpp).
     if (const std::uint64_t start = test_hook::start_position())
         for (std::uint32_t c = 0; c < p.channels; ++c) {
@@ -406,6 +408,10 @@ std::shared_ptr<segment> segment::open_checked(std::string_view name, const segm
     if (channels < 1 || channels > 2 || cap < min_capacity || cap > max_capacity ||
         !std::has_single_bit(cap))
         throw broken_error(describe(name) + ": corrupt header (channels or capacity)");
+    // A process of another pid namespace: pids in lease words may now name processes we cannot
+    // see, so nobody may take a lease over on the word of /proc alone (layout.hpp).
+    if (h.pidns != 0 && self().pidns != 0 && h.pidns != self().pidns)
+        s->header().foreign_pidns.store(1, std::memory_order_release);
     const std::uint64_t expect = s->plan(channels, cap);
     if (h.total_size != expect || s->size_ < expect)
         throw broken_error(describe(name) + ": corrupt header (size " + std::to_string(s->size_) +

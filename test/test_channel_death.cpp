@@ -828,8 +828,10 @@ BOOST_AUTO_TEST_CASE(corrupt_streamed_pieces_are_broken_error)
     std::vector<std::byte> body(16, std::byte{0x5A});
     auto first_payload = [&](std::uint64_t total) {
         auto p = u64_bytes(total);
+        auto writer = u64_bytes(1);   // the writer's lease word (ring.hpp): here nobody's
+        p.insert(p.end(), writer.begin(), writer.end());
         p.insert(p.end(), body.begin(), body.end());
-        return p;   // 24 bytes: the length, then 16 bytes of the message
+        return p;   // 32 bytes: the length, the writer, then 16 bytes of the message
     };
     {
         BOOST_TEST_CONTEXT("first piece shorter than its length prefix") {
@@ -842,52 +844,52 @@ BOOST_AUTO_TEST_CASE(corrupt_streamed_pieces_are_broken_error)
     {
         BOOST_TEST_CONTEXT("total length not larger than the first piece") {
             raw_channel rc;
-            rc.forge(0, 24, k_first, first_payload(10));
-            rc.set_tail(32, 0);
+            rc.forge(0, 32, k_first, first_payload(10));
+            rc.set_tail(40, 0);
             check_read_broken(rc);
         }
     }
     {
         BOOST_TEST_CONTEXT("total length beyond any position") {
             raw_channel rc;
-            rc.forge(0, 24, k_first, first_payload(std::uint64_t{1} << 62));
-            rc.set_tail(32, 0);
+            rc.forge(0, 32, k_first, first_payload(std::uint64_t{1} << 62));
+            rc.set_tail(40, 0);
             check_read_broken(rc);
         }
     }
     {
         BOOST_TEST_CONTEXT("middle piece overshooting the total") {
             raw_channel rc;
-            rc.forge(0, 24, k_first, first_payload(20));
-            rc.forge(32, 16, k_middle, body);   // 16 + 16 > 20
-            rc.set_tail(56, 0);
+            rc.forge(0, 32, k_first, first_payload(20));
+            rc.forge(40, 16, k_middle, body);   // 16 + 16 > 20
+            rc.set_tail(64, 0);
             check_read_broken(rc);
         }
     }
     {
         BOOST_TEST_CONTEXT("last piece short of the total") {
             raw_channel rc;
-            rc.forge(0, 24, k_first, first_payload(40));
-            rc.forge(32, 16, k_last, body);     // 16 + 16 != 40
-            rc.set_tail(56, 1);
+            rc.forge(0, 32, k_first, first_payload(40));
+            rc.forge(40, 16, k_last, body);     // 16 + 16 != 40
+            rc.set_tail(64, 1);
             check_read_broken(rc);
         }
     }
     {
         BOOST_TEST_CONTEXT("middle piece completing the total") {
             raw_channel rc;
-            rc.forge(0, 24, k_first, first_payload(32));
-            rc.forge(32, 16, k_middle, body);   // 16 + 16 == 32 but not marked last
-            rc.set_tail(56, 0);
+            rc.forge(0, 32, k_first, first_payload(32));
+            rc.forge(40, 16, k_middle, body);   // 16 + 16 == 32 but not marked last
+            rc.set_tail(64, 0);
             check_read_broken(rc);
         }
     }
     {
         BOOST_TEST_CONTEXT("well-formed forgery is accepted (control)") {
             raw_channel rc;
-            rc.forge(0, 24, k_first, first_payload(32));
-            rc.forge(32, 16, k_last, body);
-            rc.set_tail(56, 1);
+            rc.forge(0, 32, k_first, first_payload(32));
+            rc.forge(40, 16, k_last, body);
+            rc.set_tail(64, 1);
             vec_sink sink;
             BOOST_TEST((rc.ch.read(sink, within(1s)) == sd::io_status::ok));
             BOOST_TEST(sink.v.size() == 32u);

@@ -87,14 +87,30 @@ int stat(const std::string& n) {
             std::uint64_t head = ch.head.load(), tail = ch.tail.load();
             std::printf("channel %u:   %llu items, %s waiting; writer lease: %u, reader lease: %u\n", c,
                         static_cast<unsigned long long>(ring::messages(head, tail)),
-                        human(ring::used(head, tail)).c_str(), ch.wlock.owner(), ch.rlock.owner());
+                        human(ring::used(head, tail)).c_str(),
+                        robust_mutex::pid_of(ch.wlock.owner()), robust_mutex::pid_of(ch.rlock.owner()));
         }
-        if (h.kind == static_cast<std::uint32_t>(segment_kind::joinable_queue))
+        const bool joinable = h.kind == static_cast<std::uint32_t>(segment_kind::joinable_queue);
+        if (joinable) {
             std::printf("unfinished:  %lld\n", static_cast<long long>(s->queue().unfinished.load()));
+            std::printf("lost to dead consumers: %llu\n",
+                        static_cast<unsigned long long>(s->queue().lost_to_dead_consumers.load()));
+        }
         for (const auto& slot : s->registry().slots) {
             std::uint32_t pid = slot.pid.load();
             if (!pid) continue;
-            std::printf("holder:      pid %u%s\n", pid, is_alive(pid, slot.start.load()) ? "" : " (dead)");
+            const process_identity who{pid, slot.start.load(), slot.pidns.load()};
+            const liveness state = probe(who);
+            std::printf("holder:      pid %u%s", pid,
+                        state == liveness::dead      ? " (dead)"
+                        : state == liveness::unknown ? " (unknown: another pid namespace or /proc unreadable)"
+                                                     : "");
+            // What a JoinableQueue holder answers for: uncounted from `unfinished` when it dies.
+            if (joinable)
+                std::printf(", %llu unpublished, %llu taken",
+                            static_cast<unsigned long long>(slot.unpublished.load()),
+                            static_cast<unsigned long long>(slot.taken.load()));
+            std::printf("\n");
         }
         return 0;
     } catch (const shmq::error& e) {

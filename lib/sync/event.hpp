@@ -3,20 +3,30 @@
 // Why not boost::interprocess::interprocess_condition: it is a process-shared pthread condvar,
 // and glibc's can hang other waiters after a waiter is killed (glibc bug 21422); it also needs a
 // mutex held around the wait, which a dead holder would poison. This needs neither: the condition
-// lives in the caller's atomics, `seq` only says "look again".
+// lives in the caller's atomics, the event only says "look again".
 //
-// Protocol (Dekker-style; both sides use seq_cst so at least one sees the other):
+// One 32-bit futex word: bit 0 = "someone may sleep on the current value", bits 1..31 = a round
+// counter.
 //   waiter:   t = prepare(); if (!condition()) wait(t, slice); finish();
-//   notifier: make condition true (atomic store); notify();
-// `woken` makes it one futex_wake per round of sleepers: without it, a notifier publishing while
-// the sleeper it already woke has not run yet (the usual case when both share a core) would make
-// a system call on every publication.
-// A notifier that finds no waiter makes no system call. A waiter killed between prepare() and
-// finish() leaves `waiters` one too high: later notifies then make a needless futex_wake, which
-// costs time, never correctness.
+//             prepare() sets the sleeper bit (if not set) and issues a seq_cst fence; t is the
+//             word with the bit set, the value the waiter sleeps on.
+//   notifier: make the condition true (any atomic store); notify():
+//             a seq_cst fence, then if the sleeper bit is set, start a new round (counter + 1,
+//             bit cleared) and wake every sleeper.
+// Why no wake-up is lost (C++ memory model, not x86): the waiter's sleeper-bit RMW is followed by
+// a seq_cst fence and then its read of the condition; the notifier's condition store is followed
+// by a seq_cst fence and then its read of the word. By the fence rules, either the waiter's read
+// sees the condition true (it does not sleep), or the notifier's read sees the bit set (it changes
+// the word, so the waiter's futex_wait returns at once or is woken). A second waiter that finds
+// the bit already set sleeps on the same value and is woken by the same round.
+// Cost: a notifier that finds no sleeper makes no system call; one that does makes one per round,
+// however many notifies follow before the sleepers run (the bit is cleared by the first).
+// A waiter killed while asleep leaves the bit set: the next notify makes one needless
+// futex_wake and clears it. Nothing else is left behind, so waiters may die anywhere.
 #pragma once
 
 #include "sync/futex.hpp"
+#include "test_hook.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -26,45 +36,45 @@ namespace shmq::detail {
 
 class event {
 public:
+    /// Announces a sleeper and returns the value to sleep on. Follow with a check of the
+    /// condition, then wait() only if it is still false.
     std::uint32_t prepare() noexcept {
-        // Re-arm: notifiers skip the system call while a wake is already on its way to every
-        // sleeper (woken_ == 1); anyone about to sleep clears it, so the next notify wakes it.
-        if (woken_.load(std::memory_order_relaxed) != 0) woken_.store(0, std::memory_order_relaxed);
-        waiters_.fetch_add(1, std::memory_order_seq_cst);
-        return seq_.load(std::memory_order_seq_cst);
+        std::uint32_t v = word_.load(std::memory_order_relaxed);
+        while (!(v & sleeper_bit) &&
+               !word_.compare_exchange_weak(v, v | sleeper_bit, std::memory_order_relaxed,
+                                            std::memory_order_relaxed)) {
+        }
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        SHMQ_TEST_HOOK("event.prepared");
+        return v | sleeper_bit;
     }
     /// Sleeps until notified after prepare(), or for at most `limit`.
     void wait(std::uint32_t ticket, std::chrono::nanoseconds limit) noexcept {
-        futex_wait(&seq_, ticket, limit);
+        futex_wait(&word_, ticket, limit);
     }
-    void finish() noexcept { waiters_.fetch_sub(1, std::memory_order_relaxed); }
+    /// Nothing to undo (kept so that callers read as prepare / check / wait / finish).
+    void finish() noexcept {}
     /// The futex word, for waiting on several events at once (futex_waitv).
-    std::atomic<std::uint32_t>* word() noexcept { return &seq_; }
+    std::atomic<std::uint32_t>* word() noexcept { return &word_; }
 
-    /// Wakes every waiter; free when nobody waits, and one system call per round of sleepers
-    /// (not one per notify while a woken sleeper has yet to run).
+    /// Wakes every sleeper; free (a fence and a load) when nobody sleeps.
     void notify() noexcept {
         std::atomic_thread_fence(std::memory_order_seq_cst);
-        notify_after_fence();
-    }
-    /// notify() for a caller whose last shared-memory operation was a seq_cst read-modify-write
-    /// (such as robust_mutex::unlock): that orders its earlier stores before the waiters check
-    /// just as the fence would, so the fence is saved.
-    void notify_after_fence() noexcept {
-        if (waiters_.load(std::memory_order_relaxed) != 0 &&
-            woken_.load(std::memory_order_relaxed) == 0 &&
-            woken_.exchange(1, std::memory_order_acq_rel) == 0) {
-            seq_.fetch_add(1, std::memory_order_seq_cst);
-            futex_wake(&seq_);
-        }
+        SHMQ_TEST_HOOK("event.notify");
+        std::uint32_t v = word_.load(std::memory_order_relaxed);
+        if (!(v & sleeper_bit)) return;
+        // New round: whoever changes the word first wakes everybody; a concurrent notifier that
+        // loses the exchange finds the bit cleared and leaves.
+        if (word_.compare_exchange_strong(v, (v + 2) & ~sleeper_bit, std::memory_order_relaxed,
+                                          std::memory_order_relaxed))
+            futex_wake(&word_);
     }
 
 private:
-    std::atomic<std::uint32_t> seq_{0};
-    std::atomic<std::uint32_t> waiters_{0};
-    std::atomic<std::uint32_t> woken_{0};
+    static constexpr std::uint32_t sleeper_bit = 1;
+    std::atomic<std::uint32_t> word_{0};
 };
 
-static_assert(sizeof(event) == 12, "event is three words in shared memory");
+static_assert(sizeof(event) == 4, "event is one futex word in shared memory");
 
 } // namespace shmq::detail

@@ -6,11 +6,19 @@
 // owner leaves nothing half-done that matters (state is published by single atomic stores), so
 // the right response to a dead owner is to take the lock over and tell the new owner so.
 //
-// Layout: one 32-bit futex word in shared memory, zero-initialized = unlocked.
-//   0                       unlocked
-//   owner_pid | waiters_bit locked by the process owner_pid; waiters_bit = someone may sleep
-// Waits sleep at most detail::liveness_slice at a time; when the same owner held the lock for a
-// whole slice, the waiter checks that the owner still lives.
+// Layout: one 64-bit word in shared memory, zero-initialized = unlocked.
+//   bits  0..29  owner pid                      (pid_max is at most 2^22)
+//   bit  31      waiters: someone may sleep on the word
+//   bits 32..63  low 32 bits of the owner's start time (liveness.hpp), so that a dead owner
+//                whose pid was recycled is still seen as dead
+// The owner is set with one compare-exchange, so a locker killed at any instant leaves either no
+// owner or a complete one. Sleepers wait on the low 32 bits (a futex is 32-bit).
+//
+// Takeover: a waiter that has watched the same owner hold the lock for a liveness slice probes it
+// (liveness.hpp). Only a certain `dead` takes over; `unknown` (no fd left, /proc hidden, an owner
+// in another pid namespace) waits on. The watch runs across sleeps, signals and calls: a caller
+// woken by a signal every few ms, or one that only ever try_locks (get_nowait), still takes over
+// once the owner has been seen for a slice.
 #pragma once
 
 #include "deadline.hpp"
@@ -29,30 +37,42 @@ public:
         timed_out,   ///< the deadline passed first
     };
 
-    /// Locks, waiting until the deadline. Never throws.
-    result lock(const deadline& until) noexcept;
-    /// Locks without sleeping (after a short spin). A dead owner is noticed only by lock() calls
-    /// that sleep, so waiting callers are what recover a lock abandoned by a dead process.
-    result try_lock() noexcept { return lock(deadline(timeout_t(std::chrono::duration<double>(0)))); }
+    /// Locks, waiting until the deadline. `foreign`, when given and non-zero, says processes of
+    /// another pid namespace use this lock: a dead-looking owner may then be one of them, so it is
+    /// never taken over. Never throws.
+    result lock(const deadline& until, const std::atomic<std::uint32_t>* foreign = nullptr) noexcept;
+    /// Locks without sleeping. Takes over an owner that this thread has seen holding the lock for
+    /// a liveness slice (over repeated calls) and that is dead.
+    result try_lock(const std::atomic<std::uint32_t>* foreign = nullptr) noexcept {
+        return lock(deadline(timeout_t(std::chrono::duration<double>(0))), foreign);
+    }
     /// Unlocks and wakes one sleeper if any. \pre locked by this process.
     void unlock() noexcept;
-    /// The pid of the owner, 0 when unlocked (a snapshot).
-    std::uint32_t owner() const noexcept {
-        return word_.load(std::memory_order_acquire) & ~waiters_bit;
-    }
+    /// The owner's word (pid and start bits, without the waiters bit); 0 when unlocked. A snapshot.
+    std::uint64_t owner() const noexcept { return word_.load(std::memory_order_acquire) & ~waiters_bit; }
+    static std::uint32_t pid_of(std::uint64_t owner) noexcept { return static_cast<std::uint32_t>(owner & pid_mask); }
+    /// This process's owner word.
+    static std::uint64_t self_word() noexcept;
+    /// Whether the process behind an owner word is known to be dead (see liveness.hpp).
+    static bool owner_dead(std::uint64_t owner, const std::atomic<std::uint32_t>* foreign) noexcept;
 
 private:
-    static constexpr std::uint32_t waiters_bit = 0x8000'0000u;
-    std::atomic<std::uint32_t> word_{0};
+    static constexpr std::uint64_t waiters_bit = 0x8000'0000u;
+    static constexpr std::uint64_t pid_mask = 0x3fff'ffffu;
+    std::uint32_t* futex_word() noexcept;
+    std::atomic<std::uint64_t> word_{0};
 };
 
-static_assert(sizeof(robust_mutex) == 4, "robust_mutex is one futex word in shared memory");
+static_assert(sizeof(robust_mutex) == 8, "robust_mutex is one 64-bit word in shared memory");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "lease words need lock-free 64-bit atomics");
 
-/// RAII guard; check result() for timed_out before touching shared state.
+/// RAII guard; check owns() before touching shared state.
 class robust_lock {
 public:
-    robust_lock(robust_mutex& m, const deadline& until) noexcept : m_(m), r_(m.lock(until)) {}
-    /// Adopts a lock this process already holds (kept locked across calls by release()).
+    robust_lock(robust_mutex& m, const deadline& until,
+                const std::atomic<std::uint32_t>* foreign = nullptr) noexcept
+        : m_(m), r_(m.lock(until, foreign)) {}
+    /// Adopts a lock this process already holds (a parked message's reader lease).
     robust_lock(robust_mutex& m, std::adopt_lock_t) noexcept : m_(m), r_(robust_mutex::result::acquired) {}
     ~robust_lock() { if (owns()) m_.unlock(); }
     robust_lock(const robust_lock&) = delete;

@@ -10,8 +10,11 @@
 
 namespace shmq::detail {
 
-/// reserve(total) is called once per message (again if a streamed message is abandoned by a dead
-/// writer and another follows) and returns room for total bytes. It may throw (allocation).
+/// reserve(n) returns room for n bytes. For a message that fits the ring it is called once, with
+/// the message's size. A streamed message's room grows with the bytes that arrive: reserve is
+/// called again with larger n (the last call has the message's size), and each call must keep the
+/// bytes already written at the front. A call with a smaller n starts a new message (the previous
+/// one was abandoned by its writer). It may throw (allocation): the message is then dropped.
 class message_sink {
 public:
     virtual std::byte* reserve(std::size_t total) = 0;
