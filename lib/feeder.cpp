@@ -67,8 +67,9 @@ struct feeder_list {
     }
 };
 
-feeder::feeder(channel& ch, std::uint64_t max_messages, std::string what)
-    : ch_(ch), max_messages_(max_messages), what_(std::move(what)) {
+feeder::feeder(channel& ch, std::uint64_t max_messages, std::string what,
+               std::function<void(std::size_t)> dropped)
+    : ch_(ch), max_messages_(max_messages), what_(std::move(what)), dropped_(std::move(dropped)) {
     feeder_list::add(this);
 }
 
@@ -84,6 +85,7 @@ void feeder::reset_after_fork() noexcept {
     backlog_.clear();
     in_flight_ = 0;
     pending_.store(0, std::memory_order_release);
+    unpublished_.store(nullptr, std::memory_order_release);   // the parent's slot, not ours
     cancelled_.store(false, std::memory_order_release);   // per process, as in Python
     failed_.store(false, std::memory_order_release);      // the parent's thread failed, not ours
     failure_.clear();
@@ -101,12 +103,16 @@ void feeder::check() const {
     throw broken_error(failure_);
 }
 
-void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& owner) {
+void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& owner,
+                 std::atomic<std::uint64_t>* unpublished) {
     check();
+    if (unpublished_.load(std::memory_order_relaxed) != unpublished)
+        unpublished_.store(unpublished, std::memory_order_release);
     // Fast path: nothing of ours is pending, so writing now keeps FIFO order; don't wait for room.
     if (pending_.load(std::memory_order_acquire) == 0 && item.size() <= ch_.whole_limit()) {
         static const deadline now(timeout_t(std::chrono::duration<double>(0)));
-        if (ch_.write(item, now, max_messages_) == io_status::ok) return;
+        const uncounter shared_only{nullptr, unpublished};
+        if (ch_.write(item, now, max_messages_, &shared_only) == io_status::ok) return;
     }
     std::lock_guard<std::mutex> lock(m_);
     if (failed_.load(std::memory_order_acquire)) throw broken_error(failure_);
@@ -144,9 +150,14 @@ void feeder::fail(const char* why) noexcept {
     } catch (...) {
         failure_.clear();   // no memory even for the message: broken_error with an empty what()
     }
+    // Dropped items were counted (pending_, and for a JoinableQueue `unfinished` and this
+    // process's `unpublished`) and will never be published: uncount them, or join() would wait
+    // for them for ever.
+    const std::size_t dropped = backlog_.size() + in_flight_;
     backlog_.clear();
     in_flight_ = 0;
     pending_.store(0, std::memory_order_release);
+    if (dropped && dropped_) dropped_(dropped);
     failed_.store(true, std::memory_order_release);
     running_ = false;
     drained_.notify_all();
@@ -184,6 +195,7 @@ void feeder::run_loop() {
         }
         in_flight_ = batch.size();
         lock.unlock();
+        const uncounter unc{&pending_, unpublished_.load(std::memory_order_acquire)};
 
         std::size_t done = 0;
         while (done < batch.size()) {
@@ -192,14 +204,14 @@ void feeder::run_loop() {
             if (item.size() > ch_.whole_limit()) {
                 // Streamed. No deadline: giving up between pieces would throw away the pieces a
                 // reader already has, and starting over could repeat that for ever.
-                if (ch_.write(item, deadline(), max_messages_, &pending_) == io_status::ok) n = 1;
+                if (ch_.write(item, deadline(), max_messages_, &unc) == io_status::ok) n = 1;
             } else {
                 views.clear();
                 for (std::size_t i = done; i < batch.size() && batch[i].size() <= ch_.whole_limit(); ++i)
                     views.emplace_back(batch[i].data(), batch[i].size());
-                n = ch_.write_some(views, deadline(timeout_t(feeder_slice)), max_messages_, &pending_);
+                n = ch_.write_some(views, deadline(timeout_t(feeder_slice)), max_messages_, &unc);
                 // No room: wait for some, a slice at a time.
-                if (n == 0 && ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_, &pending_) ==
+                if (n == 0 && ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_, &unc) ==
                                   io_status::ok)
                     n = 1;
             }

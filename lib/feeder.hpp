@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -35,8 +36,11 @@ namespace shmq::detail {
 class feeder {
 public:
     /// max_messages: the ring's message bound (0 = none). owner is kept alive by the thread.
-    /// what: how errors name the queue ("shmq: queue 'jobs'").
-    feeder(channel& ch, std::uint64_t max_messages, std::string what = "shmq: queue");
+    /// what: how errors name the queue ("shmq: queue 'jobs'"). dropped: called (from the failing
+    /// thread, under no lock of the channel) with how many items a failure dropped, so the
+    /// queue can uncount them from JoinableQueue accounting; may be empty.
+    feeder(channel& ch, std::uint64_t max_messages, std::string what = "shmq: queue",
+           std::function<void(std::size_t)> dropped = {});
     ~feeder();
     feeder(const feeder&) = delete;
     feeder& operator=(const feeder&) = delete;
@@ -46,7 +50,11 @@ public:
     /// alive while it runs). Never blocks on the ring. Throws broken_error once the thread has
     /// failed (and from the ring), error (with errno) when no thread can be started or the copy
     /// cannot be allocated; the item is then not queued.
-    void put(std::span<const std::byte> item, const std::shared_ptr<void>& owner);
+    /// unpublished: this process's shared count of items not yet published (JoinableQueue,
+    /// layout.hpp holder_slot), decremented with pending_ just before each item is published;
+    /// null for other queues. The same pointer on every put of this process.
+    void put(std::span<const std::byte> item, const std::shared_ptr<void>& owner,
+             std::atomic<std::uint64_t>* unpublished = nullptr);
     /// Throws broken_error when the thread has failed (see above).
     void check() const;
     /// Items of this process not yet in shared memory (backlog plus the batch being written).
@@ -75,6 +83,10 @@ private:
     // For qsize(): items of this process not yet visible in the ring. The channel decrements it
     // just before it publishes them (so it never overlaps the ring's count).
     std::atomic<std::size_t> pending_{0};
+    // The `unpublished` of put(): set by put() (always the same value within a process; reset in
+    // a forked child), read by the thread for each batch.
+    std::atomic<std::atomic<std::uint64_t>*> unpublished_{nullptr};
+    const std::function<void(std::size_t)> dropped_;
     // Under m_: items the thread took from the backlog and has not yet published. flush() waits
     // for backlog and in-flight to be empty, i.e. for the items to be published, not just counted.
     std::size_t in_flight_ = 0;

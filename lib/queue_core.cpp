@@ -7,14 +7,37 @@
 //  * JoinableQueue counts unfinished items in shared memory; put counts an item before it
 //    becomes visible (so a fast consumer's task_done never finds zero) and uncounts it if the
 //    put fails.
+//  * Every handle registers its process as a holder (endpoint, queue_handle_end), so a forked
+//    child has a slot of its own. In that slot a JoinableQueue process accounts for what it alone
+//    can uncount (layout.hpp holder_slot): `unpublished` (counted at put, not yet in the ring:
+//    its backlog) and `taken` (got, not yet task_done'd). When it dies, the reaper (registry.cpp,
+//    run by join() every liveness slice) takes both off `unfinished` and adds `taken` to
+//    lost_to_dead_consumers, so join() stops waiting for items nobody can finish.
+//    Crash windows left (each a few instructions wide, under SIGKILL of that process):
+//      - put, between `unpublished` += 1 and `unfinished` += 1: the reaper uncounts one item
+//        that was never counted (join() may return one item early). Chosen over the other order,
+//        whose window would leave one item counted for ever (join() would never return).
+//      - publication, between the channel's `unpublished` -= 1 and its tail store (channel.cpp):
+//        the item is counted but never arrives: join() waits for it.
+//      - get, between the reader's head store and `taken` += 1: the item is counted for ever.
+//        (Counting before the read instead would uncount items of consumers killed while
+//        blocked in get(), a window as long as the wait.)
+//      - task_done, between `unfinished` -= 1 and `taken` -= 1: the item is uncounted twice.
+//    And a task_done by another process than the getter leaves the getter's `taken` one too
+//    high (task_done names no item): if the getter then dies, one item is uncounted twice and
+//    counted lost. Uncounting is clamped at zero.
 #include <shmq/detail/queue_core.hpp>
 
 #include "channel.hpp"
+#include "endpoint.hpp"
 #include "feeder.hpp"
+#include "registry.hpp"
 #include "liveness.hpp"
 #include "segment.hpp"
 #include "sync/wait_loop.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <optional>
 
 namespace shmq::detail {
@@ -46,17 +69,61 @@ public:
         : seg_(std::move(seg)),
           flavor_(flavor),
           maxsize_(seg_->header().maxsize),
+          ep_(seg_, handle_counts()),
           ch_(seg_, 0, false) {
         if (maxsize_ < 0 || maxsize_ > maxsize_limit)
             throw broken_error("shmq: corrupt queue header (maxsize)");
         if (flavor_ != queue_flavor::simple && maxsize_ == 0)
-            feeder_.emplace(ch_, 0, seg_->name().empty() ? std::string("shmq: queue")
-                                                         : "shmq: queue '" + seg_->name() + "'");
+            feeder_.emplace(ch_, 0,
+                            seg_->name().empty() ? std::string("shmq: queue")
+                                                 : "shmq: queue '" + seg_->name() + "'",
+                            [this](std::size_t n) noexcept { uncount_unpublished(n); });
+    }
+
+    static end_counts handle_counts() noexcept {
+        end_counts c{};
+        c[queue_handle_end] = 1;
+        return c;
+    }
+
+    bool joinable() const noexcept { return flavor_ == queue_flavor::joinable; }
+
+    // This process's registry slot (its JoinableQueue accounting); null in a forked child that
+    // found the registry full: its items are then not accounted, and if it dies they stay
+    // counted (join() waits for them). Looked up once per process: the slot stays ours while
+    // ep_ holds a count in it.
+    holder_slot* slot() noexcept {
+        const std::uint32_t pid = self_pid();
+        if (slot_pid_.load(std::memory_order_acquire) != pid) {
+            slot_.store(registry::slot_of(*seg_, self()), std::memory_order_relaxed);
+            slot_pid_.store(pid, std::memory_order_release);
+        }
+        return slot_.load(std::memory_order_relaxed);
+    }
+
+    // Takes n items off `unfinished` (clamped at zero) and wakes join() when it reaches zero.
+    void uncount(std::int64_t n) noexcept {
+        auto& qs = seg_->queue();
+        std::int64_t v = qs.unfinished.load(std::memory_order_acquire);
+        while (v > 0 && !qs.unfinished.compare_exchange_weak(v, v - std::min(v, n),
+                                                             std::memory_order_acq_rel)) {
+        }
+        if (v > 0 && v <= n) qs.all_done.notify();
+    }
+
+    // Items counted at put that will never be published (the feeder failed and dropped them).
+    void uncount_unpublished(std::size_t n) noexcept {
+        if (!joinable() || n == 0) return;
+        if (holder_slot* s = slot()) s->unpublished.fetch_sub(n, std::memory_order_acq_rel);
+        uncount(static_cast<std::int64_t>(n));
     }
 
     std::shared_ptr<segment> seg_;
     queue_flavor flavor_;
     std::int64_t maxsize_;
+    endpoint ep_;    // this process's holder slot; outlives the feeder (destroyed after it)
+    std::atomic<std::uint32_t> slot_pid_{0};     // the process slot_ was looked up for
+    std::atomic<holder_slot*> slot_{nullptr};
     channel ch_;
     std::optional<feeder> feeder_;   // unbounded Queue and JoinableQueue only
     // The pid that closed this handle. A child forked afterwards may use the queue it inherited
@@ -111,22 +178,36 @@ void queue_core::check_open() const {
 void queue_core::put(std::span<const std::byte> item, bool block, const timeout_t& timeout) {
     check_open();
     queue_impl& q = *impl_;
-    const bool joinable = q.flavor_ == queue_flavor::joinable;
+    const bool joinable = q.joinable();
     auto& unfinished = q.seg_->queue().unfinished;
-    if (joinable) unfinished.fetch_add(1, std::memory_order_acq_rel);
+    // This process's `unpublished` first, then `unfinished` (see the crash windows above). The
+    // channel takes it back off just before it publishes the item.
+    std::atomic<std::uint64_t>* unpublished = nullptr;
+    if (joinable) {
+        if (holder_slot* s = q.slot()) unpublished = &s->unpublished;
+        if (unpublished) unpublished->fetch_add(1, std::memory_order_acq_rel);
+        unfinished.fetch_add(1, std::memory_order_acq_rel);
+    }
+    bool handed_over = false;   // published, or in the backlog (which then accounts for it)
     try {
         if (q.feeder_) {
-            q.feeder_->put(item, impl_);
+            q.feeder_->put(item, impl_, unpublished);
+            handed_over = true;
             q.seg_->check_lost();   // written into a truncated segment's stand-in: not delivered
             return;
         }
         deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
-        const io_status st = q.ch_.write(item, until, static_cast<std::uint64_t>(q.maxsize_));
+        const uncounter unc{nullptr, unpublished};
+        const io_status st = q.ch_.write(item, until, static_cast<std::uint64_t>(q.maxsize_), &unc);
+        handed_over = st == io_status::ok;
         q.seg_->check_lost();
         if (st != io_status::ok) throw full_error("shmq: queue is full");
     } catch (...) {
-        if (joinable && unfinished.fetch_sub(1, std::memory_order_acq_rel) == 1)
-            q.seg_->queue().all_done.notify();
+        if (joinable) {
+            if (unpublished && !handed_over) unpublished->fetch_sub(1, std::memory_order_acq_rel);
+            if (unfinished.fetch_sub(1, std::memory_order_acq_rel) == 1)
+                q.seg_->queue().all_done.notify();
+        }
         throw;
     }
 }
@@ -136,6 +217,9 @@ void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
     queue_impl& q = *impl_;
     deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
     const io_status st = q.ch_.read(sink, until);
+    // Ours to task_done now; if this process dies first, the reaper counts it lost.
+    if (st == io_status::ok && q.joinable())
+        if (holder_slot* s = q.slot()) s->taken.fetch_add(1, std::memory_order_acq_rel);
     q.seg_->check_lost();   // what was read may come from a truncated segment's stand-in
     if (st != io_status::ok) throw empty_error("shmq: queue is empty");
 }
@@ -192,20 +276,44 @@ void queue_core::task_done() {
     do {
         if (v <= 0) throw value_error("shmq: task_done() called too many times");
     } while (!qs.unfinished.compare_exchange_weak(v, v - 1, std::memory_order_acq_rel));
+    // One item fewer that this process answers for, if it got any (task_done names no item and
+    // may come from another process than the getter: clamp at zero).
+    if (holder_slot* s = impl_->slot()) {
+        std::uint64_t t = s->taken.load(std::memory_order_acquire);
+        while (t > 0 && !s->taken.compare_exchange_weak(t, t - 1, std::memory_order_acq_rel)) {
+        }
+    }
     if (v == 1) qs.all_done.notify();
 }
 
 bool queue_core::join(const timeout_t& timeout) {
     if (!impl_) throw closed_error("shmq: queue is closed");
     auto& qs = impl_->seg_->queue();
+    const segment& seg = *impl_->seg_;
     using R = std::optional<bool>;
+    // Items of dead holders are uncounted when their death is noticed, and join's own waiting
+    // notices: it reaps at the start and then at most once per liveness slice (a waiter woken
+    // more often, by signals or notifications, does not read /proc more often).
+    registry::reap_any(seg);
+    auto last_reap = std::chrono::steady_clock::now();
     return await(
         qs.all_done, deadline(timeout), false,
         [&]() -> R {
             if (qs.unfinished.load(std::memory_order_acquire) <= 0) return true;
             return std::nullopt;
         },
-        []() -> R { return std::nullopt; });
+        [&]() -> R {
+            const auto now = std::chrono::steady_clock::now();
+            if (now - last_reap >= liveness_slice) {
+                last_reap = now;
+                registry::reap_any(seg);   // notifies all_done when it uncounted anything
+            }
+            return std::nullopt;
+        });
+}
+
+std::uint64_t queue_core::lost_to_dead_consumers() const noexcept {
+    return impl_ ? impl_->seg_->queue().lost_to_dead_consumers.load(std::memory_order_acquire) : 0;
 }
 
 } // namespace shmq::detail

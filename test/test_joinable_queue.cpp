@@ -170,7 +170,10 @@ BOOST_AUTO_TEST_CASE(test_task_done_port_four_worker_processes) {
     BOOST_TEST(total == 10);   // join returned only after every task_done
     for (int w = 0; w < 4; ++w) q.put(-1);
     for (auto& w : workers) BOOST_TEST(w.wait(20s) == child_ok);
-    BOOST_TEST(!q.join(0s));   // the 4 sentinels were put and never marked done
+    // The 4 sentinels were got and never marked done. Python's join() would wait for them for
+    // ever; here their getters have exited, so they are uncounted and reported lost (A.10).
+    BOOST_TEST(q.join(2s));
+    BOOST_TEST(q.lost_to_dead_consumers() == 4u);
     BOOST_TEST(q.empty());
 }
 
@@ -211,4 +214,165 @@ BOOST_AUTO_TEST_CASE(unbounded_joinable_queue_counts_items_in_the_backlog) {
     BOOST_TEST(q.join(1s));
     q.close();
     q.join_thread();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A.10: dead producers and consumers no longer make join() hang. A producer's items that never
+// reached shared memory (its private backlog) are uncounted when its death is noticed; a
+// consumer's items taken and not task_done'd are uncounted and reported by
+// lost_to_dead_consumers(). join()'s own waiting notices the death.
+
+namespace {
+
+// Gets every item that is in the ring now (none more arrives), marking each done.
+int drain_and_mark_done(JoinableQueue<std::string>& q) {
+    int n = 0;
+    for (;;) {
+        try {
+            q.get(true, 200ms);
+        } catch (const shmq::empty_error&) {
+            return n;
+        }
+        q.task_done();
+        ++n;
+    }
+}
+
+// Waits (bounded) until flag becomes non-zero; false on timeout.
+bool wait_flag(std::atomic<int>& flag, seconds_d limit = 10s) {
+    stopwatch sw;
+    while (flag.load() == 0) {
+        if (sw.seconds() > limit.count()) return false;
+        std::this_thread::sleep_for(1ms);
+    }
+    return true;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(killed_producer_backlog_is_uncounted_from_join) {
+    // Nobody reads while the producer puts 10 000 items into a small ring: nearly all of them
+    // wait in its private backlog when it is SIGKILLed. They never reached shared memory, so
+    // join() must not wait for them (before A.10 it waited for ever).
+    JoinableQueue<std::string> q(0, shmq::options{.capacity = 4096});
+    shared_array<std::atomic<int>> ready(1);
+    auto producer = queue_child([&]() -> int {
+        const std::string item(100, 'p');
+        for (int i = 0; i < 10000; ++i) q.put(item);
+        ready[0].store(1);
+        ::pause();
+        return child_ok;
+    });
+    BOOST_REQUIRE(wait_flag(ready[0]));
+    producer.kill();
+    BOOST_REQUIRE(producer.wait(10s) == -SIGKILL);
+    const int consumed = drain_and_mark_done(q);
+    BOOST_TEST(consumed > 0);
+    BOOST_TEST(consumed < 10000);
+    BOOST_TEST(q.join(2s));
+    BOOST_TEST(q.lost_to_dead_consumers() == 0u);   // a producer's loss is not a consumer's
+}
+
+BOOST_AUTO_TEST_CASE(killed_consumer_between_get_and_task_done_is_counted_as_lost) {
+    JoinableQueue<std::string> q;
+    for (int i = 0; i < 5; ++i) q.put("item " + std::to_string(i));
+    shared_array<std::atomic<int>> got(1);
+    auto consumer = queue_child([&]() -> int {
+        q.get(true, 5s);
+        got[0].store(1);
+        ::pause();   // killed before task_done
+        return child_ok;
+    });
+    BOOST_REQUIRE(wait_flag(got[0]));
+    consumer.kill();
+    BOOST_REQUIRE(consumer.wait(10s) == -SIGKILL);
+    BOOST_TEST(drain_and_mark_done(q) == 4);
+    BOOST_TEST(q.join(2s));
+    BOOST_TEST(q.lost_to_dead_consumers() == 1u);
+    // The count is exact afterwards: one more put needs exactly one task_done.
+    q.put("after");
+    BOOST_TEST(!q.join(0s));
+    q.get(true, 1s);
+    q.task_done();
+    BOOST_TEST(q.join(0s));
+    BOOST_CHECK_THROW(q.task_done(), shmq::value_error);
+}
+
+BOOST_AUTO_TEST_CASE(a_waiting_join_notices_a_consumer_death_itself) {
+    // join() is already waiting when the consumer dies: its own waiting must notice (nobody
+    // else touches the queue), well within a second of the kill.
+    JoinableQueue<int> q;
+    q.put(7);
+    shared_array<std::atomic<int>> got(1);
+    auto consumer = queue_child([&]() -> int {
+        q.get(true, 5s);
+        got[0].store(1);
+        ::pause();
+        return child_ok;
+    });
+    BOOST_REQUIRE(wait_flag(got[0]));
+    std::atomic<bool> joined{false};
+    std::atomic<double> joined_at{0};
+    stopwatch sw;
+    std::thread joiner([&] {
+        joined.store(q.join(10s));
+        joined_at.store(sw.seconds());
+    });
+    std::this_thread::sleep_for(200ms);
+    const double killed_at = sw.seconds();
+    consumer.kill();
+    // Not reaped on purpose until join returned: a zombie is dead too (liveness.hpp).
+    joiner.join();
+    BOOST_TEST(consumer.wait(10s) == -SIGKILL);
+    BOOST_TEST(joined.load());
+    BOOST_TEST(joined_at.load() - killed_at < 1.0);
+    BOOST_TEST(q.lost_to_dead_consumers() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(task_done_by_another_process_than_the_getter) {
+    JoinableQueue<int> q;
+    q.put(1);
+    BOOST_TEST(q.get(true, 1s) == 1);
+    auto helper = queue_child([&]() -> int {
+        try {
+            q.task_done();
+        } catch (const shmq::value_error&) {
+            return child_wrong_error;
+        }
+        return child_ok;
+    });
+    BOOST_TEST(helper.wait(10s) == child_ok);
+    BOOST_TEST(q.join(1s));
+    // The helper exited normally and had taken nothing: nothing is reported lost.
+    BOOST_TEST(q.lost_to_dead_consumers() == 0u);
+    q.put(2);
+    BOOST_TEST(q.get(true, 1s) == 2);
+    q.task_done();
+    BOOST_TEST(q.join(0s));
+}
+
+BOOST_AUTO_TEST_CASE(a_forked_childs_puts_and_gets_are_its_own) {
+    // The child inherits the parent's handle; what it puts and gets is accounted to its own
+    // holder slot, so killing it uncounts only its items and leaves the parent's alone.
+    JoinableQueue<std::string> q(0, shmq::options{.capacity = 4096});
+    const std::string item(512, 'f');
+    for (int i = 0; i < 3; ++i) q.put(item);
+    q.get(true, 1s);   // the parent holds one unfinished item of its own
+    shared_array<std::atomic<int>> ready(1);
+    auto child = queue_child([&]() -> int {
+        q.get(true, 5s);                          // one taken by the child
+        for (int i = 0; i < 200; ++i) q.put(item);   // most wait in the child's backlog
+        ready[0].store(1);
+        ::pause();
+        return child_ok;
+    });
+    BOOST_REQUIRE(wait_flag(ready[0]));
+    child.kill();
+    BOOST_REQUIRE(child.wait(10s) == -SIGKILL);
+    drain_and_mark_done(q);
+    BOOST_TEST(!q.join(300ms));   // the parent's own taken item still counts
+    BOOST_TEST(q.lost_to_dead_consumers() == 1u);
+    q.task_done();
+    BOOST_TEST(q.join(1s));
+    BOOST_CHECK_THROW(q.task_done(), shmq::value_error);
 }

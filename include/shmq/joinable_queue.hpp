@@ -28,10 +28,17 @@ public:
 
     /// Marks one put item as done. Throws value_error when called more often than items were put.
     void task_done() { this->core_.task_done(); }
-    /// Waits until every put item is marked done.
+    /// Waits until every put item is marked done. Items of processes that died are not waited
+    /// for: a dead producer's items that never reached shared memory (its backlog) and a dead
+    /// consumer's items got and not marked done are uncounted when join() notices the death
+    /// (within a liveness slice, ~20 ms, of waiting); the latter are counted in
+    /// lost_to_dead_consumers().
     void join() { this->core_.join(std::nullopt); }
     /// As join(), for at most timeout; true when the count reached zero.
     bool join(timeout_t timeout) { return this->core_.join(timeout); }
+    /// How many items, over the queue's lifetime and all processes, were got by a process that
+    /// died before calling task_done() for them (those items' work may not have been done).
+    std::uint64_t lost_to_dead_consumers() const noexcept { return this->core_.lost_to_dead_consumers(); }
 
 private:
     explicit JoinableQueue(detail::queue_core core) noexcept : base(std::move(core)) {}

@@ -50,6 +50,8 @@ public:
     void cancel_join_thread() noexcept;
     void task_done();
     bool join(const timeout_t& timeout);
+    /// Items got by processes that died before their task_done (JoinableQueue).
+    std::uint64_t lost_to_dead_consumers() const noexcept;
     /// Throws closed_error when closed (SimpleQueue's empty() after close).
     void check_open() const;
 
