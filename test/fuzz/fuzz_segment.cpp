@@ -286,6 +286,10 @@ void run_one(std::span<const std::uint8_t> in) {
         // The view stays mapped while its shared_ptr lives: corrupt, then let go before open.
         const auto seg = segment::inspect(name);
         apply_patches(*seg, in.subspan(2));
+        // A segment whose `ready` flag is not set looks like one still being initialized, and
+        // open waits seconds (by design) for its creator: every input that touched the flag
+        // would cost that wait, and the fuzzer would crawl. The flag itself is not fuzzed.
+        seg->header().ready.store(1);
     }
     guarded([&] {
         any_queue q = open_queue(s, name);
