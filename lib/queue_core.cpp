@@ -173,6 +173,9 @@ queue_core::~queue_core() {
 
 void queue_core::check_open() const {
     if (!impl_ || impl_->closed()) throw closed_error("shmq: queue is closed");
+    // A child forked while every registry slot was taken is not accounted for (its dead items
+    // would stay counted): refuse clearly rather than miscount.
+    impl_->ep_.check_registered();
 }
 
 void queue_core::put(std::span<const std::byte> item, bool block, const timeout_t& timeout) {
