@@ -3,6 +3,7 @@
 //   shmq ls             every named object in /dev/shm: kind, ring size, items and bytes waiting
 //   shmq stat NAME...   one object in detail, with the processes that hold it
 //   shmq rm NAME...     unlink names (handles already open keep working)
+//   shmq --version      the shmq version it was built from (include/shmq/version.hpp)
 //
 // It reads the shared header exactly as the library does (validated first), and never writes.
 #include "liveness.hpp"
@@ -10,6 +11,7 @@
 #include "segment.hpp"
 
 #include <shmq/errors.hpp>
+#include <shmq/version.hpp>
 
 #include <cstdio>
 #include <cstring>
@@ -120,7 +122,7 @@ int stat(const std::string& n) {
 }
 
 int usage(FILE* to) {
-    std::fputs("usage: shmq ls | shmq stat NAME... | shmq rm NAME...\n", to);
+    std::fputs("usage: shmq ls | shmq stat NAME... | shmq rm NAME... | shmq --version\n", to);
     return to == stdout ? 0 : 2;
 }
 
@@ -130,6 +132,10 @@ int main(int argc, char** argv) {
     if (argc < 2) return usage(stderr);
     std::string cmd = argv[1];
     if (cmd == "-h" || cmd == "--help") return usage(stdout);
+    if (cmd == "--version") {
+        std::printf("shmq %s\n", SHMQ_VERSION_STRING);
+        return 0;
+    }
     if (cmd == "ls") return ls();
     int rc = 0;
     if (cmd == "stat" && argc > 2) {
