@@ -78,6 +78,8 @@
 // Threads: codecs are stateless; the scratch buffers below are per thread.
 #pragma once
 
+#include <shmq/export.hpp>
+
 #include <shmq/detail/message_sink.hpp>
 #include <shmq/errors.hpp>
 
@@ -127,10 +129,10 @@ namespace detail {
 /// that grew beyond scratch_keep_bytes is released here, before its next use.
 /// Throws std::bad_alloc only when called nested and memory is exhausted (the enclosing encode
 /// then reports codec_error); at the top level it never throws.
-std::vector<std::byte>& encode_scratch();
+SHMQ_API std::vector<std::byte>& encode_scratch();
 /// The calling thread's buffer for receiving one message before it is decoded; same rules as
 /// encode_scratch (nested receives inside a user's load get their own buffer).
-std::vector<std::byte>& decode_scratch();
+SHMQ_API std::vector<std::byte>& decode_scratch();
 
 /// A scratch buffer above this capacity is released before its next use instead of being kept
 /// for the thread's lifetime: one huge message must not pin its size forever.
@@ -143,28 +145,28 @@ inline constexpr std::size_t scratch_keep_bytes = std::size_t{16} << 20;
 inline constexpr std::size_t collection_slack = 4096;
 
 /// FNV-1a 64 over the mangled name, mixed with size and alignment; never 0. Never throws.
-std::uint64_t type_fingerprint(const std::type_info& type, std::size_t size,
+SHMQ_API std::uint64_t type_fingerprint(const std::type_info& type, std::size_t size,
                                std::size_t align) noexcept;
 
 /// Converts the exception being handled into codec_error (codec_error itself passes through
 /// unchanged, as does the forced unwinding of a cancelled thread). Call only from a catch block.
-[[noreturn]] void rethrow_as_codec_error(const char* operation, const std::type_info& type);
+[[noreturn]] SHMQ_API void rethrow_as_codec_error(const char* operation, const std::type_info& type);
 /// Throws codec_error: a raw T needs exactly `expected` bytes.
-[[noreturn]] void throw_size_mismatch(const std::type_info& type, std::size_t expected,
+[[noreturn]] SHMQ_API void throw_size_mismatch(const std::type_info& type, std::size_t expected,
                                       std::size_t got);
 /// Throws codec_error with "shmq: cannot decode <type>: <why>".
-[[noreturn]] void throw_decode_error(const std::type_info& type, const char* why);
+[[noreturn]] SHMQ_API void throw_decode_error(const std::type_info& type, const char* why);
 
 /// Marks this thread as inside a Boost encode (resp. decode), so that encode_scratch()
 /// (resp. decode_scratch()) called from a user's serialize hands out a different buffer.
-class encode_nesting {
+class SHMQ_API encode_nesting {
 public:
     encode_nesting() noexcept;
     ~encode_nesting();
     encode_nesting(const encode_nesting&) = delete;
     encode_nesting& operator=(const encode_nesting&) = delete;
 };
-class decode_nesting {
+class SHMQ_API decode_nesting {
 public:
     decode_nesting() noexcept;
     ~decode_nesting();
@@ -174,7 +176,7 @@ public:
 
 /// A streambuf that appends everything written to a vector: no iostreams, and no allocation
 /// once the vector has grown to the message size.
-class vector_append_streambuf final : public std::streambuf {
+class SHMQ_API vector_append_streambuf final : public std::streambuf {
 public:
     explicit vector_append_streambuf(std::vector<std::byte>& out) noexcept : out_(out) {}
 
@@ -188,7 +190,7 @@ private:
 
 /// A read-only streambuf over a span. It never writes through the (const_cast) get area:
 /// pbackfail keeps its default, which refuses.
-class span_istreambuf final : public std::streambuf {
+class SHMQ_API span_istreambuf final : public std::streambuf {
 public:
     explicit span_istreambuf(std::span<const std::byte> bytes) noexcept;
     /// Bytes not yet consumed.
@@ -219,7 +221,7 @@ enum class pointer_owner : unsigned char { none, unique, shared };
 /// tables out of range or hand one object to two owners (see load_pointer in lib/codec.cpp).
 /// Reads exactly the format binary_oarchive writes. Derives from binary_iarchive_impl, as Boost
 /// documents for extensions; the non-inline parts are instantiated in lib/codec.cpp.
-class checked_iarchive
+class SHMQ_API checked_iarchive
     : public boost::archive::binary_iarchive_impl<checked_iarchive, char, std::char_traits<char>> {
     using impl = boost::archive::binary_iarchive_impl<checked_iarchive, char, std::char_traits<char>>;
     using primitive =

@@ -18,6 +18,8 @@
 // broken_error (the shared segment is corrupt).
 #pragma once
 
+#include <shmq/export.hpp>
+
 #include <shmq/codec.hpp>
 #include <shmq/detail/message_sink.hpp>
 #include <shmq/errors.hpp>
@@ -34,7 +36,10 @@ namespace shmq {
 
 namespace detail { class connection_impl; struct connection_access; }
 
-class Connection {
+class Connection;
+SHMQ_API std::pair<Connection, Connection> Pipe(bool duplex, options opts);
+
+class SHMQ_API Connection {
 public:
     Connection() noexcept;                       // a closed connection
     Connection(Connection&&) noexcept;

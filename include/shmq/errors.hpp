@@ -2,6 +2,8 @@
 // can catch one type; the leaves mirror the Python exceptions named beside each one.
 #pragma once
 
+#include <shmq/export.hpp>
+
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -10,46 +12,46 @@
 namespace shmq {
 
 /// Root of every exception thrown by shmq.
-class error : public std::runtime_error {
+class SHMQ_API error : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
 
 /// queue.Full: put_nowait / timed put on a full queue.
-class full_error : public error { public: using error::error; };
+class SHMQ_API full_error : public error { public: using error::error; };
 /// queue.Empty: get_nowait / timed get on an empty queue.
-class empty_error : public error { public: using error::error; };
+class SHMQ_API empty_error : public error { public: using error::error; };
 /// Use of a handle after close() (Queue, SimpleQueue, Connection).
-class closed_error : public error { public: using error::error; };
+class SHMQ_API closed_error : public error { public: using error::error; };
 /// EOFError: recv* when every peer end is closed and no data is left.
-class eof_error : public error { public: using error::error; };
+class SHMQ_API eof_error : public error { public: using error::error; };
 /// BrokenPipeError: send* when every peer end is closed. shmq never raises SIGPIPE.
-class broken_pipe_error : public error { public: using error::error; };
+class SHMQ_API broken_pipe_error : public error { public: using error::error; };
 /// recv_bytes(maxlength) met a longer message: the message is left unread and the
 /// connection stays usable.
-class message_too_long_error : public error { public: using error::error; };
+class SHMQ_API message_too_long_error : public error { public: using error::error; };
 /// Bad argument: send_bytes offset/size, task_done() too often, join_thread() before close().
-class value_error : public error { public: using error::error; };
+class SHMQ_API value_error : public error { public: using error::error; };
 /// Encoding or decoding failed. A failed encode changes nothing; a failed decode consumes
 /// exactly that one message.
-class codec_error : public error { public: using error::error; };
+class SHMQ_API codec_error : public error { public: using error::error; };
 /// create() of a name that already exists.
-class exists_error : public error { public: using error::error; };
+class SHMQ_API exists_error : public error { public: using error::error; };
 /// open() of a name that does not exist.
-class not_found_error : public error { public: using error::error; };
+class SHMQ_API not_found_error : public error { public: using error::error; };
 /// open() of a typed named object whose creator used a different T.
-class type_error : public error { public: using error::error; };
+class SHMQ_API type_error : public error { public: using error::error; };
 /// Shared state cannot be trusted: bad header, version mismatch, impossible sizes or offsets,
 /// a segment truncated under its users, a feeder thread that met any of these.
-class broken_error : public error { public: using error::error; };
+class SHMQ_API broken_error : public error { public: using error::error; };
 /// PermissionError: open() refused a named object someone else may have planted or rewritten (a
 /// symbolic link at the name, not a regular file, owned by another user, or writable by group or
 /// others; options::trust_foreign accepts the last two), or the system denied access (EACCES).
-class permission_error : public error { public: using error::error; };
+class SHMQ_API permission_error : public error { public: using error::error; };
 
 /// multiprocessing.BufferTooShort: recv_bytes_into() got a message longer than the buffer.
 /// The message was consumed; it travels in the exception.
-class buffer_too_short_error : public error {
+class SHMQ_API buffer_too_short_error : public error {
 public:
     explicit buffer_too_short_error(std::vector<std::byte> message)
         : error("shmq: buffer too short for message of " + std::to_string(message.size()) +

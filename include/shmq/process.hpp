@@ -40,6 +40,8 @@
 // (is_alive() false, join() returns) but exitcode() stays empty because the code is unknown.
 #pragma once
 
+#include <shmq/export.hpp>
+
 #include <shmq/errors.hpp>
 #include <shmq/options.hpp>
 
@@ -52,7 +54,7 @@ namespace shmq {
 
 namespace detail { struct process_state; }
 
-class Process {
+class SHMQ_API Process {
 public:
     /// Stores the target. An empty std::function is allowed and does nothing in the child
     /// (exit code 0), like Python's Process(target=None). Throws std::bad_alloc only.

@@ -2,6 +2,8 @@
 // multiprocessing.connection.wait. A dispatcher waits on its workers' pipes with one call.
 #pragma once
 
+#include <shmq/export.hpp>
+
 #include <shmq/connection.hpp>
 #include <shmq/options.hpp>
 
@@ -17,7 +19,7 @@ namespace shmq {
 /// timeout); consumes nothing. A peer's death makes its connection ready within ~20-40 ms.
 /// Throws closed_error (a closed connection in the list), value_error (a write-only one, a null
 /// pointer, or one listed twice).
-std::vector<Connection*> wait(std::span<Connection* const> conns, timeout_t timeout = std::nullopt);
+SHMQ_API std::vector<Connection*> wait(std::span<Connection* const> conns, timeout_t timeout = std::nullopt);
 
 inline std::vector<Connection*> wait(std::initializer_list<Connection*> conns,
                                      timeout_t timeout = std::nullopt) {

@@ -10,6 +10,8 @@
 // any thread, and inherited unchanged by forked children (a hook is process-wide code, not state).
 #pragma once
 
+#include <shmq/export.hpp>
+
 namespace shmq::detail {
 
 /// A flush hook: runs in the exiting process; may block (e.g. until a backlog drains) but should
@@ -20,10 +22,10 @@ using exit_flush_hook = void (*)();
 /// every construction. Thread-safe, lock-free. Never throws. The registry holds a few dozen
 /// distinct hooks; shmq itself registers a handful, so running out is a bug in shmq: the process
 /// is told so on stderr and aborted rather than silently losing a flush.
-void add_exit_flush_hook(exit_flush_hook h) noexcept;
+SHMQ_API void add_exit_flush_hook(exit_flush_hook h) noexcept;
 
 /// Calls every registered hook once, in registration order, catching everything each one
 /// throws. Called by a shmq::Process child after its target ends; anyone may call it. Never throws.
-void run_exit_flush() noexcept;
+SHMQ_API void run_exit_flush() noexcept;
 
 } // namespace shmq::detail

@@ -2,6 +2,8 @@
 // only encode T and hand bytes here (as fmt's front end does), so this is compiled once in lib/.
 #pragma once
 
+#include <shmq/export.hpp>
+
 #include <shmq/detail/message_sink.hpp>
 #include <shmq/errors.hpp>
 #include <shmq/options.hpp>
@@ -19,7 +21,7 @@ class queue_impl;
 
 enum class queue_flavor : std::uint32_t { queue = 2, simple = 3, joinable = 4 };
 
-class queue_core {
+class SHMQ_API queue_core {
 public:
     /// Anonymous: shared with children forked later. Throws value_error (bad maxsize/capacity).
     queue_core(queue_flavor flavor, std::int64_t maxsize, const options& opts,
