@@ -2,6 +2,9 @@
 # Installs what shmq needs to build, test and benchmark — on Debian 12, and only what is missing.
 #
 #   ./bootstrap.sh && b2 test
+#   ./bootstrap.sh --consumers   also what .ci/run needs to check installs and portability: cmake
+#                                and pkgconf (the consumers of test/consumer/run) and clang 16 (the
+#                                clang build of the tests and examples)
 #   ./bootstrap.sh --fuzz        also the fuzzing toolchain (clang 16 + libFuzzer), for test/fuzz/run
 #
 # Idempotent and silent when everything is present (one dpkg-query, no network). When something
@@ -26,10 +29,17 @@ fuzz_packages=(
     libfuzzer-16-dev                  # libFuzzer itself
     libclang-rt-16-dev                # clang 16's ASan/UBSan runtimes
 )
+# Only for .ci/run's install and portability steps: building shmq needs none of them.
+consumer_packages=(
+    cmake                             # test/consumer: find_package(shmq) consumer
+    pkgconf                           # test/consumer: pkg-config consumer
+    clang-16                          # the clang build of the tests and examples (portable C++20)
+)
 for arg in "$@"; do
     case $arg in
         --fuzz) packages+=("${fuzz_packages[@]}") ;;
-        *) printf 'bootstrap.sh: unknown argument %s (only --fuzz)\n' "$arg" >&2; exit 2 ;;
+        --consumers) packages+=("${consumer_packages[@]}") ;;
+        *) printf 'bootstrap.sh: unknown argument %s (--consumers, --fuzz)\n' "$arg" >&2; exit 2 ;;
     esac
 done
 
