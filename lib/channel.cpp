@@ -2,6 +2,7 @@
 
 #include "liveness.hpp"
 #include "registry.hpp"
+#include "retained.hpp"
 #include "ring.hpp"
 #include "sync/wait_loop.hpp"
 #include "test_hook.hpp"
@@ -40,7 +41,9 @@ channel::channel(std::shared_ptr<segment> seg, std::uint32_t index, bool eof_rul
       ring_(seg_->ring(index)),
       cap_(seg_->capacity()),
       index_(index),
-      eof_rules_(eof_rules) {}
+      eof_rules_(eof_rules),
+      retain_(index == 0 && (seg_->header().flags & retain_records) != 0),
+      kind_mask_(retain_ ? retained::kind_mask : ~std::uint32_t{0}) {}
 
 bool channel::reap_due() noexcept {
     // The coarse clock (a few ns, jiffy resolution) is plenty for a 20 ms period, and write()
@@ -76,7 +79,7 @@ void channel::claim_writer_lease() noexcept {
     // Only writer-lease holders touch wgen, so a plain load and store suffice.
     const std::uint64_t g = st_.wgen.load(std::memory_order_relaxed);
     if (g != my_wgen_.load(std::memory_order_relaxed))
-        seen_head_.store(load_head(), std::memory_order_relaxed);
+        seen_head_.store(load_floor(), std::memory_order_relaxed);
     st_.wgen.store(g + 1, std::memory_order_relaxed);
     my_wgen_.store(g + 1, std::memory_order_relaxed);
 }
@@ -130,7 +133,7 @@ channel::walk_result channel::walk(std::uint64_t head, std::uint64_t tail) const
                 .load(std::memory_order_relaxed);
         };
         const std::uint32_t size = word(off);
-        const auto k = static_cast<ring::kind>(word(off + 4));
+        const auto k = static_cast<ring::kind>(word(off + 4) & kind_mask_);
         const std::uint64_t rec = k == ring::kind::pad ? cont : ring::footprint(size);
         if (rec > cont || rec > avail) return {true, r.garbage_end, r.garbage_msgs};
         switch (k) {
@@ -195,6 +198,10 @@ bool channel::message_ready() noexcept {
 
 std::uint64_t channel::load_tail() const { return st_.tail.load(std::memory_order_acquire); }
 std::uint64_t channel::load_head() const { return st_.head.load(std::memory_order_acquire); }
+std::uint64_t channel::load_floor() const {
+    // With retained records (retained.hpp) the writers' room ends where unfinished records begin.
+    return retain_ ? st_.release.load(std::memory_order_acquire) : load_head();
+}
 
 bool channel::readers_gone() {
     return eof_rules_ && registry::holders(*seg_, reader_end(index_)) == 0;
@@ -222,6 +229,14 @@ std::uint64_t channel::place(std::uint64_t& tail, std::uint64_t need) noexcept {
 channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t need,
                                              const deadline& until, std::uint64_t max_messages) {
     auto fits = [&] {
+        if (retain_) {
+            // Bytes end at release, but maxsize counts only the items not yet got (head).
+            const std::uint64_t floor = load_floor(), head = load_head();
+            const std::uint64_t used = ring::used(floor, tail);
+            if (used > cap_ || ring::used(head, tail) > used) corrupt("release is ahead of tail");
+            return cap_ - used >= need &&
+                   (max_messages == 0 || ring::messages(head, tail) < max_messages);
+        }
         // Try the cached head first: in steady state this touches no line of the reader's.
         std::uint64_t head = seen_head_.load(std::memory_order_relaxed);
         std::uint64_t used = ring::used(head, tail);
@@ -257,6 +272,9 @@ channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& 
         st_.data, until, wait_result::timed_out,
         [&]() -> R {
             if (arrived()) return wait_result::ready;
+            // Retained records of a dead taker to deliver again: look at them (read() claims).
+            if (retain_ && seg_->queue().redeliverable.load(std::memory_order_acquire) != 0)
+                return wait_result::ready;
             if (stream_writer) {
                 if (!stream_alive(stream_writer))
                     return arrived() ? wait_result::ready : wait_result::abandoned;
@@ -267,6 +285,9 @@ channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& 
         },
         [&]() -> R {
             if (!stream_writer && eof_rules_ && reap_due()) registry::reap(*seg_, writer_end(index_));
+            // With retained records a consumer that waits is what finds dead takers, whose
+            // records then come to it (registry reap -> retained::release_dead).
+            if (retain_ && reap_due()) registry::reap_any(*seg_);
             return std::nullopt;
         });
 }
@@ -310,7 +331,8 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
     if (!lease.owns()) return 0;
     claim_writer_lease();
     std::uint64_t tail = load_tail();
-    std::uint64_t head = load_head();
+    std::uint64_t head = load_floor();
+    const std::uint64_t unread_from = retain_ ? load_head() : head;   // for the maxsize count
     std::size_t n = 0;
     for (auto msg : msgs) {
         if (msg.size() > whole_limit()) break;
@@ -318,7 +340,7 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
         std::uint64_t used = ring::used(head, tail);
         if (used > cap_) corrupt("head is ahead of tail");
         if (cap_ - used < room_for(tail, need)) break;
-        if (max_messages && ring::messages(head, tail) >= max_messages) break;
+        if (max_messages && ring::messages(unread_from, tail) >= max_messages) break;
         std::uint64_t off = place(tail, need);
         ring::write_header(ring_, off, static_cast<std::uint32_t>(msg.size()), ring::kind::whole);
         if (!msg.empty()) std::memcpy(ring_ + off + ring::header_size, msg.data(), msg.size());
@@ -378,7 +400,8 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
 }
 
 io_status channel::read(message_sink& sink, const deadline& until,
-                        std::optional<std::size_t> maxlength, std::size_t* length) {
+                        std::optional<std::size_t> maxlength, std::size_t* length,
+                        std::uint32_t taker) {
     // The message being assembled from a stream: its writer (0 = not in a stream), its length,
     // the bytes so far, and how much of the sink is reserved. The sink grows with what arrived
     // (at most twice the bytes received), never with what a first piece claims: a hostile or
@@ -440,6 +463,12 @@ io_status channel::read(message_sink& sink, const deadline& until,
         if (until.expired()) return io_status::timed_out;
     }
     claim_reader_lease();
+    // Retained records whose taker died come first (retained.hpp): they were delivered before
+    // anything still at head.
+    if (retain_ && !stream_writer && retained::claim(*seg_, taker, sink)) {
+        lease->unlock();
+        return io_status::ok;
+    }
     // After a takeover from a dead reader, head may point into the middle of a streamed message:
     // the loop below skips such orphan pieces, so no repair is needed here.
     std::uint64_t head = load_head();
@@ -489,6 +518,10 @@ io_status channel::read(message_sink& sink, const deadline& until,
             if (avail > cap_) corrupt("head is ahead of tail");
         }
         if (avail == 0) {
+            if (retain_ && !stream_writer && retained::claim(*seg_, taker, sink)) {
+                lease->unlock();
+                return io_status::ok;
+            }
             // Inside a stream, read on past the deadline while pieces keep coming.
             const deadline wait_until = stream_writer ? until.at_least(stall_grace) : until;
             switch (wait_for_data(head, wait_until, stream_writer)) {
@@ -506,7 +539,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
         const std::uint64_t cont = cap_ - off;
         if (avail < ring::header_size) corrupt("partial record header");
         const ring::record_header h = ring::read_header(ring_, off);
-        const auto k = static_cast<ring::kind>(h.kind);
+        const auto k = static_cast<ring::kind>(h.kind & kind_mask_);
         if (k == ring::kind::pad) {
             if (h.size != cont - ring::header_size || avail < cont) corrupt("bad pad record");
             consume(cont, 0);
@@ -525,6 +558,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
             }
             if (!reserve(h.size)) return unfit(rec, 1, h.size);
             if (h.size) std::memcpy(dst, src, h.size);
+            if (retain_) retained::take(ring_, off, taker);
             return finish(rec);
         case ring::kind::first: {
             if (h.size < ring::first_prefix) corrupt("short first piece");
@@ -592,10 +626,15 @@ void channel::check_writers() noexcept {
 
 std::uint64_t channel::size() const noexcept {
     std::uint64_t head = load_head();
-    return ring::messages(head, load_tail());
+    std::uint64_t n = ring::messages(head, load_tail());
+    if (retain_) n += seg_->queue().redeliverable.load(std::memory_order_acquire);
+    return n;
 }
 
-bool channel::empty() noexcept { return !message_ready(); }
+bool channel::empty() noexcept {
+    if (retain_ && seg_->queue().redeliverable.load(std::memory_order_acquire) != 0) return false;
+    return !message_ready();
+}
 
 void channel::wake_all() noexcept {
     st_.data.notify();

@@ -91,9 +91,13 @@ public:
     /// The deadline bounds the wait for a message to begin: once a streamed message has begun,
     /// the read goes on until its last piece while its writer lives (and drops it if the writer
     /// dies or gives up), so a message is never split between readers nor parked.
+    /// With retained records (a JoinableQueue with options::redeliver, retained.hpp), `taker`
+    /// is the reader's registry slot: the record is marked as taken by it.
     io_status read(message_sink& sink, const deadline& until,
                    std::optional<std::size_t> maxlength = std::nullopt,
-                   std::size_t* length = nullptr);
+                   std::size_t* length = nullptr, std::uint32_t taker = 0);
+    /// Whether records stay until task_done (retained.hpp).
+    bool retains() const noexcept { return retain_; }
     /// True when a message or EOF is there, waiting until the deadline. Consumes nothing.
     bool poll(const deadline& until);
 
@@ -145,6 +149,8 @@ private:
     std::uint64_t room_for(std::uint64_t tail, std::uint64_t need) const noexcept;
     std::uint64_t load_tail() const;
     std::uint64_t load_head() const;
+    /// Where the writers' room ends: head, or release with retained records.
+    std::uint64_t load_floor() const;
     bool readers_gone();
     bool writers_gone();
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
@@ -168,6 +174,8 @@ private:
     std::uint64_t cap_;
     std::uint32_t index_;
     bool eof_rules_;
+    bool retain_;                 // segment flag retain_records, channel 0
+    std::uint32_t kind_mask_;     // record kinds carry state bits when retained
     // Local caches. seen_head_/seen_tail_ are copies of the other side's position: positions only
     // grow, so a stale copy underestimates room or data and is reloaded before anything waits.
     // They are valid only while my_wgen_/my_rgen_ match the channel's lease generations (no other

@@ -21,8 +21,15 @@
 namespace shmq::detail {
 
 inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
-inline constexpr std::uint32_t layout_version = 3;   // bump on any change below
+inline constexpr std::uint32_t layout_version = 4;   // bump on any change below
 inline constexpr std::size_t cache_line = 64;
+
+/// segment_header::flags.
+enum segment_flags : std::uint32_t {
+    /// JoinableQueue with options::redeliver: records stay in the ring until task_done
+    /// (retained.hpp); writers' room ends at channel_state::release instead of head.
+    retain_records = 1,
+};
 
 enum class segment_kind : std::uint32_t { pipe = 1, queue = 2, simple_queue = 3, joinable_queue = 4 };
 
@@ -39,6 +46,7 @@ struct segment_header {
     std::uint64_t type_fingerprint; // of T for typed objects, 0 for a Pipe
     std::uint64_t capacity;         // ring bytes per channel
     std::int64_t maxsize;           // queue item bound, <= 0 unbounded
+    std::uint32_t flags;            // segment_flags, fixed at create
     std::uint32_t channels;         // 1 or 2
     std::atomic<std::uint32_t> ready;  // set (release) by the creator once everything above is written
     std::uint64_t pidns;            // the creator's pid namespace (liveness.hpp); 0 = unknown
@@ -107,6 +115,12 @@ struct alignas(cache_line) queue_state {
     // Items got by processes that died before task_done (the reaper adds a dead slot's `taken`,
     // under the registry lock). Only grows; shown by `shmq stat` and lost_to_dead_consumers().
     std::atomic<std::uint64_t> lost_to_dead_consumers;
+    // retain_records only (retained.hpp): a hint that records of dead takers wait to be
+    // delivered again. The reaper adds what it marks; a get that claims one subtracts one, and
+    // one that finds none resets it. Gets look between release and head only while it is > 0.
+    std::atomic<std::uint64_t> redeliverable;
+    // retain_records only: items delivered again after their taker died (only grows).
+    std::atomic<std::uint64_t> redelivered;
 };
 
 /// Ring positions pack a byte count (low 36 bits) and a message count (high 28 bits) into one
@@ -139,6 +153,10 @@ struct alignas(cache_line) channel_state {
     alignas(cache_line) std::atomic<std::uint64_t> tail;   // packed position: end of published records
     // Written by the reader-lease holder after each consumption, read by writers that run out of room.
     alignas(cache_line) std::atomic<std::uint64_t> head;   // packed position: first unconsumed record
+    // Only with retain_records (retained.hpp): the first record not yet task_done'd, <= head.
+    // Advanced with compare-exchange by whoever finishes the records in front of it; read by
+    // writers instead of head as the end of their room.
+    std::atomic<std::uint64_t> release;
     alignas(cache_line) event data;       // readers sleep here waiting for records
     alignas(cache_line) event space;      // writers sleep here waiting for room
 };

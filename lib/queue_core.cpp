@@ -32,6 +32,7 @@
 #include "endpoint.hpp"
 #include "feeder.hpp"
 #include "registry.hpp"
+#include "retained.hpp"
 #include "liveness.hpp"
 #include "segment.hpp"
 #include "sync/wait_loop.hpp"
@@ -57,6 +58,11 @@ segment_params params_for(queue_flavor flavor, std::int64_t maxsize, const optio
     p.capacity = opts.capacity;
     p.type_fingerprint = fp;
     p.maxsize = flavor == queue_flavor::simple ? 0 : std::max<std::int64_t>(maxsize, 0);
+    if (opts.redeliver) {
+        if (flavor != queue_flavor::joinable)
+            throw value_error("shmq: options::redeliver applies to JoinableQueue only");
+        p.flags |= retain_records;
+    }
     return p;
 }
 
@@ -181,6 +187,10 @@ void queue_core::check_open() const {
 void queue_core::put(std::span<const std::byte> item, bool block, const timeout_t& timeout) {
     check_open();
     queue_impl& q = *impl_;
+    if (q.ch_.retains() && item.size() > q.ch_.whole_limit())
+        throw value_error("shmq: with options::redeliver an item must fit in half the ring (" +
+                          std::to_string(q.ch_.whole_limit()) + " bytes); this one has " +
+                          std::to_string(item.size()));
     const bool joinable = q.joinable();
     auto& unfinished = q.seg_->queue().unfinished;
     // This process's `unpublished` first, then `unfinished` (see the crash windows above). The
@@ -219,7 +229,14 @@ void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
     check_open();
     queue_impl& q = *impl_;
     deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
-    const io_status st = q.ch_.read(sink, until);
+    std::uint32_t taker = 0;
+    if (q.ch_.retains()) {
+        // The record is marked with our registry slot (retained.hpp); registered, see check_open.
+        holder_slot* s = q.slot();
+        if (!s) throw error("shmq: this process is not registered as a holder of the queue");
+        taker = static_cast<std::uint32_t>(s - q.seg_->registry().slots);
+    }
+    const io_status st = q.ch_.read(sink, until, std::nullopt, nullptr, taker);
     // Ours to task_done now; if this process dies first, the reaper counts it lost.
     if (st == io_status::ok && q.joinable())
         if (holder_slot* s = q.slot()) s->taken.fetch_add(1, std::memory_order_acq_rel);
@@ -285,6 +302,12 @@ void queue_core::task_done() {
         std::uint64_t t = s->taken.load(std::memory_order_acquire);
         while (t > 0 && !s->taken.compare_exchange_weak(t, t - 1, std::memory_order_acq_rel)) {
         }
+        // At-least-once mode: the record leaves the ring now (this process's oldest, else the
+        // oldest anyone took). Uncounted first: a crash in between makes join() return one item
+        // early at worst, never wait for ever.
+        if (impl_->ch_.retains())
+            retained::finish_one(*impl_->seg_,
+                                 static_cast<std::uint32_t>(s - impl_->seg_->registry().slots));
     }
     if (v == 1) qs.all_done.notify();
 }

@@ -1,5 +1,6 @@
 #include "registry.hpp"
 
+#include "retained.hpp"
 #include "test_hook.hpp"
 
 #include <shmq/errors.hpp>
@@ -67,9 +68,16 @@ process_identity parent_of(const pending_fork& p) noexcept {
 // longer move. Crash window: a reaper killed after the subtraction and before zeroing the
 // counters makes the next reaper (after its lock takeover) subtract them again, so join() may
 // return that many items early; the other order would risk a join() that never returns.
-void uncount_dead(queue_state* q, holder_slot& slot) noexcept {
+void uncount_dead(const segment* qseg, holder_slot& slot, std::uint32_t index) noexcept {
+    queue_state* q = qseg ? &qseg->queue() : nullptr;
     const std::uint64_t unpublished = slot.unpublished.load(std::memory_order_acquire);
-    const std::uint64_t taken = slot.taken.load(std::memory_order_acquire);
+    std::uint64_t taken = slot.taken.load(std::memory_order_acquire);
+    if (qseg && (qseg->header().flags & retain_records)) {
+        // At-least-once mode: what it took is still in the ring and goes to another consumer
+        // (retained.hpp); it stays counted until that one's task_done.
+        retained::release_dead(*qseg, index);
+        taken = 0;
+    }
     if (q && unpublished + taken != 0) {
         const auto n = static_cast<std::int64_t>(unpublished + taken);
         std::int64_t v = q->unfinished.load(std::memory_order_acquire);
@@ -111,7 +119,7 @@ constexpr std::uint32_t any_end = max_ends;
 // certain death counts (liveness::dead): a holder we cannot judge (no fd left, another pid
 // namespace) stays counted.
 // For a queue segment, q receives the dead holders' JoinableQueue accounting (uncount_dead).
-std::uint32_t drop_dead(registry_state& r, std::uint32_t end, queue_state* q) noexcept {
+std::uint32_t drop_dead(registry_state& r, std::uint32_t end, const segment* q) noexcept {
     auto holds = [&](const auto& entry) {
         return end == any_end || entry.count[end].load(std::memory_order_relaxed) != 0;
     };
@@ -119,7 +127,7 @@ std::uint32_t drop_dead(registry_state& r, std::uint32_t end, queue_state* q) no
     for (auto& slot : r.slots) {
         std::uint32_t pid = slot.pid.load(std::memory_order_relaxed);
         if (pid && holds(slot) && probe(holder_of(slot)) == liveness::dead) {
-            uncount_dead(q, slot);
+            uncount_dead(q, slot, static_cast<std::uint32_t>(&slot - r.slots));
             clear(r, slot);
             ++dropped;
         }
@@ -137,12 +145,12 @@ std::uint32_t drop_dead(registry_state& r, std::uint32_t end, queue_state* q) no
 } // namespace
 
 // The queue state of a queue-family segment (whose slots carry JoinableQueue accounting).
-static queue_state* queue_of(const segment& s) noexcept {
-    return s.kind() == segment_kind::pipe ? nullptr : &s.queue();
+static const segment* queue_of(const segment& s) noexcept {
+    return s.kind() == segment_kind::pipe ? nullptr : &s;
 }
 
 static void attach_locked(registry_state& r, const process_identity& who, const end_counts& counts,
-                          queue_state* q) {
+                          const segment* q) {
     holder_slot* slot = find(r, who);
     if (!slot) {
         for (int pass = 0; pass < 2 && !slot; ++pass) {

@@ -223,6 +223,7 @@ void segment::initialize(const segment_params& p, std::uint64_t capacity) {
     h.type_fingerprint = p.type_fingerprint;
     h.capacity = capacity;
     h.maxsize = p.maxsize;
+    h.flags = p.flags;
     h.channels = p.channels;
     h.pidns = self().pidns;
     // Tests start rings just below a wrap of the packed positions (test_hook.hpp).
@@ -230,6 +231,7 @@ void segment::initialize(const segment_params& p, std::uint64_t capacity) {
         for (std::uint32_t c = 0; c < p.channels; ++c) {
             channel(c).head.store(start, std::memory_order_relaxed);
             channel(c).tail.store(start, std::memory_order_relaxed);
+            channel(c).release.store(start, std::memory_order_relaxed);
         }
     h.ready.store(1, std::memory_order_release);
 }
@@ -399,6 +401,10 @@ std::shared_ptr<segment> segment::open_checked(std::string_view name, const segm
     if (h.kind < static_cast<std::uint32_t>(segment_kind::pipe) ||
         h.kind > static_cast<std::uint32_t>(segment_kind::joinable_queue))
         throw broken_error(describe(name) + ": corrupt header (unknown kind)");
+    if ((h.flags & ~std::uint32_t{retain_records}) != 0 ||
+        ((h.flags & retain_records) &&
+         h.kind != static_cast<std::uint32_t>(segment_kind::joinable_queue)))
+        throw broken_error(describe(name) + ": corrupt header (flags)");
     if (kind && h.kind != static_cast<std::uint32_t>(*kind))
         throw type_error(describe(name) + ": is another kind of shmq object");
     if (type_fingerprint && h.type_fingerprint != *type_fingerprint)

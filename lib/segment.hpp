@@ -43,6 +43,7 @@ struct segment_params {
     std::uint64_t capacity = min_capacity;   // requested; rounded up to a power of two
     std::uint64_t type_fingerprint = 0;
     std::int64_t maxsize = 0;
+    std::uint32_t flags = 0;   // segment_flags
 };
 
 class segment {

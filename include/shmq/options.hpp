@@ -24,6 +24,13 @@ struct options {
     /// the owner created the name) or rewritten by another user, who then reads what is put and
     /// injects work. A symbolic link at the name is refused even so. Ignored by create().
     bool trust_foreign = false;
+    /// JoinableQueue only (value_error elsewhere): at-least-once delivery. An item stays in the
+    /// ring until task_done() is called for it, and if the process that got it dies first, the
+    /// item is delivered again to another consumer instead of being counted lost. Costs: items
+    /// in progress keep their ring space (puts wait for room when the ring is full of them), and
+    /// an item must fit in half the ring (larger ones are refused with value_error at put).
+    /// Fixed at create (or construction); open() uses the creator's choice.
+    bool redeliver = false;
 };
 
 } // namespace shmq
