@@ -294,8 +294,9 @@ static_assert(kind_of<std::string_view>() == codec_kind::bytes_view);
 static_assert(kind_of<std::span<const std::byte>>() == codec_kind::bytes_view);
 static_assert(kind_of<std::span<const int>>() == codec_kind::unsupported);
 static_assert(kind_of<int*>() == codec_kind::unsupported);
-static_assert(kind_of<const char*>() == codec_kind::unsupported);
-static_assert(kind_of<char[4]>() == codec_kind::unsupported);
+static_assert(kind_of<const char*>() == codec_kind::c_string);   // issue 8: send("literal")
+static_assert(kind_of<char[4]>() == codec_kind::c_string);
+static_assert(kind_of<int[4]>() == codec_kind::unsupported);
 static_assert(kind_of<record>() == codec_kind::serialized);
 static_assert(kind_of<std::vector<int>>() == codec_kind::serialized);
 } // namespace

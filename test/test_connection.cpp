@@ -1091,3 +1091,21 @@ BOOST_AUTO_TEST_CASE(parent_and_child_send_on_the_same_end, *utf::timeout(20))
     BOOST_CHECK_THROW(r.recv_bytes(), shmq::eof_error);
     BOOST_TEST(child.wait() == 0);
 }
+
+// issue 8: a string literal or a C string is sent as a std::string (the characters before the
+// NUL), so the peer receives it as one; a null C string is a codec_error and sends nothing.
+BOOST_AUTO_TEST_CASE(literals_and_c_strings_are_sent_as_strings, *utf::timeout(10))
+{
+    auto [a, b] = Pipe();
+    a.send("literal");
+    const char* c_string = "c string";
+    a.send(c_string);
+    char buffer[8] = {'f', 'u', 'l', 'l', 'f', 'u', 'l', 'l'};   // no NUL: the size bounds it
+    a.send(buffer);
+    BOOST_TEST(b.recv<std::string>() == "literal");
+    BOOST_TEST(b.recv<std::string>() == "c string");
+    BOOST_TEST(b.recv<std::string>() == "fullfull");
+    const char* null_string = nullptr;
+    BOOST_CHECK_THROW(a.send(null_string), shmq::codec_error);
+    BOOST_TEST(!b.poll());
+}

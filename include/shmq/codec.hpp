@@ -10,7 +10,11 @@
 // The message length is the frame length, so no codec writes a length prefix of its own.
 //
 // What the primary template does, by kind of T (first match wins):
-//  * pointers, member pointers, arrays, std::span of non-bytes, std::basic_string_view of non-char:
+//  * char arrays and char pointers (`send("literal")`, a `const char*`): the characters up to the
+//    first NUL, as a std::string would send them (the array's size bounds the search), so the
+//    peer decodes a std::string. Encode only: decoding into an array or a pointer is a compile
+//    error. A null pointer throws codec_error.
+//  * other pointers, member pointers, arrays, std::span of non-bytes, std::basic_string_view of non-char:
 //    refused at compile time. An address means nothing in another process; send the pointee, a
 //    std::string or a std::vector, or specialize codec<T> if you really mean it.
 //  * std::string_view, std::span<const std::byte|char|unsigned char>: encode only (sends the
@@ -348,7 +352,13 @@ template <class T> constexpr bool is_bytes_view() {
     else return std::is_same_v<T, std::string_view>;
 }
 
-enum class codec_kind { unsupported, bytes_view, bytes, raw, serialized };
+enum class codec_kind { unsupported, c_string, bytes_view, bytes, raw, serialized };
+
+template <class T> struct is_c_string : std::false_type {};
+template <std::size_t N> struct is_c_string<char[N]> : std::true_type {};
+template <std::size_t N> struct is_c_string<const char[N]> : std::true_type {};
+template <> struct is_c_string<char*> : std::true_type {};
+template <> struct is_c_string<const char*> : std::true_type {};
 
 // Finds a member named `serialize` even when it is private (the usual Boost idiom, with
 // `friend class boost::serialization::access`): in a class deriving from both T and a probe that
@@ -363,7 +373,9 @@ concept has_member_serialize =
     std::is_class_v<T> && !std::is_final_v<T> && !requires { &serialize_probe<T>::serialize; };
 
 template <class T> constexpr codec_kind kind_of() {
-    if constexpr (std::is_pointer_v<T> || std::is_member_pointer_v<T> || std::is_array_v<T> ||
+    if constexpr (is_c_string<T>::value)
+        return codec_kind::c_string;
+    else if constexpr (std::is_pointer_v<T> || std::is_member_pointer_v<T> || std::is_array_v<T> ||
                   std::is_function_v<T> || std::is_reference_v<T> || std::is_void_v<T>)
         return codec_kind::unsupported;
     else if constexpr (is_span<T>::value || is_string_view<T>::value)
@@ -383,6 +395,28 @@ template <class T> struct default_codec<T, codec_kind::unsupported> {
                   "shmq::codec<T>: pointers, arrays, functions and views of non-byte data cannot "
                   "be sent (an address means nothing in another process). Send the value, a "
                   "std::string or a std::vector, or specialize shmq::codec<T>.");
+};
+
+template <class T> struct default_codec<T, codec_kind::c_string> {
+    /// Returns a span over the characters before the first NUL (no copy). Throws codec_error
+    /// for a null pointer.
+    static std::span<const std::byte> encode(const T& s, std::vector<std::byte>&) {
+        if constexpr (std::is_array_v<T>) {
+            // A literal's array ends with its NUL; a filled buffer may have none, so the array's
+            // size bounds the search.
+            const char* nul = std::char_traits<char>::find(s, std::extent_v<T>, '\0');
+            const std::size_t n = nul ? static_cast<std::size_t>(nul - s) : std::extent_v<T>;
+            return std::as_bytes(std::span<const char>(s, n));
+        } else {
+            if (s == nullptr) throw codec_error("shmq: cannot encode a null C string");
+            return std::as_bytes(std::span<const char>(s, std::char_traits<char>::length(s)));
+        }
+    }
+    // void: a function cannot return an array; only instantiated by a recv<T> of a C string.
+    static void decode(std::span<const std::byte>) {
+        static_assert(always_false<T>,
+                      "shmq::codec: a C string is sent as a std::string; receive a std::string");
+    }
 };
 
 template <class T> struct default_codec<T, codec_kind::bytes_view> {

@@ -6,6 +6,14 @@
 // version moves). Marking a declaration costs nothing in the static library.
 #pragma once
 
+// shmq's headers are C++20 (concepts, std::span): say so in one line instead of letting an older
+// standard fail somewhere inside them. #error alone lets the compiler go on to those errors, so
+// a missing include, which is fatal in gcc and clang, ends the compilation right after it.
+#if __cplusplus < 202002L
+#error "shmq needs C++20: compile with -std=c++20 (or later)"
+#include <shmq/stop: shmq needs C++20>
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define SHMQ_API __attribute__((visibility("default")))
 #else

@@ -1,6 +1,8 @@
 // shmq — Python's multiprocessing for C++ processes, over shared memory. The umbrella header.
 #pragma once
 
+#include <shmq/export.hpp>   // first: its C++20 check comes before anything that needs C++20
+
 #include <shmq/codec.hpp>
 #include <shmq/connection.hpp>
 #include <shmq/errors.hpp>
