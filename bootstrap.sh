@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Installs what shmq needs to build, test and benchmark — on Debian 12, and only what is missing.
 #
 #   ./bootstrap.sh && b2 test

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — what every part of the runner shares: scenarios, results, clocks and statistics.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — forked children, the start barrier, the stop flag and bounded waits.
 #include "harness.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — runs one repetition of one scenario in forked processes, with every wait bounded.
 //
 // Throughput: N consumer processes and N producer processes are forked; each gets ready (buffers

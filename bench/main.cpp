@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — how much faster shmq is than what you would use instead, on this machine.
 //
 //   shmq-bench                      the default suite (about 2-3 minutes on 2 cores)

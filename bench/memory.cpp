@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench --memory: does memory grow with traffic, and what does one queue cost?
 //
 // A child process puts 64 B strings through an unbounded Queue<std::string> (and sends them

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSL-1.0
 """shmq-bench's Python baseline: one scenario through multiprocessing, printed as one JSON line.
 
 shmq-bench runs this script once per repetition of each Python scenario and reads its output;

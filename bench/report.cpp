@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — the report: tables, ratios, targets, JSON and the chart.
 #include "report.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — what a run prints and writes: the machine, the tables, shmq's ratios to each
 // baseline and to the ceiling, the targets, the JSON file and the gnuplot chart.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — the one interface every transport implements, and the loops that drive it.
 //
 // A transport carries messages over numbered one-way channels. The parent opens the channels

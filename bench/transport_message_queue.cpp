@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — the boost::interprocess::message_queue baseline.
 //
 // message_queue is a queue of fixed-size slots in named shared memory, guarded by one

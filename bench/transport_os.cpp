@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — the OS baselines: pipe(2) and a UNIX socketpair.
 //
 // Both are point to point (N->N runs N independent channels). They are written the way a

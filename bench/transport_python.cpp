@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — Python's multiprocessing.Queue, SimpleQueue and Pipe, run by python_baseline.py.
 //
 // The script runs one repetition of one scenario with the same protocol as the C++ transports

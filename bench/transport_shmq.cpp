@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — shmq itself, used as an application would use it.
 //
 //  * "shmq Pipe": Pipe(false) per channel (point to point, like pipe(2)). Bytes go through

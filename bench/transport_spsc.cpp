@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-bench — the ceiling: a lock-free single-producer single-consumer byte ring in shared
 // memory that spins instead of sleeping (after rigtorp/SPSCQueue). A queue with locks, waiting,
 // death detection and MPMC cannot beat it; shmq's figures are printed as a share of it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // pipe_quit — queue_quit.cpp again, through a Pipe instead of a Queue. From Python:
 //
 //     from multiprocessing import Process, Pipe

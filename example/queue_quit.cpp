@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // queue_quit — the first program of every multiprocessing tutorial, ported from Python:
 //
 //     from multiprocessing import Process, Queue

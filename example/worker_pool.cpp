@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // worker_pool — a pre-fork worker pool: the parent forks N workers up front, hands them jobs
 // through one JoinableQueue and gathers their answers from one Queue. From Python:
 //

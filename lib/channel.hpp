@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // One direction of framed byte messages through a ring in shared memory, with waiting and the
 // end-of-stream rules. Not templated: everything that knows about T stays in the facade.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — the non-template half of the codec layer: per-thread scratch buffers, the streambufs
 // the Boost path writes into and reads from, the checks of checked_iarchive, and the explicit
 // instantiation of that archive's Boost internals.

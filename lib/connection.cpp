@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Connection and Pipe: two channels (one when simplex) in one anonymous segment, plus this
 // process's endpoint. All the waiting and EOF logic lives in channel.cpp.
 #include <shmq/connection.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // What a Connection holds: the channel it reads, the channel it writes, and this process's
 // endpoint (its hold on those ends). Shared by connection.cpp and wait.cpp.
 #pragma once

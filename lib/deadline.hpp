@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // One deadline per call, computed once on steady_clock, so a call's timeout covers every wait
 // inside it (the lease and the data), as Python's Queue.get does.
 #pragma once

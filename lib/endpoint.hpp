@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // This process's hold on some ends of a segment, kept correct across fork.
 //
 // An endpoint attaches its ends in the segment's registry when made and detaches them on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The exit-flush registry: see include/shmq/detail/exit_flush.hpp.
 #include <shmq/detail/exit_flush.hpp>
 

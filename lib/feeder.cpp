@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 #include "feeder.hpp"
 
 #include <shmq/detail/exit_flush.hpp>

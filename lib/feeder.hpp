@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The per-process backlog of an unbounded queue and the thread that drains it (Python's feeder).
 //
 // put() on an unbounded queue never blocks (DESIGN §2, improvement 2). When the ring has no room,

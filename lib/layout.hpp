@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The bytes of a shmq segment, in one place. Every process maps the same layout, so these
 // structs are the wire format between processes: change one and bump layout_version.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Who is alive: the one identity of "a live process" that every shmq structure uses (registry
 // slots, lease owners, fork tokens, stream writers).
 //

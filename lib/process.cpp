@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq::Process: fork, run the target, report by exit code; see include/shmq/process.hpp.
 #include <shmq/process.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Queue, SimpleQueue and JoinableQueue over one channel (one ring) in one segment.
 //
 //  * maxsize bounds the number of items in the ring (the channel's message bound), as Python's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Endpoint accounting (DESIGN §3): which processes hold which ends of a segment, so a reader can
 // tell "every writer is gone" (EOF) and a writer "every reader is gone" (broken pipe) even when
 // the holders died without closing anything.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 #include "retained.hpp"
 
 #include "segment.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Records kept until task_done: the ring of a JoinableQueue created with options::redeliver
 // (segment flag retain_records), for at-least-once delivery.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Records in a circular byte buffer. No locking knowledge: the channel decides who may call what.
 //
 // A record is an 8-byte header followed by its payload, padded to 8 bytes; records never wrap.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A shmq segment: one mapping of shared memory holding the layout of layout.hpp.
 //
 // Anonymous segments are a sealed memfd (or, when no fd is left, MAP_SHARED anonymous memory):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Test hooks: named points in the shared-memory protocol where a test can stop, kill or delay the
 // calling thread, and a start position for new channels, so tests reach on purpose the states that
 // short friendly tests never reach (a writer killed between two stores, a ring just below a wrap).

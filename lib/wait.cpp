@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // wait(): readiness of several connections with one sleep.
 //
 // Each connection's reader side has an event (the futex its readers sleep on). wait() arms all of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Helpers for the queue-family tests (test_queue*.cpp, test_simple_queue.cpp,
 // test_joinable_queue.cpp, test_named_queue.cpp), on top of test_fixtures.hpp.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Peer death, kills at random points, concurrency and corrupted shared memory (DESIGN §3, §4;
 // python-contract.md C8–C10, C14):
 //  * a peer killed with SIGKILL is EOF (recv) or a broken pipe (send) within 100 ms, even while

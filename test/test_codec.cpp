@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Tests of the codec layer: raw fast paths, the Boost.Serialization path, user
 // specializations, error reporting on bad input, and the type fingerprint.
 #define BOOST_TEST_MODULE codec

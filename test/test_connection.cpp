@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq::Pipe and shmq::Connection (DESIGN §2, §2.1; python-contract.md C1–C18): directions,
 // closed handles, framing, message sizes around every internal threshold, send_bytes /
 // recv_bytes / recv_bytes_into arguments, poll, end of stream and broken pipe with forked holders

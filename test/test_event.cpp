@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // detail::event in isolation (issue 7, A.7; B.2): no wake-up is lost under forced interleavings.
 //
 // The interface is prepare() / wait(ticket, limit) / finish() / notify():

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The example programs (example/*.cpp) run as they ship: each is started as its own program, its
 // stdout and stderr are captured, and its exit code and output are checked.
 //

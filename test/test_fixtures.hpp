@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Shared helpers for shmq's tests: forked children, bounded waits, unique names for named
 // segments, cleanup of /dev/shm, watchdogs, timing and byte patterns.
 //

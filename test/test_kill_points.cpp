@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A process SIGKILLed exactly between two steps of the protocol (issue 7, B.2): a writer or a
 // reader installs a test hook (lib/test_hook.hpp) that kills its own process at the k-th time it
 // reaches a named point, and the survivors check the promise: no message torn or duplicated, at

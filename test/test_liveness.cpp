@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Who is alive, under exhaustion and pid reuse (issue 7, A.2, A.3):
 //  * an error reading /proc (EMFILE at the fd limit) is not death: a reader at its fd limit does
 //    not get EOF from a live, silent writer, and writers at their fd limit never take over a

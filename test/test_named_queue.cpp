@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Named Queue, SimpleQueue and JoinableQueue: create/open/remove for unrelated processes
 // (DESIGN.md §2.1, §3; issue #3 item 3). A process that only knows the name opens the queue;
 // create is exclusive; open checks the name, the kind, the T fingerprint and the header (a

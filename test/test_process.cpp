@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq::Process: exit codes, liveness without join, timed joins, signals, exit flush hooks, stdio.
 //
 // Children never call Boost.Test macros: they report through exit codes or pipes. Every wait is

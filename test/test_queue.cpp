@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq::Queue<T>: Python's multiprocessing.Queue contract (python-contract.md Q1-Q20) and the
 // improvements DESIGN.md §2 keeps: CPython's test_put/test_get/test_qsize ported, block/timeout
 // variants, close(), codec errors, the unbounded put that never blocks (per-process backlog and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq::Queue<T> across fork: CPython's test_fork and test_process ported, many producer and
 // consumer processes (exactly once, FIFO per producer), fork while the parent has a backlog or
 // while another of its threads is inside put(), and shmq::Process children that flush their

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // JoinableQueue with options::redeliver (issue 7 A.10): at-least-once delivery. An item stays in
 // the ring until task_done; a consumer that dies first has its items delivered again to another
 // consumer, so the work is not lost and join() still returns.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The registry in isolation (issue 7, B.2; A.11 limits): attach / detach / holders, reaping the
 // slot of a dead holder (and only of dead ones), and what happens past 256 processes on one
 // object: a clear error or no limit, never a miscount (today the 257th process is silently not

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // detail::robust_mutex in isolation (issue 7, B.2; A.2, A.4): lock / try_lock / unlock across
 // processes, takeover of a dead owner (with `recovered`), by a blocking lock and by callers that
 // only ever try_lock; a live owner is never taken over, not even by a locker at its fd limit

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Segments in hostile and exhausted environments (issue 7, A.6 and A.11): a full /dev/shm, a
 // segment truncated while mapped, objects planted by another user or behind a symlink, a feeder
 // thread that meets a corrupt ring or cannot start, and mappings that fail.

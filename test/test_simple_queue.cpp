@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq::SimpleQueue<T>: put, get, empty, close (python-contract.md S1-S6). put is synchronous and
 // waits while the ring is full (no feeder); after close() put, get and empty throw closed_error.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Taking over what a dead process held, whatever way the survivors wait (issue 7, A.4, A.5, A.8):
 //  * A.4 a reader lease held by a consumer SIGKILLed inside get() is taken over by survivors that
 //    only poll with get_nowait(), by an untimed get() in a process that receives SIGALRM at

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq::wait: readiness of several connections at once (python-contract W1-W3; CPython's
 // TestWait.test_wait, test_wait_timeout and test_neg_timeout ported).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Ring positions across the wrap of their packed fields (issue 7, A.1).
 //
 // A ring position packs a byte count (low 36 bits) and a message count (high 28 bits); both wrap.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — the command-line tool: see and clean up named shmq objects.
 //
 //   shmq ls             every named object in /dev/shm: kind, ring size, items and bytes waiting

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — the codec layer: T <-> the bytes of one message.
 //
 // `shmq::codec<T>` is the customization point. Every specialization provides

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — Pipe and Connection: Python's multiprocessing.Pipe over shared-memory rings.
 //
 // A Pipe is one anonymous segment holding two one-way channels (one for !duplex). Each

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — the exception hierarchy. Every error the library reports is a shmq::error, so a caller
 // can catch one type; the leaves mirror the Python exceptions named beside each one.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — JoinableQueue<T>: a Queue<T> that also counts unfinished items (task_done/join), across
 // processes. Every put counts one item (before it becomes visible); task_done() uncounts one;
 // join() returns when the count is zero. The count is of puts, not gets, as in Python.

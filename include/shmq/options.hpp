@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — timeouts and construction options shared by every channel-owning object.
 #pragma once
 

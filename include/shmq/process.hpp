@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — Process: Python's multiprocessing.Process with the fork start method.
 //
 //   shmq::Queue<int> q;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — Queue<T>: Python's multiprocessing.Queue over a ring in shared memory.
 //
 // Multi-producer multi-consumer, across processes and threads. Every item is delivered exactly

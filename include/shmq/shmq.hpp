@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — Python's multiprocessing for C++ processes, over shared memory. The umbrella header.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — SimpleQueue<T>: Python's multiprocessing.SimpleQueue. put, get, empty, close; no
 // maxsize, no timeouts, no feeder: put waits while the ring is full, get waits for an item.
 // After close(), put, get and empty throw closed_error.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — wait(): block until one of several connections has something to receive, like Python's
 // multiprocessing.connection.wait. A dispatcher waits on its workers' pipes with one call.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // An event count: "wake me when this condition may have changed", for process-shared memory.
 //
 // Why not boost::interprocess::interprocess_condition: it is a process-shared pthread condvar,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The one system call every shmq wait is built on. Futexes work on MAP_SHARED memory across
 // processes (we never use FUTEX_PRIVATE_FLAG) and take a relative CLOCK_MONOTONIC timeout, so
 // waits are immune to wall-clock jumps. Callers loop: a wake-up may be spurious or an EINTR.

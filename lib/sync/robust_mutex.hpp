@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A process-shared mutex that survives the death of its owner.
 //
 // Why not boost::interprocess::interprocess_mutex: on Linux its robust variant throws

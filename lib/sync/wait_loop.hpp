@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The one way shmq waits: check, spin briefly, then sleep on an event a bounded slice at a time.
 //
 // A sleep/wake hand-off costs ~20 µs on these machines against ~0.1 µs for a spinning one, so a

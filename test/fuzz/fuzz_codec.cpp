@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // libFuzzer harness: the codec's decode of hostile bytes (issue 7, B.5). Build and run it with
 // test/fuzz/run (see there).
 //

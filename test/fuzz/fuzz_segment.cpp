@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // libFuzzer harness: a named queue whose shared memory was rewritten by a hostile or broken
 // process (issue 7, B.5). Build and run it with test/fuzz/run (see there).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — last-resort cleanup (see cleanup.hpp).
 #include "cleanup.hpp"
 

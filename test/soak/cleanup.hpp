@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — the runner never leaves processes or /dev/shm entries behind, whatever happens:
 // every child's pid and every name created is listed here, and a signal handler (SIGALRM from the
 // overall deadline, SIGTERM, SIGINT, SIGHUP) SIGKILLs the children and unlinks the names with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — command line (see config.hpp).
 #include "config.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — the shared ledger (see ledger.hpp).
 #include "ledger.hpp"
 

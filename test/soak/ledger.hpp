@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — the accounting shared by the runner and its children: one ledger per phase, mapped
 // MAP_SHARED|MAP_ANONYMOUS by the runner before it forks anyone, so every child (first ones and
 // respawns) writes into the same pages and the runner reads them after the children are gone.

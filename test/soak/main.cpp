@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — chaos soak of shmq (issue 7, B.4).
 //
 //   shmq-soak                              60 s over every phase, then the verdict

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — building and checking messages (see message.hpp).
 #include "message.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — the message every producer sends: who sent it, which of its messages it is, and
 // a checksum, so a consumer can tell a whole message from a torn, foreign or repeated one.
 #pragma once

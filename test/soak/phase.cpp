@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — one chaos phase (see phase.hpp).
 #include "phase.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — one chaos phase: the runner creates the object under test, forks the producers and
 // consumers, and acts as the controller (random SIGKILL, SIGSTOP for 1-200 ms then SIGCONT,
 // respawns, heartbeat watch) until the phase's time is up; then it stops the producers, lets the

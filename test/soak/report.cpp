@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — report (see report.hpp).
 #include "report.hpp"
 

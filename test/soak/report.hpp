@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — the totals over every phase, printed one figure a line and optionally as JSON.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — the object under test (see subject.hpp).
 #include "subject.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — the object under test in one phase: an anonymous Pipe, or a Queue / bounded Queue
 // / JoinableQueue, anonymous or named. The runner holds it (an anonymous object must be inherited,
 // so every fork, respawns included, comes from the runner, which keeps it for the whole phase);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — producer and consumer processes (see worker.hpp).
 #include "worker.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — what a forked child does: produce or consume until the runner says stop, writing
 // everything it knows into the ledger. Both functions end the process with _exit.
 #pragma once

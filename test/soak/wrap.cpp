@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — the 2^36-byte Pipe phase (see wrap.hpp).
 #include "wrap.hpp"
 

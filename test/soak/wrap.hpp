@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq-soak — the wrap phase: more than 2^36 bytes (64 GiB) through one Pipe in 8-16 MiB
 // messages, while a second reader holds a handle that received one message at the start and then
 // idles until all of it has passed. Issue 7 A.1: positions are cached per handle and compared

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — work a shmq::Process child must finish before it _exit()s.
 //
 // A Process child ends with _exit(), which skips atexit handlers and static destructors (they

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — where a received message goes. The facade passes one to the compiled core so a message
 // can be copied straight into its final home (a user's buffer, a std::string being returned)
 // instead of through a scratch buffer.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // shmq — the non-template core of Queue, SimpleQueue and JoinableQueue. The class templates
 // only encode T and hand bytes here (as fmt's front end does), so this is compiled once in lib/.
 #pragma once
