@@ -402,13 +402,29 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
 
 io_status channel::read(message_sink& sink, const deadline& until,
                         std::optional<std::size_t> maxlength, std::size_t* length,
-                        std::uint32_t taker) {
+                        const struct taker* taker) {
     // The message being assembled from a stream: its writer (0 = not in a stream), its length,
     // the bytes so far, and how much of the sink is reserved. The sink grows with what arrived
     // (at most twice the bytes received), never with what a first piece claims: a hostile or
     // corrupt length costs no more memory than the bytes that really came.
     std::uint64_t stream_writer = 0;
     std::uint64_t total = 0, got = 0, reserved = 0;
+    // Whether the message being read is already counted in taker's `taken`: a streamed one is
+    // counted when its first piece is consumed (the reader is then committed to it: if it dies,
+    // the message is lost with it and must be accounted to it), and uncounted if its writer
+    // abandons it.
+    bool counted = false;
+    auto count = [&](bool on) {
+        if (!taker || counted == on) return;
+        if (on) taker->taken->fetch_add(1, std::memory_order_acq_rel);
+        else taker->taken->fetch_sub(1, std::memory_order_acq_rel);
+        counted = on;
+    };
+    // The stream being read can no longer complete (its writer died or gave up).
+    auto drop_stream = [&] {
+        stream_writer = 0;
+        count(false);
+    };
     std::byte* dst = nullptr;
 
     auto reserve = [&](std::uint64_t n) {
@@ -443,6 +459,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
                 parked_.held = false;
                 parked_pid_.store(0, std::memory_order_release);
                 stream_writer = parked_.writer;
+                counted = parked_.counted;
                 total = parked_.total;
                 got = parked_.bytes.size();
                 if (!reserve(std::max(got, std::min(total, 2 * got)))) {
@@ -466,7 +483,8 @@ io_status channel::read(message_sink& sink, const deadline& until,
     claim_reader_lease();
     // Retained records whose taker died come first (retained.hpp): they were delivered before
     // anything still at head.
-    if (retain_ && !stream_writer && retained::claim(*seg_, taker, sink)) {
+    if (retain_ && !stream_writer && taker && retained::claim(*seg_, taker->slot, sink)) {
+        taker->taken->fetch_add(1, std::memory_order_acq_rel);
         lease->unlock();
         return io_status::ok;
     }
@@ -484,6 +502,10 @@ io_status channel::read(message_sink& sink, const deadline& until,
         SHMQ_TEST_HOOK("channel.read.copied");
         head = ring::advance(head, bytes, 1);
         st_.head.store(head, std::memory_order_release);
+        // Ours to task_done now. Counted right after the head store, before anything that can
+        // take time (the unlock's futex wake), so that a reader killed here almost never leaves
+        // an item consumed but unaccounted (registry reaper, queue_core.cpp's crash windows).
+        count(true);
         lease->unlock();
         st_.space.notify();
         return io_status::ok;
@@ -493,6 +515,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
         if (!resuming.owns_lock()) resuming.lock();   // short: only resumers hold it
         parked_.bytes.assign(dst, dst + got);
         parked_.writer = stream_writer;
+        parked_.counted = counted;
         parked_.total = total;
         parked_.held = true;
         lease->release();
@@ -519,7 +542,8 @@ io_status channel::read(message_sink& sink, const deadline& until,
             if (avail > cap_) corrupt("head is ahead of tail");
         }
         if (avail == 0) {
-            if (retain_ && !stream_writer && retained::claim(*seg_, taker, sink)) {
+            if (retain_ && !stream_writer && taker && retained::claim(*seg_, taker->slot, sink)) {
+                taker->taken->fetch_add(1, std::memory_order_acq_rel);
                 lease->unlock();
                 return io_status::ok;
             }
@@ -530,7 +554,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
             case wait_result::eof: return io_status::eof;
             case wait_result::abandoned:
                 // Its writer died or gave up: that message is lost; look for the next one.
-                stream_writer = 0;
+                drop_stream();
                 if (until.expired()) return io_status::timed_out;
                 continue;
             default: return stream_writer ? park() : io_status::timed_out;
@@ -552,17 +576,18 @@ io_status channel::read(message_sink& sink, const deadline& until,
         switch (k) {
         case ring::kind::whole:
             // A whole message in the middle of a stream: that stream's writer gave up or died.
-            stream_writer = 0;
+            drop_stream();
             if (maxlength && h.size > *maxlength) {
                 if (length) *length = h.size;
                 return io_status::too_long;
             }
             if (!reserve(h.size)) return unfit(rec, 1, h.size);
             if (h.size) std::memcpy(dst, src, h.size);
-            if (retain_) retained::take(ring_, off, taker);
+            if (retain_ && taker) retained::take(ring_, off, taker->slot);
             return finish(rec);
         case ring::kind::first: {
             if (h.size < ring::first_prefix) corrupt("short first piece");
+            drop_stream();   // a first piece in the middle of a stream: that one was abandoned
             std::memcpy(&total, src, sizeof total);
             std::memcpy(&stream_writer, src + 8, sizeof stream_writer);
             const std::uint64_t piece = h.size - ring::first_prefix;
@@ -576,6 +601,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
             std::memcpy(dst, src + ring::first_prefix, piece);
             got = piece;
             consume(rec, 0);
+            count(true);
             SHMQ_TEST_HOOK("channel.read.piece");
             continue;
         }

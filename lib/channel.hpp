@@ -62,6 +62,12 @@ struct uncounter {
     }
 };
 
+/// Who takes a JoinableQueue item (read()): registry slot index and that slot's `taken` count.
+struct taker {
+    std::uint32_t slot;
+    std::atomic<std::uint64_t>* taken;
+};
+
 class channel {
 public:
     /// eof_rules: whether ends count (Pipe) or not (queues, where readers and writers come and go).
@@ -92,11 +98,12 @@ public:
     /// The deadline bounds the wait for a message to begin: once a streamed message has begun,
     /// the read goes on until its last piece while its writer lives (and drops it if the writer
     /// dies or gives up), so a message is never split between readers nor parked.
-    /// With retained records (a JoinableQueue with options::redeliver, retained.hpp), `taker`
-    /// is the reader's registry slot: the record is marked as taken by it.
+    /// `taker`, for a JoinableQueue: the reader's registry slot (see taker), whose `taken` count
+    /// goes up as the message is consumed, under the reader lease; with retained records
+    /// (options::redeliver, retained.hpp) the record is also marked as taken by that slot.
     io_status read(message_sink& sink, const deadline& until,
                    std::optional<std::size_t> maxlength = std::nullopt,
-                   std::size_t* length = nullptr, std::uint32_t taker = 0);
+                   std::size_t* length = nullptr, const struct taker* taker = nullptr);
     /// Whether records stay until task_done (retained.hpp).
     bool retains() const noexcept { return retain_; }
     /// True when a message or EOF is there, waiting until the deadline. Consumes nothing.
@@ -162,6 +169,7 @@ private:
     // parent's; the rest is written and read under parked_mutex_.
     struct parked_message {
         bool held = false;
+        bool counted = false;   // already in the taker's `taken` (see read())
         std::uint64_t writer = 0, total = 0;
         std::vector<std::byte> bytes;
     };

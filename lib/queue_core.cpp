@@ -20,7 +20,8 @@
 //        whose window would leave one item counted for ever (join() would never return).
 //      - publication, between the channel's `unpublished` -= 1 and its tail store (channel.cpp):
 //        the item is counted but never arrives: join() waits for it.
-//      - get, between the reader's head store and `taken` += 1: the item is counted for ever.
+//      - get, between the reader's head store and `taken` += 1 (adjacent, under the reader lease
+//        in channel.cpp): the item is counted for ever.
 //        (Counting before the read instead would uncount items of consumers killed while
 //        blocked in get(), a window as long as the wait.)
 //      - task_done, between `unfinished` -= 1 and `taken` -= 1: the item is uncounted twice.
@@ -230,17 +231,16 @@ void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
     check_open();
     queue_impl& q = *impl_;
     deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
-    std::uint32_t taker = 0;
-    if (q.ch_.retains()) {
-        // The record is marked with our registry slot (retained.hpp); registered, see check_open.
-        holder_slot* s = q.slot();
-        if (!s) throw error("shmq: this process is not registered as a holder of the queue");
-        taker = static_cast<std::uint32_t>(s - q.seg_->registry().slots);
+    // A JoinableQueue item is ours to task_done once read: the channel counts it in our slot
+    // under the reader lease (see the crash windows above); retained records are also marked.
+    std::optional<taker> tk;
+    if (q.joinable()) {
+        if (holder_slot* s = q.slot())
+            tk.emplace(taker{static_cast<std::uint32_t>(s - q.seg_->registry().slots), &s->taken});
+        else if (q.ch_.retains())
+            throw error("shmq: this process is not registered as a holder of the queue");
     }
-    const io_status st = q.ch_.read(sink, until, std::nullopt, nullptr, taker);
-    // Ours to task_done now; if this process dies first, the reaper counts it lost.
-    if (st == io_status::ok && q.joinable())
-        if (holder_slot* s = q.slot()) s->taken.fetch_add(1, std::memory_order_acq_rel);
+    const io_status st = q.ch_.read(sink, until, std::nullopt, nullptr, tk ? &*tk : nullptr);
     q.seg_->check_lost();   // what was read may come from a truncated segment's stand-in
     if (st != io_status::ok) throw empty_error("shmq: queue is empty");
 }

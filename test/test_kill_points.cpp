@@ -186,3 +186,29 @@ BOOST_AUTO_TEST_CASE(reader_killed_at_each_point, *boost::unit_test::timeout(240
         }
     }
 }
+
+// A JoinableQueue consumer killed half-way through a streamed item: the item is lost with it, and
+// must be accounted to it (counted in lost_to_dead_consumers, no longer awaited by join()),
+// whether it died at its first piece, a later one, or after its get timed out mid-stream.
+BOOST_AUTO_TEST_CASE(joinable_consumer_killed_mid_stream_does_not_hang_join, *boost::unit_test::timeout(60)) {
+    for (int k : {1, 2}) {
+        BOOST_TEST_CONTEXT("killed at piece " << k) {
+            shmq::JoinableQueue<std::string> q(0, shmq::options{.capacity = ring});
+            q.put(item(4));   // 9000 bytes: streamed through the 4 KiB ring
+            q.put(item(0));
+            scoped_child doomed([&] {
+                arm("channel.read.piece", k);
+                (void)q.get(true, 10s);
+                return 0;
+            });
+            const int code = doomed.wait(10s);
+            BOOST_TEST(code == -SIGKILL, "consumer exit " << code);
+            std::string s;
+            BOOST_CHECK_NO_THROW(s = q.get(true, 5s));   // the rest of the stream is skipped
+            BOOST_TEST(check(s) == 0);
+            q.task_done();
+            BOOST_TEST(q.join(3s), "join() waits for the item lost with the dead consumer");
+            BOOST_TEST(q.lost_to_dead_consumers() == 1u);
+        }
+    }
+}
