@@ -1087,3 +1087,37 @@ BOOST_AUTO_TEST_CASE(corrupt_named_header_is_broken_error, *utf::timeout(30))
         }
     }
 }
+
+// Issue 7 A.11: the 8-byte length of a streamed message is a claim, not a fact. A first piece
+// claiming 2 GiB (or 60 GiB) with a few bytes behind it must not make the reader allocate that:
+// memory follows the bytes that really arrive. Its writer is nobody, so the stream is dropped as
+// abandoned and the next message is delivered (no poison record).
+BOOST_AUTO_TEST_CASE(claimed_stream_length_does_not_drive_allocation)
+{
+    for (std::uint64_t claim : {std::uint64_t{2} << 30, std::uint64_t{60} << 30}) {
+        BOOST_TEST_CONTEXT("claimed " << (claim >> 30) << " GiB") {
+            raw_channel rc;
+            auto payload = u64_bytes(claim);
+            auto writer = u64_bytes(1);   // a writer that holds no lease: the stream is abandoned
+            payload.insert(payload.end(), writer.begin(), writer.end());
+            payload.resize(payload.size() + 16, std::byte{0x5A});
+            rc.forge(0, 32, k_first, payload);                        // 40 bytes
+            std::vector<std::byte> next(24, std::byte{0x11});
+            rc.forge(40, 24, k_whole, next);                          // 32 bytes
+            rc.set_tail(72, 1);
+            class max_sink final : public sd::message_sink {
+            public:
+                std::byte* reserve(std::size_t n) override {
+                    largest = std::max(largest, n);
+                    v.resize(n);
+                    return v.data();
+                }
+                std::size_t largest = 0;
+                std::vector<std::byte> v;
+            } sink;
+            BOOST_TEST((rc.ch.read(sink, within(2s)) == sd::io_status::ok));
+            BOOST_TEST(sink.largest <= 4096u, "the reader reserved " << sink.largest << " bytes");
+            BOOST_TEST(sink.v == next);
+        }
+    }
+}
