@@ -19,8 +19,8 @@
 namespace shmq::detail {
 namespace {
 
-// How often the fast path of write() checks that some reader is still alive (DESIGN §3: a peer's
-// death shows as broken pipe within 100 ms).
+// How often the fast path of write() checks that some reader is still alive (README, Behaviour:
+// a peer's death shows as broken pipe within 100 ms; doc/design.md §4).
 constexpr auto reap_interval = std::chrono::milliseconds(20);
 
 // A read that has begun a streamed message goes on past its deadline while the writer sends; it

@@ -14,7 +14,7 @@ namespace shmq::detail {
 using clock = std::chrono::steady_clock;
 
 /// How long one sleep may last before the waiter re-checks whether its peers are still alive.
-/// Death is noticed within about this long (DESIGN §3 asks for 100 ms).
+/// Death is noticed within about this long (the README promises 100 ms).
 inline constexpr std::chrono::milliseconds liveness_slice{20};
 
 class deadline {

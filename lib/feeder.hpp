@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: BSL-1.0
 // The per-process backlog of an unbounded queue and the thread that drains it (Python's feeder).
 //
-// put() on an unbounded queue never blocks (DESIGN §2, improvement 2). When the ring has no room,
-// or the writer lease is busy, or this process already has items waiting (so FIFO per producer
-// holds), the encoded item is copied into this backlog and a feeder thread, started on demand,
-// writes it into the ring as room appears, several items per lease hold when it can.
+// put() on an unbounded queue never blocks (README, Behaviour; doc/design.md §11). When the ring
+// has no room, or the writer lease is busy, or this process already has items waiting (so FIFO per
+// producer holds), the encoded item is copied into this backlog and a feeder thread, started on
+// demand, writes it into the ring as room appears, several items per lease hold when it can.
 //
 // Lifetime: flush() waits until the backlog is in shared memory (join_thread, handle destruction,
 // process exit through atexit or a shmq::Process child's exit hook); cancel() makes every flush

@@ -65,7 +65,7 @@ inline constexpr std::size_t max_ends = 4;
 inline constexpr std::size_t max_holders = 256;
 
 struct holder_slot {
-    std::atomic<std::uint32_t> pid;         // 0 = free; written last when a slot is taken, first when freed
+    std::atomic<std::uint32_t> pid;         // 0 = free; written last when a slot is taken or freed
     std::uint32_t reserved;
     std::atomic<std::uint64_t> start;       // process start time (pid reuse guard)
     std::atomic<std::uint64_t> pidns;       // the holder's pid namespace (liveness.hpp)

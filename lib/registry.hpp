@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// Endpoint accounting (DESIGN §3): which processes hold which ends of a segment, so a reader can
-// tell "every writer is gone" (EOF) and a writer "every reader is gone" (broken pipe) even when
+// Endpoint accounting (doc/design.md §6): which processes hold which ends of a segment, so a reader
+// can tell "every writer is gone" (EOF) and a writer "every reader is gone" (broken pipe) even when
 // the holders died without closing anything.
 //
 // The registry lives in the segment (registry_state). A process's holdings are one slot keyed by

@@ -7,7 +7,7 @@
 //    does (raw fork children _exit, which skips atexit and so the feeder's flush).
 //  * go_signal: a pipe a parent uses to release a child at a chosen moment (bounded on both sides).
 //  * Element types whose Boost serialization throws on purpose (codec_error tests).
-//  * Timing bounds shared by the files, chosen for a loaded 2-core machine (python-contract §0.1).
+//  * Timing bounds shared by the files, chosen for a loaded 2-core machine.
 #pragma once
 
 #include "test_fixtures.hpp"
@@ -34,8 +34,7 @@ namespace shmq::test {
 /// A call that must not wait returns within this, although a loaded machine may deschedule it;
 /// the waits it must not do are 5 s or forever, so this still tells them apart.
 inline constexpr seconds_d at_once{0.25};
-/// The tolerance python-contract §0.1 allows below a timeout (CLOCK_RES), and the generous upper
-/// bound it suggests above one.
+/// The tolerance allowed below a timeout (CLOCK_RES), and a generous upper bound above one.
 inline constexpr seconds_d clock_res{0.1};
 inline constexpr seconds_d late{1.0};
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// Peer death, kills at random points, concurrency and corrupted shared memory (DESIGN §3, §4;
-// python-contract.md C8–C10, C14):
+// Peer death, kills at random points, concurrency and corrupted shared memory (README: Guarantees;
+// doc/design.md §4-§6; Connection clauses C8–C10, C14):
 //  * a peer killed with SIGKILL is EOF (recv) or a broken pipe (send) within 100 ms, even while
 //    it is still an unreaped zombie;
 //  * a writer killed at a random point costs at most its in-flight message: the reader sees a

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: BSL-1.0
-// shmq::Pipe and shmq::Connection (DESIGN §2, §2.1; python-contract.md C1–C18): directions,
-// closed handles, framing, message sizes around every internal threshold, send_bytes /
-// recv_bytes / recv_bytes_into arguments, poll, end of stream and broken pipe with forked holders
-// of the ends, duplex echo, typed send/recv.
+// shmq::Pipe and shmq::Connection (README: A short tour, Guarantees; the Cn labels below number the
+// clauses of Python's Connection contract that these tests check): directions, closed handles,
+// framing, message sizes around every internal threshold, send_bytes / recv_bytes / recv_bytes_into
+// arguments, poll, end of stream and broken pipe with forked holders of the ends, duplex echo,
+// typed send/recv.
 //
 // Peer death (SIGKILL), kills at random points and corrupted shared memory are in
 // test_channel_death.cpp.
@@ -512,7 +513,7 @@ BOOST_AUTO_TEST_CASE(send_bytes_offset_and_size, *utf::timeout(10))
 }
 
 // ------------------------------------------------------------------------------------------------
-// C6 (DESIGN deviation): recv_bytes(maxlength) leaves a longer message unread.
+// C6 (a deliberate difference from Python): recv_bytes(maxlength) leaves a longer message unread.
 
 BOOST_AUTO_TEST_CASE(recv_bytes_maxlength, *utf::timeout(10))
 {

@@ -2,7 +2,7 @@
 // Shared helpers for shmq's tests: forked children, bounded waits, unique names for named
 // segments, cleanup of /dev/shm, watchdogs, timing and byte patterns.
 //
-// Rules these helpers implement (see /work/shared/common.md and STYLE.md):
+// Rules these helpers implement (the conventions of this test suite):
 //  * A forked child never calls Boost.Test: it reports through its exit code (and stderr for a
 //    human). fork_child() runs a lambda in a child and _exits with the lambda's return value; an
 //    escaping exception becomes a distinct exit code.
@@ -244,7 +244,7 @@ inline std::string unique_name(std::string_view prefix = "shmqtest") {
     return std::string(prefix) + buf;
 }
 
-/// The /dev/shm path of shmq's main entry for a user name (DESIGN §2.1: "shmq.<name>").
+/// The /dev/shm path of shmq's main entry for a user name (README: "/dev/shm/shmq.<name>").
 inline std::string shm_path(std::string_view name) {
     return "/dev/shm/shmq." + std::string(name);
 }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSL-1.0
-// shmq::JoinableQueue<T>: task_done()/join() with Python's contract (python-contract.md J1-J6)
+// shmq::JoinableQueue<T>: task_done()/join() with Python's contract (clauses J1-J6)
 // and the fix of J5 (a put that fails to encode is not counted, so join() does not hang).
 // JoinableQueue is a Queue (J1): the closed-queue clauses are checked here for it too.
 //

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// Named Queue, SimpleQueue and JoinableQueue: create/open/remove for unrelated processes
-// (DESIGN.md §2.1, §3; issue #3 item 3). A process that only knows the name opens the queue;
+// Named Queue, SimpleQueue and JoinableQueue: create/open/remove for unrelated processes (README:
+// Named objects, Guarantees; issue #3 item 3). A process that only knows the name opens the queue;
 // create is exclusive; open checks the name, the kind, the T fingerprint and the header (a
 // corrupted header or ring gives broken_error, never a wild read); remove leaves nothing in
 // /dev/shm while attached handles keep working; options.mode is applied exactly; maxsize and the
@@ -200,7 +200,7 @@ BOOST_AUTO_TEST_CASE(open_missing_is_not_found_error) {
 }
 
 BOOST_AUTO_TEST_CASE(wrong_element_type_is_type_error) {
-    // DESIGN §2.1: the fingerprint tells apart types of the same size.
+    // codec.hpp: the fingerprint tells apart types of the same size.
     shm_remover cleanup;
     const std::string n1 = fresh(cleanup), n2 = fresh(cleanup), n3 = fresh(cleanup);
     auto qi = Queue<int>::create(n1);
@@ -509,8 +509,8 @@ BOOST_AUTO_TEST_CASE(segment_its_creator_never_initialized_is_broken_error) {
 }
 
 BOOST_AUTO_TEST_CASE(corrupted_ring_positions_are_broken_error_on_get) {
-    // DESIGN §3: every value read from shared memory is validated before it is used as a size or
-    // an offset. A tail far ahead of head must give broken_error, not a read past the ring.
+    // doc/design.md §2-§3: every value read from shared memory is validated before it is used as a
+    // size or an offset. A tail far ahead of head must give broken_error, not a read past the ring.
     shm_remover cleanup;
     const std::string name = fresh(cleanup);
     auto q = Queue<int>::create(name, 0, shmq::options{.capacity = 4096});

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
-// shmq::Queue<T>: Python's multiprocessing.Queue contract (python-contract.md Q1-Q20) and the
-// improvements DESIGN.md §2 keeps: CPython's test_put/test_get/test_qsize ported, block/timeout
-// variants, close(), codec errors, the unbounded put that never blocks (per-process backlog and
-// feeder), messages larger than the ring, random sizes with backpressure.
+// shmq::Queue<T>: Python's multiprocessing.Queue contract (clauses Q1-Q20, numbered in these tests)
+// and the improvements the README's Guarantees keep: CPython's test_put/test_get/test_qsize ported,
+// block/timeout variants, close(), codec errors, the unbounded put that never blocks (per-process
+// backlog and feeder), messages larger than the ring, random sizes with backpressure.
 //
 // Fork-heavy scenarios (several producers and consumers, fork while the feeder runs, Process
 // children flushing on exit) are in test_queue_fork.cpp.
@@ -425,8 +425,8 @@ BOOST_AUTO_TEST_CASE(cancel_join_thread_does_not_stop_delivery_while_the_process
 // ---- codec errors ----------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(failing_encode_is_codec_error_and_changes_nothing) {
-    // Q4/Q5 and DESIGN improvement 1: the error reaches put's caller; qsize is unchanged and the
-    // queue keeps working.
+    // Q4/Q5 and the README (put encodes in the caller): the error reaches put's caller; qsize is
+    // unchanged and the queue keeps working.
     Queue<fragile> q;
     q.put(fragile{1, "before"});
     BOOST_CHECK_THROW(q.put(fragile{fragile::encode_bomb, "bad"}), shmq::codec_error);
@@ -456,7 +456,8 @@ BOOST_AUTO_TEST_CASE(failing_encode_on_a_maxsize_1_queue_does_not_deadlock) {
 }
 
 BOOST_AUTO_TEST_CASE(failing_decode_is_codec_error_and_consumes_one_item) {
-    // Q8 / DESIGN §2.1: the bad item is consumed, the next get works.
+    // Q8 / README (a failing decode consumes only that message): the bad item is consumed, the next
+    // get works.
     Queue<fragile> q;
     q.put(fragile{fragile::decode_bomb, "poison"});
     q.put(fragile{8, "next"});
@@ -548,7 +549,7 @@ BOOST_AUTO_TEST_CASE(unbounded_put_never_blocks_then_a_child_drains_in_order, *u
 }
 
 BOOST_AUTO_TEST_CASE(message_four_times_the_ring_through_an_unbounded_queue, *utf::timeout(30)) {
-    // DESIGN §2.1: put on an unbounded queue never blocks, even for one item larger than the
+    // README (Behaviour): put on an unbounded queue never blocks, even for one item larger than the
     // ring; a child then gets it intact, and a small item put after it arrives after it.
     constexpr std::size_t ring = 4096;
     const std::string big = pattern_string(4 * ring, 4242);

@@ -2,8 +2,8 @@
 // shmq::Queue<T> across fork: CPython's test_fork and test_process ported, many producer and
 // consumer processes (exactly once, FIFO per producer), fork while the parent has a backlog or
 // while another of its threads is inside put(), and shmq::Process children that flush their
-// backlog before exit (or not, after cancel_join_thread()). python-contract.md Q9, Q10, Q15-Q17;
-// DESIGN.md §2 improvement 2 and §3 (fork).
+// backlog before exit (or not, after cancel_join_thread()). Clauses Q9, Q10, Q15-Q17 of
+// Python's Queue contract; README: unbounded puts never block, fork-safe; doc/design.md §6, §11.
 //
 // Children report by exit code (or through a result queue) under a watchdog; every get has a
 // timeout; a case with an unbounded call (join_thread) carries a Boost.Test timeout.
@@ -269,10 +269,11 @@ struct fork_item {
 } // namespace
 
 BOOST_AUTO_TEST_CASE(child_forked_while_another_thread_is_inside_put, *utf::timeout(50)) {
-    // DESIGN §3 / issue #3 item 4: children forked while a parent thread loops in put() (and the
-    // parent's feeder runs: the small ring overflows into the backlog) can get and put through the
-    // inherited queue. Every item of the thread arrives exactly once (at the parent, or at the
-    // child that took it), the parent sees them in order, and every child's marker arrives once.
+    // README (fork-safe) / issue #3 item 4: children forked while a parent thread loops in put()
+    // (and the parent's feeder runs: the small ring overflows into the backlog) can get and put
+    // through the inherited queue. Every item of the thread arrives exactly once (at the parent, or
+    // at the child that took it), the parent sees them in order, and every child's marker arrives
+    // once.
     constexpr int children = 12;
     Queue<fork_item> q(0, small_ring);
     std::atomic<bool> stop{false};
@@ -359,8 +360,9 @@ BOOST_AUTO_TEST_CASE(child_forked_while_another_thread_is_inside_put, *utf::time
 // ---- Process children and the exit flush -----------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(process_child_flushes_its_backlog_before_exit, *utf::timeout(40)) {
-    // Q16 / DESIGN improvement 2: a child puts more than the ring holds and its target returns;
-    // the child stays alive until its backlog is in the ring, and the parent gets every item.
+    // Q16 / README (unbounded puts never block): a child puts more than the ring holds and its
+    // target returns; the child stays alive until its backlog is in the ring, and the parent gets
+    // every item.
     constexpr int n = 100;
     Queue<std::string> q(0, small_ring);
     shared_array<std::atomic<int>> target_returned(1);
@@ -495,7 +497,7 @@ BOOST_AUTO_TEST_CASE(child_cancelled_mid_stream_leaves_no_partial_item) {
 
 BOOST_AUTO_TEST_CASE(child_forked_after_close_can_use_the_queue) {
     // Q13/Q17: close() is this process's declaration; Python resets the flag in a forked child
-    // (Queue._after_fork -> _reset: _closed = False), and DESIGN §3 says a child may use every
+    // (Queue._after_fork -> _reset: _closed = False), and the README says a child may use every
     // queue it inherited.
     Queue<int> q;
     q.close();
@@ -540,12 +542,12 @@ BOOST_AUTO_TEST_CASE(cancel_join_thread_is_per_process, *utf::timeout(40)) {
     BOOST_TEST(p.exitcode() == std::optional<int>(0));
 }
 
-// ---- a participant dies (DESIGN §4) ----------------------------------------------------------
+// ---- a participant dies (README: death is survivable) -----------------------------------------
 
 BOOST_AUTO_TEST_CASE(consumer_killed_while_blocked_in_get) {
-    // Q19 is implementation-defined in Python (the lock stays taken); DESIGN §4 asks that
-    // survivors neither hang nor lose anything: a consumer killed while it waits in get() (holding
-    // the reader lease) does not stop the next get.
+    // Q19 is implementation-defined in Python (the lock stays taken); the README (death is
+    // survivable) asks that survivors neither hang nor lose anything: a consumer killed while it
+    // waits in get() (holding the reader lease) does not stop the next get.
     Queue<int> q;
     prime(q, 0);
     auto consumer = queue_child([&]() -> int {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// shmq::SimpleQueue<T>: put, get, empty, close (python-contract.md S1-S6). put is synchronous and
-// waits while the ring is full (no feeder); after close() put, get and empty throw closed_error.
+// shmq::SimpleQueue<T>: put, get, empty, close (clauses S1-S6 of Python's SimpleQueue). put is
+// synchronous and waits while the ring is full (no feeder); after close() put, get and empty throw
+// closed_error.
 //
 // SimpleQueue::get has no timeout: the parent calls it only when an item is known to be there
 // (and the cases that could still hang carry a Boost.Test timeout); children run under a watchdog.
@@ -24,7 +25,7 @@ using shmq::SimpleQueue;
 namespace utf = boost::unit_test;
 
 
-static_assert(std::is_default_constructible_v<SimpleQueue<int>>, "DESIGN §2.1");
+static_assert(std::is_default_constructible_v<SimpleQueue<int>>, "an anonymous SimpleQueue");
 
 BOOST_AUTO_TEST_CASE(put_get_empty, *utf::timeout(20)) {
     SimpleQueue<std::string> q;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSL-1.0
-// shmq::wait: readiness of several connections at once (python-contract W1-W3; CPython's
+// shmq::wait: readiness of several connections at once (clauses W1-W3; CPython's
 // TestWait.test_wait, test_wait_timeout and test_neg_timeout ported).
 //
 // Children report by exit code under a watchdog; every wait in the parent has a timeout.
