@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <shmq/codec.hpp>
+#include <shmq/queue.hpp>
 
 #include <boost/archive/binary_iarchive.hpp>
 #include <boost/optional.hpp>
@@ -31,6 +32,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
+#include <set>
+#include <tuple>
 #include <new>
 #include <random>
 #include <span>
@@ -40,6 +44,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
 // ---- allocation accounting ------------------------------------------------------------------
@@ -469,6 +474,176 @@ BOOST_AUTO_TEST_CASE(nested_containers_round_trip) {
     auto back = round_trip(w);
     BOOST_TEST((back.nested == w.nested));
     BOOST_TEST((back.words == w.words));
+}
+
+// ---- std types out of the box (issue 8 item 5: shmq/detail/std_serialization.hpp) ------------
+
+namespace {
+// Members that make a struct take the Boost path, holding every std type the glue covers.
+struct std_members {
+    std::optional<std::string> name;
+    std::optional<int> missing;
+    std::variant<std::monostate, int, std::string> choice;
+    std::pair<int, std::string> pair;
+    std::tuple<int, std::string, double> tuple;
+    std::map<std::string, int> map;
+    std::unordered_map<int, std::string> umap;
+    std::set<std::string> set;
+    std::array<std::string, 3> array;
+
+    template <class Ar> void serialize(Ar& ar, unsigned) {
+        ar & name & missing & choice & pair & tuple & map & umap & set & array;
+    }
+    friend bool operator==(const std_members&, const std_members&) = default;
+};
+} // namespace
+
+// Not trivially copyable: these take the Boost path on their own.
+static_assert(kind_of<std::optional<std::string>>() == codec_kind::serialized);
+static_assert(kind_of<std::variant<int, std::string>>() == codec_kind::serialized);
+static_assert(kind_of<std::tuple<int, std::string>>() == codec_kind::serialized);
+static_assert(kind_of<std::pair<int, int>>() == codec_kind::serialized);
+
+BOOST_AUTO_TEST_CASE(std_types_round_trip_through_the_codec) {
+    using opt = std::optional<std::string>;
+    BOOST_TEST((round_trip(opt{}) == opt{}));
+    BOOST_TEST((round_trip(opt{"x"}) == opt{"x"}));
+    BOOST_TEST((round_trip(opt{""}) == opt{""}));
+
+    using var = std::variant<int, std::string, std::vector<int>>;
+    BOOST_TEST((round_trip(var{5}) == var{5}));
+    BOOST_TEST((round_trip(var{std::string("five")}) == var{std::string("five")}));
+    BOOST_TEST((round_trip(var{std::vector<int>{1, 2}}) == var{std::vector<int>{1, 2}}));
+    // The same type twice: the index, not the type, is what travels.
+    using twice = std::variant<std::string, std::string>;
+    BOOST_TEST(round_trip(twice{std::in_place_index<1>, "b"}).index() == 1u);
+
+    const std::pair<int, std::string> p{7, "seven"};
+    BOOST_TEST((round_trip(p) == p));
+    const std::tuple<int, std::string, std::optional<double>> t{1, "one", 1.5};
+    BOOST_TEST((round_trip(t) == t));
+    BOOST_TEST((round_trip(std::tuple<std::string>{}) == std::tuple<std::string>{}));
+    const std::map<std::string, int> m{{"a", 1}, {"b", 2}};
+    BOOST_TEST((round_trip(m) == m));
+    const std::unordered_map<std::string, std::string> um{{"k", "v"}, {"", ""}};
+    BOOST_TEST((round_trip(um) == um));
+    const std::set<std::string> st{"x", "y", ""};
+    BOOST_TEST((round_trip(st) == st));
+    const std::array<std::string, 2> arr{"first", "second"};
+    BOOST_TEST((round_trip(arr) == arr));
+
+    // As members, trivially copyable ones included (std::optional<int>), and empty.
+    std_members s;
+    s.name = "n";
+    s.choice = std::string("c");
+    s.pair = {1, "p"};
+    s.tuple = {2, "t", 0.5};
+    s.map = {{"m", 3}};
+    s.umap = {{4, "u"}};
+    s.set = {"s1", "s2"};
+    s.array = {"a", "", "c"};
+    BOOST_TEST((round_trip(s) == s));
+    BOOST_TEST((round_trip(std_members{}) == std_members{}));
+
+    // Trivially copyable ones opted into Boost go through the glue too.
+    using sopt = shmq::serialization_codec<std::optional<int>>;
+    bytes_t scratch;
+    auto wire = sopt::encode(std::optional<int>(42), scratch);
+    BOOST_TEST((sopt::decode(wire) == std::optional<int>(42)));
+    wire = sopt::encode(std::nullopt, scratch);
+    BOOST_TEST(!sopt::decode(wire).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(nested_std_types_round_trip_through_a_queue) {
+    using nested = std::map<std::string, std::vector<std::optional<int>>>;
+    const nested n{{"a", {1, std::nullopt, 3}}, {"b", {}}, {"", {std::nullopt}}};
+    BOOST_TEST((round_trip(n) == n));
+
+    using deep = std::vector<std::variant<std::monostate, std::tuple<int, std::set<std::string>>,
+                                          std::optional<std::pair<std::string, std::string>>>>;
+    const deep d{std::monostate{}, std::tuple<int, std::set<std::string>>{1, {"x"}},
+                 std::optional<std::pair<std::string, std::string>>{},
+                 std::optional<std::pair<std::string, std::string>>{{"k", "v"}}};
+    BOOST_TEST((round_trip(d) == d));
+
+    shmq::Queue<nested> q;
+    q.put(n);
+    BOOST_TEST((q.get(true, std::chrono::seconds(10)) == n));
+    shmq::Queue<deep> qd;
+    qd.put(d);
+    BOOST_TEST((qd.get(true, std::chrono::seconds(10)) == d));
+}
+
+BOOST_AUTO_TEST_CASE(hostile_optional_flags_and_variant_indexes_are_codec_error) {
+    // An optional's flag is the last byte of an empty one's encoding (after the class preamble).
+    using opt = std::optional<std::string>;
+    const bytes_t empty = encoded(opt{});
+    const std::size_t flag_at = empty.size() - 1;
+    BOOST_TEST_REQUIRE(std::to_integer<int>(empty[flag_at]) == 0);
+    const bytes_t full = encoded(opt{"hi"});
+    BOOST_TEST_REQUIRE(std::to_integer<int>(full[flag_at]) == 1);
+    for (int bad : {2, 7, 0x80, 0xff}) {
+        bytes_t w = full;
+        w[flag_at] = std::byte(bad);
+        BOOST_TEST(decode_fails<opt>(w), "flag " << bad);
+        w = empty;
+        w[flag_at] = std::byte(bad);
+        BOOST_TEST(decode_fails<opt>(w), "flag " << bad << ", alone");
+    }
+    // A flag of 1 with no value after it, and an empty one followed by a value: both malformed.
+    bytes_t cut = empty;
+    cut[flag_at] = std::byte{1};
+    BOOST_TEST(decode_fails<opt>(cut));
+    bytes_t extra = full;
+    extra[flag_at] = std::byte{0};
+    BOOST_TEST(decode_fails<opt>(extra));
+
+    // A variant's index (uint32) comes right before an int alternative's 4 bytes.
+    using var = std::variant<int, std::string>;
+    const bytes_t as_int = encoded(var{0x01020304});
+    const std::size_t which_at = as_int.size() - sizeof(std::uint32_t) - sizeof(int);
+    std::uint32_t which = 99;
+    std::memcpy(&which, as_int.data() + which_at, sizeof which);
+    BOOST_TEST_REQUIRE(which == 0u);
+    const bytes_t as_string = encoded(var{std::string("hi")});
+    std::memcpy(&which, as_string.data() + which_at, sizeof which);
+    BOOST_TEST_REQUIRE(which == 1u);
+    for (std::uint32_t bad : {2u, 3u, 0x80000000u, 0xffffffffu}) {
+        for (const bytes_t* base : {&as_int, &as_string}) {
+            bytes_t w = *base;
+            std::memcpy(w.data() + which_at, &bad, sizeof bad);
+            BOOST_TEST(decode_fails<var>(w), "which " << bad);
+        }
+    }
+    // Nested in a collection, each is checked on its own.
+    const std::vector<var> many{var{1}, var{std::string("x")}};
+    BOOST_TEST((round_trip(many) == many));
+    try {
+        bytes_t w = full;
+        w[flag_at] = std::byte{2};
+        shmq::codec<opt>::decode(w);
+        BOOST_FAIL("decoded a flag of 2");
+    } catch (const shmq::codec_error& e) {
+        BOOST_TEST(std::string(e.what()).find("flag is 2") != std::string::npos, e.what());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(hostile_std_collection_counts_are_codec_error) {
+    // std::map and std::set counts draw from the message's element budget (checked_iarchive).
+    using m = std::map<int, std::string>;
+    const bytes_t wire = encoded(m{{1, "a"}});
+    // The count (collection_size_type, 8 bytes) follows the class preamble (5 bytes).
+    constexpr std::size_t count_at = 5;
+    std::uint64_t count = 0;
+    std::memcpy(&count, wire.data() + count_at, sizeof count);
+    BOOST_TEST_REQUIRE(count == 1u);
+    for (std::uint64_t bad : {std::uint64_t{1} << 40, ~std::uint64_t{0}, std::uint64_t{100000}}) {
+        bytes_t w = wire;
+        std::memcpy(w.data() + count_at, &bad, sizeof bad);
+        largest_allocation = 0;
+        BOOST_TEST(decode_fails<m>(w), "count " << bad);
+        BOOST_TEST(largest_allocation.load() < (std::size_t{1} << 20));
+    }
 }
 
 // ---- user specializations ---------------------------------------------------------------------

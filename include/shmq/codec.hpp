@@ -36,8 +36,10 @@
 //  * everything else: Boost.Serialization's binary archive without its header
 //    (boost::archive::no_header), written into the reused `scratch` vector. T needs a
 //    `serialize` (or save/load) as usual with Boost, must be default-constructible, and both ends
-//    must use the same Boost and architecture. <boost/serialization/string.hpp> is included
-//    here; include the other <boost/serialization/...> headers your members need.
+//    must use the same Boost and architecture. std::string, std::optional, std::variant,
+//    std::pair, std::tuple, std::map, std::unordered_map, std::set and std::array are supported
+//    here (detail/std_serialization.hpp); include the other <boost/serialization/...> headers
+//    your members need (vector.hpp for std::vector, ...).
 //
 // Robustness of the Boost path: decoding bytes that are not an encoding of T (a message sent as
 // another type, a hostile peer) throws codec_error; it does not crash, assert, or allocate
@@ -97,6 +99,7 @@
 #include <boost/serialization/collection_size_type.hpp>
 #include <boost/serialization/is_bitwise_serializable.hpp>
 #include <boost/serialization/string.hpp>
+#include <shmq/detail/std_serialization.hpp>   // std::optional, variant, tuple, pair, map, ...
 
 #include <boost/mpl/size.hpp>
 #include <boost/variant/variant_fwd.hpp>
