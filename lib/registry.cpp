@@ -15,9 +15,11 @@ namespace {
 // `holders`: after a takeover, recompute holders from the slots (the slots are the truth).
 class locked {
 public:
-    explicit locked(registry_state& r) noexcept : r_(r), g_(r.lock, deadline()) {
+    explicit locked(registry_state& r, const deadline& until = deadline()) noexcept
+        : r_(r), g_(r.lock, until) {
         if (g_.result() == robust_mutex::result::recovered) recompute();
     }
+    bool owns() const noexcept { return g_.owns(); }
     void recompute() noexcept {
         for (std::size_t e = 0; e < max_ends; ++e) {
             std::uint32_t sum = 0;
@@ -35,6 +37,10 @@ private:
     registry_state& r_;
     robust_lock g_;
 };
+
+// How long a fork handler of the parent waits for the registry lock: fork() must not hang on a
+// process that is stopped while it holds the lock.
+deadline fork_wait() noexcept { return deadline(timeout_t(std::chrono::milliseconds(50))); }
 
 holder_slot* find(registry_state& r, const process_identity& who) noexcept {
     for (auto& slot : r.slots)
@@ -187,7 +193,8 @@ void attach(const segment& s, const process_identity& who, const end_counts& cou
 bool park_for_fork(const segment& s, std::uint64_t token, const process_identity& parent,
                    const end_counts& counts) noexcept {
     registry_state& r = s.registry();
-    locked guard(r);
+    locked guard(r, fork_wait());
+    if (!guard.owns()) return false;   // the child attaches itself (endpoint.cpp)
     for (auto& p : r.pending) {
         if (p.token.load(std::memory_order_relaxed) != 0) continue;
         p.parent_pid.store(parent.pid, std::memory_order_relaxed);
@@ -206,7 +213,10 @@ bool park_for_fork(const segment& s, std::uint64_t token, const process_identity
 bool settle_fork(const segment& s, std::uint64_t token, const process_identity& parent,
                  const process_identity* child, bool is_self, const end_counts& counts) noexcept {
     registry_state& r = s.registry();
-    locked guard(r);
+    // The parent only helps (the child settles its own ends): it never waits long for a lock
+    // that a stopped process may hold. The child waits as long as it takes.
+    locked guard(r, is_self ? deadline() : fork_wait());
+    if (!guard.owns()) return false;
     end_counts total{};
     bool found = false;
     for (auto& p : r.pending) {
@@ -262,13 +272,21 @@ void detach(const segment& s, const process_identity& who, const end_counts& cou
 
 std::uint32_t reap(const segment& s, std::uint32_t end) noexcept {
     registry_state& r = s.registry();
-    locked guard(r);
+    // Opportunistic: if another process holds the registry lock (it may be stopped, with
+    // SIGSTOP or a debugger), skip this round rather than make a bounded wait unbounded. A dead
+    // holder is still taken over: the lock watches its owner across these attempts.
+    locked guard(r, deadline(timeout_t(std::chrono::duration<double>(0))));
+    if (!guard.owns()) return 0;
     return drop_dead(r, end, queue_of(s));
 }
 
 std::uint32_t reap_any(const segment& s) noexcept {
     registry_state& r = s.registry();
-    locked guard(r);
+    // Opportunistic: if another process holds the registry lock (it may be stopped, with
+    // SIGSTOP or a debugger), skip this round rather than make a bounded wait unbounded. A dead
+    // holder is still taken over: the lock watches its owner across these attempts.
+    locked guard(r, deadline(timeout_t(std::chrono::duration<double>(0))));
+    if (!guard.owns()) return 0;
     return drop_dead(r, any_end, queue_of(s));
 }
 

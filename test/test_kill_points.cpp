@@ -212,3 +212,60 @@ BOOST_AUTO_TEST_CASE(joinable_consumer_killed_mid_stream_does_not_hang_join, *bo
         }
     }
 }
+
+// A process stopped (SIGSTOP, a debugger) while it holds a segment's registry lock must not make
+// others' bounded calls unbounded, nor hang their fork(): the fork handlers and the reaping that
+// waits do only bounded or opportunistic work on that lock (found by the soak: its controller
+// forked while a child it had stopped held the lock, and so never resumed it).
+namespace {
+void stop_at_attach(const char* point) {
+    // The first lock the child takes after installing this is open()'s registry lock.
+    static bool once = false;
+    if (!once && std::strcmp(point, "mutex.acquired") == 0) {
+        once = true;
+        ::raise(SIGSTOP);
+    }
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(stopped_registry_holder_blocks_no_fork_and_no_timeout, *boost::unit_test::timeout(60)) {
+    const std::string name = unique_name("stopped");
+    shm_remover remove_it(name);
+    auto q = shmq::JoinableQueue<int>::create(name);
+    q.put(1);   // unfinished, so join() waits (and reaps) until its timeout
+    // The child stops inside open(), holding the registry lock.
+    scoped_child stopped([&] {
+        hook::install(&stop_at_attach);
+        auto mine = shmq::JoinableQueue<int>::open(name);
+        return 0;
+    });
+    bool seen_stopped = false;
+    for (int i = 0; i < 300 && !seen_stopped; ++i) {
+        std::this_thread::sleep_for(10ms);
+        char path[64];
+        std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(stopped.pid()));
+        if (FILE* f = std::fopen(path, "r")) {
+            char buf[512] = {};
+            (void)std::fread(buf, 1, sizeof buf - 1, f);
+            std::fclose(f);
+            const char* rp = std::strrchr(buf, ')');
+            seen_stopped = rp && rp[1] && rp[2] == 'T';
+        }
+    }
+    BOOST_REQUIRE_MESSAGE(seen_stopped, "the child never stopped in open()");
+    // join() reaps while it waits: that must not turn its 0.2 s into for ever.
+    stopwatch sw;
+    BOOST_TEST(!q.join(0.2s));
+    BOOST_TEST(sw.seconds() < 2.0, "join(0.2 s) took " << sw.seconds() << " s");
+    // fork() from a process that holds the same segment completes.
+    stopwatch fw;
+    scoped_child other([] { return 0; });
+    BOOST_TEST(fw.seconds() < 2.0, "fork took " << fw.seconds() << " s");
+    // The new child itself waits for the lock to register (as long as it takes): resume the
+    // stopped one, and both finish.
+    ::kill(stopped.pid(), SIGCONT);
+    BOOST_TEST(stopped.wait(10s) == 0);
+    BOOST_TEST(other.wait(10s) == 0);
+    q.get(true, 1s);
+    q.task_done();
+}

@@ -20,7 +20,17 @@ struct watch {
     std::uint64_t owner = 0;
     clock::time_point since{};
 };
-thread_local watch t_watch;
+// A few locks at once: a thread may alternate between a lease and the registry lock.
+thread_local watch t_watches[4];
+thread_local unsigned t_next = 0;
+
+watch& watch_for(const void* lock) noexcept {
+    for (auto& w : t_watches)
+        if (w.lock == lock) return w;
+    watch& w = t_watches[t_next++ % 4];
+    w = watch{};
+    return w;
+}
 
 } // namespace
 
@@ -69,12 +79,9 @@ robust_mutex::result robust_mutex::lock(const deadline& until,
     // The owner being watched and since when. A caller continues the watch of its previous
     // calls on this lock (t_watch), so that get_nowait() in a loop, or a wait taken in steps,
     // also notices a dead owner.
-    std::uint64_t watched = 0;
-    clock::time_point since{};
-    if (t_watch.lock == this) {
-        watched = t_watch.owner;
-        since = t_watch.since;
-    }
+    watch& memo = watch_for(this);
+    std::uint64_t watched = memo.owner;
+    clock::time_point since = memo.since;
 
     for (;;) {
         std::uint64_t v = word_.load(std::memory_order_relaxed);
@@ -100,7 +107,7 @@ robust_mutex::result robust_mutex::lock(const deadline& until,
                 SHMQ_TEST_HOOK("mutex.takeover");
                 if (word_.compare_exchange_strong(v, me | waiters_bit, std::memory_order_acquire,
                                                   std::memory_order_relaxed)) {
-                    t_watch = watch{};
+                    memo = watch{};
                     SHMQ_TEST_HOOK("mutex.acquired");
                     return result::recovered;
                 }
@@ -109,7 +116,7 @@ robust_mutex::result robust_mutex::lock(const deadline& until,
         }
         auto slice = until.slice();
         if (slice.count() <= 0) {
-            t_watch = watch{this, watched, since};
+            memo = watch{this, watched, since};
             return result::timed_out;   // try_lock, or the deadline passed
         }
         if (!(v & waiters_bit)) {
