@@ -76,21 +76,26 @@ const std::atomic<std::uint32_t>* channel::foreign() const noexcept {
     return &seg_->header().foreign_pidns;
 }
 
+namespace {
+// After taking a lease: the handle's cached copy of the other side's position stays trusted only
+// if no other handle held this lease since (gen still holds the value this handle left, see
+// layout.hpp); otherwise it is reloaded. Only lease holders touch gen: plain load and store.
+template <class Fresh>
+void claim_lease(std::atomic<std::uint64_t>& gen, std::atomic<std::uint64_t>& mine,
+                 std::atomic<std::uint64_t>& cache, Fresh fresh) noexcept {
+    const std::uint64_t g = gen.load(std::memory_order_relaxed);
+    if (g != mine.load(std::memory_order_relaxed)) cache.store(fresh(), std::memory_order_relaxed);
+    gen.store(g + 1, std::memory_order_relaxed);
+    mine.store(g + 1, std::memory_order_relaxed);
+}
+} // namespace
+
 void channel::claim_writer_lease() noexcept {
-    // Only writer-lease holders touch wgen, so a plain load and store suffice.
-    const std::uint64_t g = st_.wgen.load(std::memory_order_relaxed);
-    if (g != my_wgen_.load(std::memory_order_relaxed))
-        seen_head_.store(load_floor(), std::memory_order_relaxed);
-    st_.wgen.store(g + 1, std::memory_order_relaxed);
-    my_wgen_.store(g + 1, std::memory_order_relaxed);
+    claim_lease(st_.wgen, my_wgen_, seen_head_, [&] { return load_floor(); });
 }
 
 void channel::claim_reader_lease() noexcept {
-    const std::uint64_t g = st_.rgen.load(std::memory_order_relaxed);
-    if (g != my_rgen_.load(std::memory_order_relaxed))
-        seen_tail_.store(load_tail(), std::memory_order_relaxed);
-    st_.rgen.store(g + 1, std::memory_order_relaxed);
-    my_rgen_.store(g + 1, std::memory_order_relaxed);
+    claim_lease(st_.rgen, my_rgen_, seen_tail_, [&] { return load_tail(); });
 }
 
 bool channel::stream_alive(std::uint64_t writer) const noexcept {
