@@ -61,8 +61,16 @@ public:
     /// Wakes every sleeper; free (a fence and a load) when nobody sleeps.
     void notify() noexcept {
         std::atomic_thread_fence(std::memory_order_seq_cst);
+        notify_after_seq_cst_store();
+    }
+    /// notify() for a notifier whose store that made the condition true was itself seq_cst:
+    /// that store, this seq_cst load and the waiter's RMW + fence are then ordered by the single
+    /// total order S (the waiter's condition load after its fence sees the store, or this load
+    /// sees the sleeper bit), so no fence is needed here. On x86 the seq_cst store is the one
+    /// locked instruction the publication costs.
+    void notify_after_seq_cst_store() noexcept {
         SHMQ_TEST_HOOK("event.notify");
-        std::uint32_t v = word_.load(std::memory_order_relaxed);
+        std::uint32_t v = word_.load(std::memory_order_seq_cst);
         if (!(v & sleeper_bit)) return;
         // New round: whoever changes the word first wakes everybody; a concurrent notifier that
         // loses the exchange finds the bit cleared and leaves.

@@ -134,6 +134,15 @@ robust_mutex::result robust_mutex::lock(const deadline& until,
     }
 }
 
+bool robust_mutex::try_lock_fast() noexcept {
+    std::uint64_t expected = 0;
+    if (!word_.compare_exchange_strong(expected, self_word(), std::memory_order_acquire,
+                                       std::memory_order_relaxed))
+        return false;
+    SHMQ_TEST_HOOK("mutex.acquired");
+    return true;
+}
+
 void robust_mutex::unlock() noexcept {
     if (word_.exchange(0, std::memory_order_release) & waiters_bit)
         futex_wake(reinterpret_cast<std::atomic<std::uint32_t>*>(futex_word()), 1);

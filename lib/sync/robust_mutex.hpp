@@ -47,6 +47,9 @@ public:
     result try_lock(const std::atomic<std::uint32_t>* foreign = nullptr) noexcept {
         return lock(deadline(timeout_t(std::chrono::duration<double>(0))), foreign);
     }
+    /// One compare-exchange, nothing else (no clock, no spin): the uncontended fast path for
+    /// callers that then fall back to lock().
+    bool try_lock_fast() noexcept;
     /// Unlocks and wakes one sleeper if any. \pre locked by this process.
     void unlock() noexcept;
     /// The owner's word (pid and start bits, without the waiters bit); 0 when unlocked. A snapshot.
