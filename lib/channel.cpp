@@ -133,6 +133,8 @@ channel::walk_result channel::walk(std::uint64_t head, std::uint64_t tail) const
         }
         if (avail > cap_ || avail < ring::header_size) return {true, r.garbage_end, r.garbage_msgs};
         const std::uint64_t off = ring::bytes_of(pos) & (cap_ - 1);
+        // Records start 8-aligned; anything else is a corrupt position (a reader reports it).
+        if (off % ring::header_size != 0) return {true, r.garbage_end, r.garbage_msgs};
         const std::uint64_t cont = cap_ - off;
         auto word = [&](std::uint64_t at) {
             return std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(ring_ + at))
@@ -574,6 +576,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
         const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);
         const std::uint64_t cont = cap_ - off;
         if (avail < ring::header_size) corrupt("partial record header");
+        if (off % ring::header_size != 0) corrupt("misaligned head");
         const ring::record_header h = ring::read_header(ring_, off);
         const auto k = static_cast<ring::kind>(h.kind & kind_mask_);
         if (k == ring::kind::pad) {

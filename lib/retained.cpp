@@ -40,6 +40,10 @@ template <class F> bool walk(const segment& s, F&& f, bool* corrupt = nullptr) n
     while (ring::used(pos, head) != 0) {
         const std::uint64_t off = ring::bytes_of(pos) & (cap - 1);
         const std::uint64_t cont = cap - off;
+        if (off % ring::header_size != 0) {   // records start 8-aligned: corrupt
+            if (corrupt) *corrupt = true;
+            return false;
+        }
         if (cont < ring::header_size || ring::used(pos, head) < ring::header_size) break;
         auto word = kind_word(ring, off);
         const std::uint32_t w = word.load(std::memory_order_acquire);
@@ -71,6 +75,7 @@ void advance_release(const segment& s) noexcept {
         while (ring::used(pos, head) != 0) {
             const std::uint64_t off = ring::bytes_of(pos) & (cap - 1);
             const std::uint64_t cont = cap - off;
+            if (off % ring::header_size != 0 || cont < ring::header_size) return;   // corrupt
             const std::uint32_t w = kind_word(ring, off).load(std::memory_order_acquire);
             const auto k = static_cast<ring::kind>(w & kind_mask);
             std::uint32_t size;

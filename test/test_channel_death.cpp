@@ -1121,3 +1121,16 @@ BOOST_AUTO_TEST_CASE(claimed_stream_length_does_not_drive_allocation)
         }
     }
 }
+
+// Found by fuzz_segment: a head that is not 8-aligned (records always are) made empty()'s walk
+// read a header word at a misaligned address (undefined behaviour). It is a corrupt position:
+// empty()/poll() answer without touching it, and a read reports broken_error.
+BOOST_AUTO_TEST_CASE(misaligned_head_is_broken_not_undefined)
+{
+    raw_channel rc;
+    rc.forge(0, 24, k_whole, std::vector<std::byte>(24, std::byte{1}));
+    rc.set_head(3, 0);
+    rc.set_tail(32, 1);
+    BOOST_TEST(!rc.ch.empty());   // "something is there": a reader decides
+    BOOST_CHECK_THROW(rc.read(), shmq::broken_error);
+}
