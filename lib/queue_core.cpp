@@ -293,22 +293,31 @@ void queue_core::cancel_join_thread() noexcept {
 void queue_core::task_done() {
     if (!impl_) throw closed_error("shmq: queue is closed");
     auto& qs = impl_->seg_->queue();
+    holder_slot* s = impl_->slot();
+    const bool retains = impl_->ch_.retains();
+    if (retains) {
+        // At-least-once mode: the record is marked done first, and that mark is what decides:
+        // a consumer killed before it is delivered again and finished (and counted) once by
+        // another; killed after it, not delivered again. So `unfinished` below only follows
+        // the marks (clamped, never "too many"); the window between the two costs a join()
+        // that waits for one item, like the other adjacent-step windows above.
+        if (!s || !retained::finish_one(*impl_->seg_,
+                                        static_cast<std::uint32_t>(s - impl_->seg_->registry().slots)))
+            throw value_error("shmq: task_done() called too many times");
+    }
     std::int64_t v = qs.unfinished.load(std::memory_order_acquire);
     do {
-        if (v <= 0) throw value_error("shmq: task_done() called too many times");
+        if (v <= 0) {
+            if (retains) return;
+            throw value_error("shmq: task_done() called too many times");
+        }
     } while (!qs.unfinished.compare_exchange_weak(v, v - 1, std::memory_order_acq_rel));
     // One item fewer that this process answers for, if it got any (task_done names no item and
     // may come from another process than the getter: clamp at zero).
-    if (holder_slot* s = impl_->slot()) {
+    if (s) {
         std::uint64_t t = s->taken.load(std::memory_order_acquire);
         while (t > 0 && !s->taken.compare_exchange_weak(t, t - 1, std::memory_order_acq_rel)) {
         }
-        // At-least-once mode: the record leaves the ring now (this process's oldest, else the
-        // oldest anyone took). Uncounted first: a crash in between makes join() return one item
-        // early at worst, never wait for ever.
-        if (impl_->ch_.retains())
-            retained::finish_one(*impl_->seg_,
-                                 static_cast<std::uint32_t>(s - impl_->seg_->registry().slots));
     }
     if (v == 1) qs.all_done.notify();
 }
