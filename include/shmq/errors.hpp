@@ -50,6 +50,20 @@ class SHMQ_API broken_error : public error { public: using error::error; };
 /// others; options::trust_foreign accepts the last two), or the system denied access (EACCES).
 class SHMQ_API permission_error : public error { public: using error::error; };
 
+/// multiprocessing.TimeoutError: AsyncResult::get(timeout) ran out while the task still runs.
+class SHMQ_API timeout_error : public error { public: using error::error; };
+/// A Pool task threw in its worker; what() holds the exception's type and its what(). The
+/// worker lives on.
+class SHMQ_API task_error : public error { public: using error::error; };
+/// The Pool worker running the task died (a signal, _exit, a crash) before it answered.
+class SHMQ_API worker_lost_error : public error { public: using error::error; };
+/// threading.BrokenBarrierError: the Barrier was reset or aborted, a wait timed out, or a party
+/// died while waiting.
+class SHMQ_API broken_barrier_error : public error { public: using error::error; };
+/// A lock's previous holder died inside its critical section (see <shmq/sync.hpp> for when this
+/// is thrown and when it is only reported).
+class SHMQ_API owner_died_error : public error { public: using error::error; };
+
 /// multiprocessing.BufferTooShort: recv_bytes_into() got a message longer than the buffer.
 /// The message was consumed; it travels in the exception.
 class SHMQ_API buffer_too_short_error : public error {
