@@ -9,6 +9,7 @@
 #include <shmq/errors.hpp>
 #include <shmq/joinable_queue.hpp>
 #include <shmq/options.hpp>
+#include <shmq/pool.hpp>
 #include <shmq/process.hpp>
 #include <shmq/queue.hpp>
 #include <shmq/simple_queue.hpp>
