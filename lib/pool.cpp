@@ -355,6 +355,7 @@ public:
         std::uint64_t assigned = 0;         // tasks handed to this incarnation
         bool alive = false;                 // started and not yet seen dead
         bool stop_sent = false;
+        clock::time_point front_since;      // when the front task became this worker's current one
     };
     enum class run_state { running, closed, terminated };
 
@@ -445,6 +446,7 @@ public:
             retry_.clear();
             for (auto& w : workers_) w.outstanding.clear();
         }
+        stop_handler_.store(true);
         const auto e = std::make_exception_ptr(
             worker_lost_error("shmq::Pool: terminated before the result was ready"));
         for (auto& rec : jobs)
@@ -585,9 +587,10 @@ private:
             if (w.alive && w.proc) try { w.proc->kill(); } catch (...) {}
     }
 
+    /// Waits for the result thread (it ends by itself once a closed pool's work is done and its
+    /// workers have exited; terminate() tells it to stop now), then reaps the workers.
     void join_all() {
         std::lock_guard jl(join_mu_);
-        stop_handler_.store(true);
         if (handler_.joinable()) handler_.join();
         for (auto& w : workers_)
             if (w.proc) w.proc->join();
@@ -595,21 +598,34 @@ private:
         for (auto& w : workers_) w.alive = false;
     }
 
+    /// How many tasks a worker may hold: enough to cover ~50 µs (a sleeping hand-off costs
+    /// ~20 µs), so fast tasks never wait for the parent, and one when tasks take longer than
+    /// that, so no task waits behind a long one that another worker could have started.
     std::size_t depth() const noexcept {
         if (ewma_ns_ < 0) return 1;
-        const double d = 1 + 2e6 / std::max(ewma_ns_, 1.0);
+        const double d = 1 + 50e3 / std::max(ewma_ns_, 1.0);
         return static_cast<std::size_t>(std::min<double>(d, max_depth));
+    }
+
+    /// A worker whose current task has run much longer than tasks usually take is probably on a
+    /// long one: queue nothing more behind it.
+    bool stalled(const worker& w, clock::time_point now) const noexcept {
+        if (w.outstanding.empty()) return false;
+        const double ran = std::chrono::duration<double, std::nano>(now - w.front_since).count();
+        return ran > 4 * std::max(ewma_ns_, 0.0) + 100e3;
     }
 
     /// Hands out tasks while some worker has room. Caller holds mu_.
     void pump() {
         if (state_.load() == run_state::terminated || broken_.load()) return;
         const std::size_t limit = depth();
+        const auto now = clock::now();
         while (!retry_.empty() || !fresh_.empty()) {
             worker* best = nullptr;
             for (auto& w : workers_) {
                 if (!w.alive || w.stop_sent || w.outstanding.size() >= limit) continue;
                 if (maxtasks_ && w.assigned >= *maxtasks_) continue;
+                if (stalled(w, now)) continue;
                 if (!best || w.outstanding.size() < best->outstanding.size()) best = &w;
             }
             if (!best) return;
@@ -623,6 +639,7 @@ private:
                 if (rec->next_chunk == rec->batch.chunks()) fresh_.pop_front();
             }
             best->inbox->put(t.job->batch.message(t.chunk, t.job->id), true, std::nullopt);
+            if (best->outstanding.empty()) best->front_since = now;
             best->outstanding.push_back(std::move(t));
             ++best->assigned;
         }
@@ -747,6 +764,7 @@ private:
                 return;   // terminated meanwhile
             rec = std::move(W.outstanding.front().job);
             W.outstanding.pop_front();
+            W.front_since = clock::now();
             init_failures_ = 0;
             const double ns = static_cast<double>(h.run_ns);
             ewma_ns_ = ewma_ns_ < 0 ? ns : 0.8 * ewma_ns_ + 0.2 * ns;
@@ -798,8 +816,11 @@ private:
                     }
                 pump();
             }
+            if (dead.empty()) {
+                maybe_stop_workers();   // close() may have come after the last answer
+                return;
+            }
         }
-        if (dead.empty()) return;
         // Whatever a dead worker answered is in the queue by now (a put is all or nothing);
         // take it first so that only what is really missing fails.
         std::size_t n = results_.qsize();
