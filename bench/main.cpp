@@ -32,6 +32,7 @@
 
 namespace shmq_bench {
 int memory_check();   // memory.cpp
+int pool_bench(int repeat, bool quick, const std::string& python);   // pool.cpp
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
@@ -48,6 +49,7 @@ struct options {
     bool list = false;
     bool pin = false;
     bool memory = false;
+    bool pool = false;
 };
 
 void usage(std::ostream& o) {
@@ -72,6 +74,9 @@ void usage(std::ostream& o) {
          "  --no-python         skip the Python baselines\n"
          "  --memory            instead of the suite: resident memory over 10 M messages, and\n"
          "                      the shared memory one queue costs\n"
+         "  --pool              instead of the suite: Pool.map of x + 1 over 1 M ints (100 k with\n"
+         "                      --quick), chunksize 1 and 1000: shmq Pool, a fork + pipe(2) pool and\n"
+         "                      Python's multiprocessing.Pool, in tasks/s\n"
          "  --help              this text\n";
 }
 
@@ -111,6 +116,8 @@ bool parse(int argc, char** argv, options& o) {
             o.no_python = true;
         } else if (a == "--memory") {
             o.memory = true;
+        } else if (a == "--pool") {
+            o.pool = true;
         } else {
             throw std::invalid_argument("unknown option " + a);
         }
@@ -211,6 +218,7 @@ int run(int argc, char** argv) {
         return 2;
     }
     if (opt.memory) return memory_check();
+    if (opt.pool) return pool_bench(opt.repeat, opt.quick, opt.no_python ? std::string() : opt.python);
 
     std::vector<std::unique_ptr<transport>> ts;
     ts.push_back(make_pipe_transport());

@@ -199,6 +199,13 @@ BOOST_AUTO_TEST_CASE(worker_pool_gets_every_result_exactly_once_and_exits_0) {
                   "worker_pool: 40 jobs, 4 workers: every result arrived exactly once\n");
 }
 
+BOOST_AUTO_TEST_CASE(pool_map_reports_the_lost_item_and_delivers_the_rest_then_exits_0) {
+    check_example("pool_map",
+                  "pool_map: 1229 primes below 10000\n"
+                  "pool_map: item 3 lost its worker\n"
+                  "pool_map: 7 other results arrived\n");
+}
+
 namespace {
 
 double seconds_since(clk::time_point t0) {
