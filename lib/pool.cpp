@@ -66,7 +66,8 @@ struct pool_job::state {
     std::size_t done = 0;
     bool completion_order;
     std::vector<std::size_t> order;            // completion order (imap_unordered only)
-    std::size_t waiters = 0;
+    std::size_t ready_waiters = 0;   // threads in wait_ready
+    std::size_t item_waiters = 0;    // threads in wait_position
 
     bool ready_locked(std::size_t items) const noexcept { return done == items || first_error; }
     void finish_locked(std::size_t item) {
@@ -84,14 +85,19 @@ pool_job::pool_job(std::size_t items, bool completion_order)
 
 pool_job::~pool_job() = default;
 
-void pool_job::deliver(std::size_t item, std::span<const std::byte> bytes) noexcept {
-    std::unique_lock lock(s_->mu);
-    if (item >= items_ || s_->status[item] != 0) return;   // failed already (terminate)
-    try {
-        store(item, bytes);
-        s_->status[item] = 1;
-    } catch (...) {
-        std::exception_ptr e = std::current_exception();
+/// Settles one item with the job's lock held; returns whether the job just became ready.
+bool pool_job::settle_locked(std::size_t item, std::span<const std::byte>* bytes, std::exception_ptr e) noexcept {
+    if (item >= items_ || s_->status[item] != 0) return false;   // failed already (terminate)
+    const bool was_ready = s_->ready_locked(items_);
+    if (bytes) {
+        try {
+            store(item, *bytes);
+            s_->status[item] = 1;
+        } catch (...) {
+            e = std::current_exception();
+        }
+    }
+    if (s_->status[item] == 0) {
         s_->status[item] = 2;
         try {
             s_->errors.emplace(item, e);
@@ -99,25 +105,56 @@ void pool_job::deliver(std::size_t item, std::span<const std::byte> bytes) noexc
         if (!s_->first_error) s_->first_error = e;
     }
     try { s_->finish_locked(item); } catch (...) {}
-    if (s_->waiters) {
-        lock.unlock();
-        s_->cv.notify_all();
-    }
+    return !was_ready && s_->ready_locked(items_);
+}
+
+void pool_job::notify(std::unique_lock<std::mutex>& lock, bool became_ready, bool any) noexcept {
+    // Only who can use the news is woken: map() waits for the whole job, imap for items.
+    const bool wake = (any && s_->item_waiters) || (became_ready && s_->ready_waiters);
+    lock.unlock();
+    if (wake) s_->cv.notify_all();
+}
+
+void pool_job::deliver(std::size_t item, std::span<const std::byte> bytes) noexcept {
+    std::unique_lock lock(s_->mu);
+    const bool r = settle_locked(item, &bytes, nullptr);
+    notify(lock, r, true);
 }
 
 void pool_job::fail(std::size_t item, std::exception_ptr e) noexcept {
     std::unique_lock lock(s_->mu);
-    if (item >= items_ || s_->status[item] != 0) return;
-    s_->status[item] = 2;
-    try {
-        s_->errors.emplace(item, e);
-    } catch (...) {}
-    if (!s_->first_error) s_->first_error = e;
-    try { s_->finish_locked(item); } catch (...) {}
-    if (s_->waiters) {
-        lock.unlock();
-        s_->cv.notify_all();
+    const bool r = settle_locked(item, nullptr, e);
+    notify(lock, r, true);
+}
+
+bool pool_job::deliver_chunk(std::size_t first, std::size_t count,
+                             std::span<const std::byte> rest) noexcept {
+    std::unique_lock lock(s_->mu);
+    bool ready = false, ok = true;
+    for (std::size_t i = 0; i < count; ++i) {
+        std::uint32_t len = 0;
+        if (rest.size() < 1 + sizeof len) { ok = false; break; }
+        const auto status = rest[0];
+        std::memcpy(&len, rest.data() + 1, sizeof len);
+        if (rest.size() - 1 - sizeof len < len) { ok = false; break; }
+        auto bytes = rest.subspan(1 + sizeof len, len);
+        rest = rest.subspan(1 + sizeof len + len);
+        if (status == std::byte{0}) {
+            ready |= settle_locked(first + i, &bytes, nullptr);
+        } else {
+            std::exception_ptr e;
+            try {
+                e = std::make_exception_ptr(task_error(
+                    "shmq::Pool: item " + std::to_string(first + i) + " raised " +
+                    std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
+            } catch (...) {
+                e = std::current_exception();   // std::bad_alloc
+            }
+            ready |= settle_locked(first + i, nullptr, e);
+        }
     }
+    notify(lock, ready, true);
+    return ok;
 }
 
 namespace {
@@ -142,7 +179,7 @@ bool wait_for_pred(std::unique_lock<std::mutex>& lock, std::condition_variable& 
 
 bool pool_job::wait_ready(const timeout_t& timeout) {
     std::unique_lock lock(s_->mu);
-    return wait_for_pred(lock, s_->cv, s_->waiters, timeout,
+    return wait_for_pred(lock, s_->cv, s_->ready_waiters, timeout,
                          [&] { return s_->ready_locked(items_); });
 }
 
@@ -160,9 +197,9 @@ std::size_t pool_job::wait_position(std::size_t k, const timeout_t& timeout) {
     if (k >= items_) throw value_error("shmq::IMapIterator: position past the end");
     std::unique_lock lock(s_->mu);
     const bool ok = s_->completion_order
-                        ? wait_for_pred(lock, s_->cv, s_->waiters, timeout,
+                        ? wait_for_pred(lock, s_->cv, s_->item_waiters, timeout,
                                         [&] { return s_->order.size() > k; })
-                        : wait_for_pred(lock, s_->cv, s_->waiters, timeout,
+                        : wait_for_pred(lock, s_->cv, s_->item_waiters, timeout,
                                         [&] { return s_->status[k] != 0; });
     if (!ok) throw timeout_error("shmq::IMapIterator: timed out");
     return s_->completion_order ? s_->order[k] : k;
@@ -504,61 +541,66 @@ private:
                 if (parent_gone()) return;
                 continue;
             }
-            pool_task_header h;
-            if (msg.size() < sizeof h) return;   // not from the parent: give up
-            std::memcpy(&h, msg.data(), sizeof h);
-            if (h.job == 0) return;              // stop
-            const auto invoke = reinterpret_cast<pool_invoker>(h.invoker);
-            std::span<const std::byte> rest(msg.data() + sizeof h, msg.size() - sizeof h);
-            out.assign(sizeof(pool_result_header), std::byte{});
-            const auto t0 = clock::now();
-            for (std::uint32_t i = 0; i < h.count; ++i) {
-                std::uint32_t len = 0;
-                if (rest.size() < sizeof len) return;
-                std::memcpy(&len, rest.data(), sizeof len);
-                if (rest.size() - sizeof len < len) return;
-                const auto args = rest.subspan(sizeof len, len);
-                rest = rest.subspan(sizeof len + len);
+            // One message holds one or more chunks (the parent bundles what it hands out at
+            // once); each chunk is answered on its own, so a death loses at most the running one.
+            std::span<const std::byte> rest(msg.data(), msg.size());
+            while (!rest.empty()) {
+                pool_task_header h;
+                if (rest.size() < sizeof h) return;   // not from the parent: give up
+                std::memcpy(&h, rest.data(), sizeof h);
+                rest = rest.subspan(sizeof h);
+                if (h.job == 0) return;               // stop
+                const auto invoke = reinterpret_cast<pool_invoker>(h.invoker);
+                out.assign(sizeof(pool_result_header), std::byte{});
+                const auto t0 = clock::now();
+                for (std::uint32_t i = 0; i < h.count; ++i) {
+                    std::uint32_t len = 0;
+                    if (rest.size() < sizeof len) return;
+                    std::memcpy(&len, rest.data(), sizeof len);
+                    if (rest.size() - sizeof len < len) return;
+                    const auto args = rest.subspan(sizeof len, len);
+                    rest = rest.subspan(sizeof len + len);
 
-                s.job.store(h.job, std::memory_order_relaxed);
-                s.chunk.store(h.chunk, std::memory_order_relaxed);
-                s.item.store(h.first + i, std::memory_order_relaxed);
-                s.state.store(worker_slot::running, std::memory_order_release);
+                    s.job.store(h.job, std::memory_order_relaxed);
+                    s.chunk.store(h.chunk, std::memory_order_relaxed);
+                    s.item.store(h.first + i, std::memory_order_relaxed);
+                    s.state.store(worker_slot::running, std::memory_order_release);
 
-                const std::size_t at = out.size();
-                out.resize(at + 1 + sizeof(std::uint32_t));
-                out[at] = std::byte{0};
-                try {
-                    invoke(static_cast<std::uintptr_t>(h.fn), args, out);
-                } catch (...) {
-                    const std::string text = describe_current_exception();
+                    const std::size_t at = out.size();
                     out.resize(at + 1 + sizeof(std::uint32_t));
-                    out[at] = std::byte{1};
-                    const auto* p = reinterpret_cast<const std::byte*>(text.data());
-                    out.insert(out.end(), p, p + text.size());
+                    out[at] = std::byte{0};
+                    try {
+                        invoke(static_cast<std::uintptr_t>(h.fn), args, out);
+                    } catch (...) {
+                        const std::string text = describe_current_exception();
+                        out.resize(at + 1 + sizeof(std::uint32_t));
+                        out[at] = std::byte{1};
+                        const auto* p = reinterpret_cast<const std::byte*>(text.data());
+                        out.insert(out.end(), p, p + text.size());
+                    }
+                    const auto n = static_cast<std::uint32_t>(out.size() - at - 1 - sizeof(std::uint32_t));
+                    std::memcpy(out.data() + at + 1, &n, sizeof n);
                 }
-                const auto n = static_cast<std::uint32_t>(out.size() - at - 1 - sizeof(std::uint32_t));
-                std::memcpy(out.data() + at + 1, &n, sizeof n);
-            }
-            pool_result_header rh{};
-            rh.job = h.job;
-            rh.chunk = h.chunk;
-            rh.count = h.count;
-            rh.worker = w;
-            rh.pid = static_cast<std::uint32_t>(self_pid());
-            rh.run_ns = static_cast<std::uint64_t>(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
-            std::memcpy(out.data(), &rh, sizeof rh);
-            for (;;) {
-                try {
-                    results_.put(out, true, std::chrono::duration<double>(worker_poll));
-                    break;
-                } catch (const full_error&) {
-                    if (parent_gone()) return;
+                pool_result_header rh{};
+                rh.job = h.job;
+                rh.chunk = h.chunk;
+                rh.count = h.count;
+                rh.worker = w;
+                rh.pid = static_cast<std::uint32_t>(self_pid());
+                rh.run_ns = static_cast<std::uint64_t>(
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
+                std::memcpy(out.data(), &rh, sizeof rh);
+                for (;;) {
+                    try {
+                        results_.put(out, true, std::chrono::duration<double>(worker_poll));
+                        break;
+                    } catch (const full_error&) {
+                        if (parent_gone()) return;
+                    }
                 }
+                s.state.store(worker_slot::idle, std::memory_order_release);
+                if (maxtasks_ && ++done >= *maxtasks_) return;
             }
-            s.state.store(worker_slot::idle, std::memory_order_release);
-            if (maxtasks_ && ++done >= *maxtasks_) return;
         }
     }
 
@@ -615,33 +657,49 @@ private:
         return ran > 4 * std::max(ewma_ns_, 0.0) + 100e3;
     }
 
-    /// Hands out tasks while some worker has room. Caller holds mu_.
+    /// Hands out tasks while some worker has room. Tasks for one worker go in one message (a
+    /// bundle): one wake-up of the worker for many small tasks. Caller holds mu_.
     void pump() {
         if (state_.load() == run_state::terminated || broken_.load()) return;
+        std::size_t pending = retry_.size();
+        for (auto& rec : fresh_) pending += rec->batch.chunks() - rec->next_chunk;
+        if (pending == 0) return;
         const std::size_t limit = depth();
         const auto now = clock::now();
-        while (!retry_.empty() || !fresh_.empty()) {
+        while (pending > 0) {
             worker* best = nullptr;
+            std::size_t eligible = 0;
             for (auto& w : workers_) {
                 if (!w.alive || w.stop_sent || w.outstanding.size() >= limit) continue;
                 if (maxtasks_ && w.assigned >= *maxtasks_) continue;
                 if (stalled(w, now)) continue;
+                ++eligible;
                 if (!best || w.outstanding.size() < best->outstanding.size()) best = &w;
             }
             if (!best) return;
-            task_ref t;
-            if (!retry_.empty()) {
-                t = std::move(retry_.front());
-                retry_.pop_front();
-            } else {
-                auto& rec = fresh_.front();
-                t = task_ref{rec, static_cast<std::uint32_t>(rec->next_chunk++)};
-                if (rec->next_chunk == rec->batch.chunks()) fresh_.pop_front();
-            }
-            best->inbox->put(t.job->batch.message(t.chunk, t.job->id), true, std::nullopt);
+            // Its room, but no more than its share of what is pending, so that a short map is
+            // spread over the workers rather than bundled into one.
+            std::size_t k = limit - best->outstanding.size();
+            if (maxtasks_) k = std::min<std::size_t>(k, *maxtasks_ - best->assigned);
+            k = std::min(k, std::max<std::size_t>(1, (pending + eligible - 1) / eligible));
+            bundle_.clear();
             if (best->outstanding.empty()) best->front_since = now;
-            best->outstanding.push_back(std::move(t));
-            ++best->assigned;
+            for (std::size_t j = 0; j < k && pending > 0; ++j, --pending) {
+                task_ref t;
+                if (!retry_.empty()) {
+                    t = std::move(retry_.front());
+                    retry_.pop_front();
+                } else {
+                    auto& rec = fresh_.front();
+                    t = task_ref{rec, static_cast<std::uint32_t>(rec->next_chunk++)};
+                    if (rec->next_chunk == rec->batch.chunks()) fresh_.pop_front();
+                }
+                const auto m = t.job->batch.message(t.chunk, t.job->id);
+                bundle_.insert(bundle_.end(), m.begin(), m.end());
+                best->outstanding.push_back(std::move(t));
+                ++best->assigned;
+            }
+            best->inbox->put(bundle_, true, std::nullopt);
         }
     }
 
@@ -748,60 +806,71 @@ private:
 
     // ---- the parent: the result thread ---------------------------------------------------------
 
-    /// One answer. Called by the result thread only.
-    void handle_result(const std::vector<std::byte>& msg) {
-        pool_result_header h;
-        if (msg.size() < sizeof h) return;
-        std::memcpy(&h, msg.data(), sizeof h);
-        std::shared_ptr<job_rec> rec;
+    /// Answers, in the order they were read. Called by the result thread only: one hold of the
+    /// pool's lock for all of them (and one pump), then delivery under each job's own lock.
+    void handle_results(std::vector<std::vector<std::byte>>& msgs, std::size_t n) {
+        settled_.clear();
         {
             std::lock_guard lock(mu_);
-            if (h.worker >= nproc_) return;
-            worker& W = workers_[h.worker];
-            if (!W.proc || static_cast<std::uint32_t>(W.proc->pid()) != h.pid) return;   // stale
-            if (W.outstanding.empty() || W.outstanding.front().job->id != h.job ||
-                W.outstanding.front().chunk != h.chunk)
-                return;   // terminated meanwhile
-            rec = std::move(W.outstanding.front().job);
-            W.outstanding.pop_front();
-            W.front_since = clock::now();
-            init_failures_ = 0;
-            const double ns = static_cast<double>(h.run_ns);
-            ewma_ns_ = ewma_ns_ < 0 ? ns : 0.8 * ewma_ns_ + 0.2 * ns;
-            chunk_over(*rec);
+            for (std::size_t m = 0; m < n; ++m) {
+                const auto& msg = msgs[m];
+                pool_result_header h;
+                if (msg.size() < sizeof h) continue;
+                std::memcpy(&h, msg.data(), sizeof h);
+                if (h.worker >= nproc_) continue;
+                worker& W = workers_[h.worker];
+                if (!W.proc || static_cast<std::uint32_t>(W.proc->pid()) != h.pid) continue;   // stale
+                if (W.outstanding.empty() || W.outstanding.front().job->id != h.job ||
+                    W.outstanding.front().chunk != h.chunk)
+                    continue;   // terminated meanwhile
+                auto rec = std::move(W.outstanding.front().job);
+                W.outstanding.pop_front();
+                W.front_since = clock::now();
+                init_failures_ = 0;
+                const double ns = static_cast<double>(h.run_ns);
+                ewma_ns_ = ewma_ns_ < 0 ? ns : 0.8 * ewma_ns_ + 0.2 * ns;
+                chunk_over(*rec);
+                settled_.push_back({std::move(rec), m, h.chunk});
+            }
             pump();
             maybe_stop_workers();
         }
-        // Deliver outside the pool's lock (the job has its own).
-        const std::uint64_t first = rec->batch.first_item(h.chunk);
-        std::span<const std::byte> rest(msg.data() + sizeof h, msg.size() - sizeof h);
-        std::uint32_t i = 0;
-        for (; i < h.count; ++i) {
-            std::uint32_t len = 0;
-            if (rest.size() < 1 + sizeof len) break;
-            const auto status = rest[0];
-            std::memcpy(&len, rest.data() + 1, sizeof len);
-            if (rest.size() - 1 - sizeof len < len) break;
-            const auto bytes = rest.subspan(1 + sizeof len, len);
-            rest = rest.subspan(1 + sizeof len + len);
-            if (status == std::byte{0}) {
-                rec->result->deliver(first + i, bytes);
-            } else {
-                std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-                rec->result->fail(first + i, std::make_exception_ptr(task_error(
-                    "shmq::Pool: item " + std::to_string(first + i) + " raised " + text)));
+        // Deliver outside the pool's lock (each job has its own).
+        for (auto& st : settled_) {
+            const auto& msg = msgs[st.msg];
+            const std::uint64_t first = st.rec->batch.first_item(st.chunk);
+            const std::uint32_t count = st.rec->batch.chunk_items(st.chunk);
+            std::span<const std::byte> answer(msg.data() + sizeof(pool_result_header),
+                                              msg.size() - sizeof(pool_result_header));
+            if (!st.rec->result->deliver_chunk(first, count, answer)) {
+                // A malformed answer must not leave items waiting for ever.
+                const auto e = std::make_exception_ptr(broken_error("shmq::Pool: malformed answer"));
+                for (std::uint32_t j = 0; j < count; ++j) st.rec->result->fail(first + j, e);
             }
         }
-        const std::uint32_t expected = rec->batch.chunk_items(h.chunk);
-        if (i < expected) {
-            // A malformed answer must not leave items waiting for ever.
-            const auto e = std::make_exception_ptr(broken_error("shmq::Pool: malformed answer"));
-            for (std::uint32_t j = 0; j < expected; ++j) rec->result->fail(first + j, e);
+        settled_.clear();
+    }
+
+    /// Reads what is in the result queue now (first waiting up to `wait` for one answer) and
+    /// handles it. Returns whether there was anything.
+    bool read_results(std::optional<std::chrono::duration<double>> wait, std::size_t max) {
+        std::size_t n = 0;
+        for (; n < max; ++n) {
+            if (bufs_.size() <= n) bufs_.emplace_back();
+            container_sink<std::vector<std::byte>> sink(bufs_[n]);
+            try {
+                if (n == 0 && wait) results_.get(sink, true, *wait);
+                else results_.get(sink, false, std::nullopt);
+            } catch (const empty_error&) {
+                break;
+            }
         }
+        if (n) handle_results(bufs_, n);
+        return n != 0;
     }
 
     /// Reaps dead workers, fails what they were running, hands out what they held, respawns.
-    void watch_workers(std::vector<std::byte>& buf, container_sink<std::vector<std::byte>>& sink) {
+    void watch_workers() {
         std::vector<unsigned> dead;
         {
             std::lock_guard lock(mu_);
@@ -823,14 +892,10 @@ private:
         }
         // Whatever a dead worker answered is in the queue by now (a put is all or nothing);
         // take it first so that only what is really missing fails.
-        std::size_t n = results_.qsize();
-        while (n-- > 0) {
-            try {
-                results_.get(sink, false, std::nullopt);
-            } catch (const empty_error&) {
-                break;
-            }
-            handle_result(buf);
+        for (std::size_t n = results_.qsize(); n > 0;) {
+            const std::size_t step = std::min<std::size_t>(n, 256);
+            if (!read_results(std::nullopt, step)) break;
+            n -= step;
         }
         std::vector<failure> fails;
         {
@@ -852,15 +917,11 @@ private:
     }
 
     void run_handler() {
-        std::vector<std::byte> buf;
-        container_sink<std::vector<std::byte>> sink(buf);
         auto last_watch = clock::now();
         while (!stop_handler_.load(std::memory_order_relaxed)) {
             bool got = false;
             try {
-                results_.get(sink, true, std::chrono::duration<double>(watch_period));
-                got = true;
-            } catch (const empty_error&) {
+                got = read_results(std::chrono::duration<double>(watch_period), 256);
             } catch (const std::exception& e) {
                 // The result queue cannot be trusted (broken_error): nothing more will arrive.
                 std::fprintf(stderr, "shmq::Pool: result queue failed: %s\n", e.what());
@@ -874,11 +935,10 @@ private:
                 apply_failures(fails);
             }
             try {
-                if (got) handle_result(buf);
                 const auto now = clock::now();
                 if (!got || now - last_watch >= watch_period) {
                     last_watch = now;
-                    watch_workers(buf, sink);
+                    watch_workers();
                     if (finished()) break;
                 }
             } catch (const std::exception& e) {
@@ -907,6 +967,16 @@ private:
     std::unordered_map<std::uint64_t, std::shared_ptr<job_rec>> active_;
     std::uint64_t next_job_ = 1;                   // 0 is the stop message
     double ewma_ns_ = -1;
+
+    // The result thread's own (no lock).
+    struct settled_chunk {
+        std::shared_ptr<job_rec> rec;
+        std::size_t msg;
+        std::uint32_t chunk;
+    };
+    std::vector<std::vector<std::byte>> bufs_;
+    std::vector<settled_chunk> settled_;
+    std::vector<std::byte> bundle_;   // pump's (under mu_)
 
     std::mutex join_mu_;
     std::atomic<bool> stop_handler_{false};

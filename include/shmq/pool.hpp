@@ -76,6 +76,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <ranges>
 #include <span>
@@ -106,6 +107,10 @@ public:
     /// Decodes one item's result (store()); a decode error becomes that item's error.
     void deliver(std::size_t item, std::span<const std::byte> bytes) noexcept;
     void fail(std::size_t item, std::exception_ptr e) noexcept;
+    /// A worker's answer for items [first, first + count): per item a status byte (0 value,
+    /// 1 error text), a u32 length and the bytes, all under one lock. Returns false (and
+    /// settles nothing more) when the answer is malformed.
+    bool deliver_chunk(std::size_t first, std::size_t count, std::span<const std::byte> answer) noexcept;
 
     // ---- for the front end ----
     /// Until every item is done or one failed. false on timeout.
@@ -126,6 +131,8 @@ protected:
 
 private:
     struct state;
+    bool settle_locked(std::size_t item, std::span<const std::byte>* bytes, std::exception_ptr e) noexcept;
+    void notify(std::unique_lock<std::mutex>& lock, bool became_ready, bool any) noexcept;
     std::unique_ptr<state> s_;
     std::size_t items_;
 };
