@@ -214,8 +214,22 @@ std::exception_ptr pool_job::item_error(std::size_t item) const {
 
 // ---- pool_batch -------------------------------------------------------------------------------
 
+void pool_bytes::reserve(std::size_t n) {
+    if (n <= cap_) return;
+    std::unique_ptr<std::byte[]> p(new std::byte[n]);   // default-initialised: not zeroed
+    if (size_) std::memcpy(p.get(), p_.get(), size_);
+    p_ = std::move(p);
+    cap_ = n;
+}
+
 pool_batch::pool_batch(std::uintptr_t fn, pool_invoker invoker, std::size_t chunksize)
     : fn_(fn), invoker_(invoker), chunksize_(chunksize) {}
+
+void pool_batch::reserve(std::size_t items, std::size_t item_bytes) {
+    const std::size_t chunks = (items + chunksize_ - 1) / chunksize_;
+    buf_.reserve(items * (sizeof(std::uint32_t) + item_bytes) + chunks * sizeof(pool_task_header));
+    chunk_starts_.reserve(chunks);
+}
 
 void pool_batch::begin_item() {
     if (in_chunk_ == 0) {
@@ -226,20 +240,18 @@ void pool_batch::begin_item() {
         h.invoker = reinterpret_cast<std::uintptr_t>(invoker_);
         h.chunk = static_cast<std::uint32_t>(chunk_starts_.size() - 1);
         h.count = 0;
-        const auto* p = reinterpret_cast<const std::byte*>(&h);
-        buf_.insert(buf_.end(), p, p + sizeof h);
+        std::memcpy(buf_.grow(sizeof h), &h, sizeof h);
     }
     item_start_ = buf_.size();
-    buf_.resize(buf_.size() + sizeof(std::uint32_t));   // the item's length, set by end_item
+    buf_.grow(sizeof(std::uint32_t));   // the item's length, set by end_item
 }
 
 void pool_batch::add_field(std::span<const std::byte> bytes) {
     if (bytes.size() > UINT32_MAX) throw codec_error("shmq::Pool: an argument over 4 GiB");
     const auto n = static_cast<std::uint32_t>(bytes.size());
-    const std::size_t at = buf_.size();
-    buf_.resize(at + sizeof n + bytes.size());
-    std::memcpy(buf_.data() + at, &n, sizeof n);
-    if (!bytes.empty()) std::memcpy(buf_.data() + at + sizeof n, bytes.data(), bytes.size());
+    std::byte* at = buf_.grow(sizeof n + bytes.size());
+    std::memcpy(at, &n, sizeof n);
+    if (!bytes.empty()) std::memcpy(at + sizeof n, bytes.data(), bytes.size());
 }
 
 void pool_batch::end_item() {
@@ -248,7 +260,7 @@ void pool_batch::end_item() {
     const auto n = static_cast<std::uint32_t>(len);
     std::memcpy(buf_.data() + item_start_, &n, sizeof n);
     // Count it in its chunk's header.
-    auto* h = reinterpret_cast<std::byte*>(buf_.data() + chunk_starts_.back());
+    std::byte* h = buf_.data() + chunk_starts_.back();
     std::uint32_t count = 0;
     std::memcpy(&count, h + offsetof(pool_task_header, count), sizeof count);
     ++count;

@@ -71,6 +71,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -214,11 +215,37 @@ private:
     std::span<const std::byte> b_;
 };
 
+/// A growable byte buffer that does not zero what it appends (a map of a million items writes
+/// tens of MB here: no value-initialisation, and reserve() up front, so no copy on growth).
+class SHMQ_API pool_bytes {
+public:
+    pool_bytes() = default;
+    pool_bytes(pool_bytes&&) noexcept = default;
+    pool_bytes& operator=(pool_bytes&&) noexcept = default;
+    std::byte* data() noexcept { return p_.get(); }
+    const std::byte* data() const noexcept { return p_.get(); }
+    std::size_t size() const noexcept { return size_; }
+    void reserve(std::size_t n);
+    /// Appends n uninitialised bytes; returns where they start.
+    std::byte* grow(std::size_t n) {
+        if (cap_ - size_ < n) reserve(std::max(n + size_, cap_ * 2));
+        std::byte* at = p_.get() + size_;
+        size_ += n;
+        return at;
+    }
+
+private:
+    std::unique_ptr<std::byte[]> p_;
+    std::size_t size_ = 0, cap_ = 0;
+};
+
 /// Every chunk of one submission, encoded back to back in one buffer (built in the caller's
 /// thread, before the pool's lock is taken).
 class SHMQ_API pool_batch {
 public:
     pool_batch(std::uintptr_t fn, pool_invoker invoker, std::size_t chunksize);
+    /// Room for `items` items of about `item_bytes` encoded bytes each.
+    void reserve(std::size_t items, std::size_t item_bytes);
     /// Starts the next item (and a new chunk every `chunksize` items).
     void begin_item();
     /// One argument of the current item.
@@ -236,7 +263,7 @@ public:
     std::uint32_t chunk_items(std::size_t c) const noexcept;
 
 private:
-    std::vector<std::byte> buf_;
+    pool_bytes buf_;
     std::vector<std::size_t> chunk_starts_;
     std::uintptr_t fn_;
     pool_invoker invoker_;
@@ -438,6 +465,7 @@ public:
                       "shmq::Pool::apply: wrong number of arguments for f");
         check_usable();
         detail::pool_batch batch = make_batch(f, 1);
+        batch.reserve(1, arg_bytes_hint<params>());
         batch.begin_item();
         add_args<params>(batch, std::index_sequence_for<Args...>{}, std::forward<Args>(args)...);
         batch.end_item();
@@ -575,12 +603,24 @@ private:
         }
     }
 
+    /// About how many bytes an item's arguments take encoded (to reserve the batch).
+    template <class Params> static constexpr std::size_t arg_bytes_hint() {
+        return []<std::size_t... I>(std::index_sequence<I...>) {
+            return (std::size_t{0} + ... +
+                    (sizeof(std::uint32_t) +
+                     (std::is_trivially_copyable_v<std::tuple_element_t<I, Params>>
+                          ? sizeof(std::tuple_element_t<I, Params>)
+                          : 16)));
+        }(std::make_index_sequence<std::tuple_size_v<Params>>{});
+    }
+
     template <bool CompletionOrder, class F, class Items, class Add>
     std::shared_ptr<detail::pool_job_of<detail::pool_result_t<F>>>
     submit_map(F f, const Items& items, std::size_t chunksize, Add add) {
         check_usable();
         if (chunksize == 0) throw value_error("shmq::Pool: chunksize must be at least 1");
         detail::pool_batch batch = make_batch(f, chunksize);
+        batch.reserve(std::ranges::size(items), arg_bytes_hint<detail::pool_params_t<F>>());
         for (const auto& item : items) {
             batch.begin_item();
             add(batch, item);
