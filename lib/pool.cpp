@@ -231,44 +231,6 @@ void pool_batch::reserve(std::size_t items, std::size_t item_bytes) {
     chunk_starts_.reserve(chunks);
 }
 
-void pool_batch::begin_item() {
-    if (in_chunk_ == 0) {
-        chunk_starts_.push_back(buf_.size());
-        pool_task_header h{};
-        h.first = items_;
-        h.fn = fn_;
-        h.invoker = reinterpret_cast<std::uintptr_t>(invoker_);
-        h.chunk = static_cast<std::uint32_t>(chunk_starts_.size() - 1);
-        h.count = 0;
-        std::memcpy(buf_.grow(sizeof h), &h, sizeof h);
-    }
-    item_start_ = buf_.size();
-    buf_.grow(sizeof(std::uint32_t));   // the item's length, set by end_item
-}
-
-void pool_batch::add_field(std::span<const std::byte> bytes) {
-    if (bytes.size() > UINT32_MAX) throw codec_error("shmq::Pool: an argument over 4 GiB");
-    const auto n = static_cast<std::uint32_t>(bytes.size());
-    std::byte* at = buf_.grow(sizeof n + bytes.size());
-    std::memcpy(at, &n, sizeof n);
-    if (!bytes.empty()) std::memcpy(at + sizeof n, bytes.data(), bytes.size());
-}
-
-void pool_batch::end_item() {
-    const std::size_t len = buf_.size() - item_start_ - sizeof(std::uint32_t);
-    if (len > UINT32_MAX) throw codec_error("shmq::Pool: arguments over 4 GiB");
-    const auto n = static_cast<std::uint32_t>(len);
-    std::memcpy(buf_.data() + item_start_, &n, sizeof n);
-    // Count it in its chunk's header.
-    std::byte* h = buf_.data() + chunk_starts_.back();
-    std::uint32_t count = 0;
-    std::memcpy(&count, h + offsetof(pool_task_header, count), sizeof count);
-    ++count;
-    std::memcpy(h + offsetof(pool_task_header, count), &count, sizeof count);
-    ++items_;
-    if (++in_chunk_ == chunksize_) in_chunk_ = 0;
-}
-
 std::size_t pool_batch::finish() { return items_; }
 
 std::span<const std::byte> pool_batch::message(std::size_t c, std::uint64_t job) {

@@ -38,8 +38,8 @@
 // each worker holds, and before each item the worker records in shared memory which item it runs.
 //
 // When a worker dies (SIGKILL, _exit, a crash, an exception escaping the initializer):
-//  * the item it was running fails with worker_lost_error ("worker <pid> died (killed by signal
-//    9) while running item <i>"), normally within 100 ms; the other items of the same chunk
+//  * the item it was running fails with worker_lost_error ("worker <pid> was killed by signal 9
+//    (SIGKILL) while running item <i>"), normally within 100 ms; the other items of the same chunk
 //    fail with it (their results travel together); tasks it held but had not started go to
 //    other workers (they never ran, so nothing runs twice);
 //  * a replacement is forked; every other task completes;
@@ -57,6 +57,17 @@
 // decode in the parent throw codec_error. map() and map_async() fail with the first error to
 // arrive (in completion order, as Python's), the other items still run.
 //
+// Not covered: a task that never returns (a deadlock, an endless loop) holds its worker and the
+// tasks queued behind it for ever, as in Python; terminate() ends it.
+//
+// Forking: workers inherit this process as it is when they are forked (the first ones in the
+// constructor, replacements later from the result thread), with the usual rules of fork in a
+// threaded program: a lock another thread holds at that moment stays held in the worker (glibc's
+// malloc and shmq's own objects are fork-safe; GCC 12's AddressSanitizer allocator is not, so
+// under ASan a replacement forked while another thread allocates can deadlock), and so do signal
+// handlers (a SIGSEGV handler that does not end the process keeps a crashed worker from dying:
+// reset such handlers in the initializer).
+//
 // Processes: only the process that made the pool may use it. Any member called in another
 // process (a forked child, a worker) throws value_error, and a copy's destructor there does
 // nothing (the workers belong to the parent). Workers notice the parent's death within ~0.25 s
@@ -69,9 +80,9 @@
 #include <shmq/errors.hpp>
 #include <shmq/options.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -246,12 +257,45 @@ public:
     pool_batch(std::uintptr_t fn, pool_invoker invoker, std::size_t chunksize);
     /// Room for `items` items of about `item_bytes` encoded bytes each.
     void reserve(std::size_t items, std::size_t item_bytes);
+    // Inline: called per item and per argument.
     /// Starts the next item (and a new chunk every `chunksize` items).
-    void begin_item();
-    /// One argument of the current item.
-    void add_field(std::span<const std::byte> bytes);
-    /// Closes the current item.
-    void end_item();
+    void begin_item() {
+        if (in_chunk_ == 0) {
+            chunk_starts_.push_back(buf_.size());
+            pool_task_header h{};
+            h.first = items_;
+            h.fn = fn_;
+            h.invoker = reinterpret_cast<std::uintptr_t>(invoker_);
+            h.chunk = static_cast<std::uint32_t>(chunk_starts_.size() - 1);
+            h.count = 0;
+            std::memcpy(buf_.grow(sizeof h), &h, sizeof h);
+        }
+        item_start_ = buf_.size();
+        buf_.grow(sizeof(std::uint32_t));   // the item's length, set by end_item
+    }
+    /// One argument of the current item. Throws codec_error (over 4 GiB).
+    void add_field(std::span<const std::byte> bytes) {
+        if (bytes.size() > UINT32_MAX) throw codec_error("shmq::Pool: an argument over 4 GiB");
+        const auto n = static_cast<std::uint32_t>(bytes.size());
+        std::byte* at = buf_.grow(sizeof n + bytes.size());
+        std::memcpy(at, &n, sizeof n);
+        if (!bytes.empty()) std::memcpy(at + sizeof n, bytes.data(), bytes.size());
+    }
+    /// Closes the current item. Throws codec_error (over 4 GiB).
+    void end_item() {
+        const std::size_t len = buf_.size() - item_start_ - sizeof(std::uint32_t);
+        if (len > UINT32_MAX) throw codec_error("shmq::Pool: arguments over 4 GiB");
+        const auto n = static_cast<std::uint32_t>(len);
+        std::memcpy(buf_.data() + item_start_, &n, sizeof n);
+        // Count it in its chunk's header.
+        std::byte* h = buf_.data() + chunk_starts_.back();
+        std::uint32_t count = 0;
+        std::memcpy(&count, h + offsetof(pool_task_header, count), sizeof count);
+        ++count;
+        std::memcpy(h + offsetof(pool_task_header, count), &count, sizeof count);
+        ++items_;
+        if (++in_chunk_ == chunksize_) in_chunk_ = 0;
+    }
     /// Closes the last chunk; returns the number of items.
     std::size_t finish();
 
@@ -295,9 +339,21 @@ template <class F> using pool_fn_ptr = decltype(+std::declval<F&>());
 template <class F> using pool_result_t = typename pool_fn_traits<pool_fn_ptr<F>>::result;
 template <class F> using pool_params_t = typename pool_fn_traits<pool_fn_ptr<F>>::params;
 
-template <class T> void pool_add_arg(pool_batch& b, const T& v) {
-    b.add_field(codec<T>::encode(v, encode_scratch()));
+/// True when codec<T> is the raw copy, which needs no scratch buffer.
+template <class T>
+inline constexpr bool pool_raw_v = std::is_base_of_v<default_codec<T, codec_kind::raw>, codec<T>>;
+
+/// codec<T>::encode, with the thread's scratch buffer only when the codec may use one.
+template <class T> std::span<const std::byte> pool_encode(const T& v) {
+    if constexpr (pool_raw_v<T>) {
+        std::vector<std::byte> unused;   // empty: no allocation
+        return codec<T>::encode(v, unused);
+    } else {
+        return codec<T>::encode(v, encode_scratch());
+    }
 }
+
+template <class T> void pool_add_arg(pool_batch& b, const T& v) { b.add_field(pool_encode(v)); }
 
 /// Runs in the worker: decode f's arguments, call it, append the encoded result.
 template <class Fp> void pool_invoke(std::uintptr_t fn, std::span<const std::byte> args,
@@ -316,7 +372,7 @@ template <class Fp> void pool_invoke(std::uintptr_t fn, std::span<const std::byt
         std::apply(f, decoded);
     } else {
         const R r = std::apply(f, decoded);
-        const std::span<const std::byte> bytes = codec<std::remove_cvref_t<R>>::encode(r, encode_scratch());
+        const std::span<const std::byte> bytes = pool_encode<std::remove_cvref_t<R>>(r);
         out.insert(out.end(), bytes.begin(), bytes.end());
     }
 }
