@@ -3,8 +3,9 @@
 // workers (in a task, between tasks, in the initializer, killed at random during a map),
 // maxtasksperchild, close/terminate/join, threads, and use from another process.
 //
-// Every wait is bounded: results are read with timeouts, and the blocking forms (apply, map,
-// starmap) run in a forked child whose parent waits with a deadline. Pools make no named
+// Every wait is bounded: results are read with timeouts, the blocking forms (apply, map,
+// starmap) run in a forked child whose parent waits with a deadline, and every case has a
+// Boost.Test timeout for the calls that have none (join, terminate, the destructor). Pools make no named
 // segments, so nothing is left in /dev/shm.
 #define BOOST_TEST_MODULE pool
 #include <boost/test/unit_test.hpp>
@@ -124,7 +125,7 @@ template <class E, class Fn> std::string what_of(Fn fn) {
 
 // ---- basics ---------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(apply_async_returns_values_of_any_codec_type) {
+BOOST_AUTO_TEST_CASE(apply_async_returns_values_of_any_codec_type, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     auto a = pool.apply_async(square, 7);
     auto b = pool.apply_async(add3, 1, 2, 3);
@@ -141,7 +142,7 @@ BOOST_AUTO_TEST_CASE(apply_async_returns_values_of_any_codec_type) {
     BOOST_TEST(a.successful());
 }
 
-BOOST_AUTO_TEST_CASE(void_tasks) {
+BOOST_AUTO_TEST_CASE(void_tasks, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     auto r = pool.apply_async([](int x) { counter += x; }, 5);
     BOOST_CHECK_NO_THROW(r.get(T));
@@ -149,9 +150,15 @@ BOOST_AUTO_TEST_CASE(void_tasks) {
     auto m = pool.map_async([](int) {}, iota_vec(50));
     BOOST_CHECK_NO_THROW(m.get(T));
     BOOST_TEST(m.successful());
+    auto it = pool.imap([](int x) { if (x == 2) throw std::runtime_error("two"); }, iota_vec(4));
+    BOOST_CHECK_NO_THROW(it.next(T));
+    BOOST_CHECK_NO_THROW(it.next(T));
+    BOOST_CHECK_THROW(it.next(T), shmq::task_error);
+    BOOST_CHECK_NO_THROW(it.next(T));
+    BOOST_TEST(!it.has_next());
 }
 
-BOOST_AUTO_TEST_CASE(map_async_keeps_input_order_with_any_chunksize) {
+BOOST_AUTO_TEST_CASE(map_async_keeps_input_order_with_any_chunksize, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(3);
     const auto items = iota_vec(2000);
     for (std::size_t chunksize : {1u, 7u, 1000u, 5000u}) {
@@ -166,7 +173,7 @@ BOOST_AUTO_TEST_CASE(map_async_keeps_input_order_with_any_chunksize) {
     BOOST_CHECK_THROW(pool.map_async(square, items, 0), shmq::value_error);
 }
 
-BOOST_AUTO_TEST_CASE(starmap_async_with_tuples_and_pairs) {
+BOOST_AUTO_TEST_CASE(starmap_async_with_tuples_and_pairs, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     std::vector<std::tuple<int, int, int>> t{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}};
     BOOST_TEST((pool.starmap_async(add3, t).get(T) == std::vector<int>{6, 15, 24}));
@@ -174,7 +181,7 @@ BOOST_AUTO_TEST_CASE(starmap_async_with_tuples_and_pairs) {
     BOOST_TEST((pool.starmap_async(greet, p, 2).get(T) == std::vector<std::string>{"!a", "!!b"}));
 }
 
-BOOST_AUTO_TEST_CASE(blocking_apply_map_starmap) {
+BOOST_AUTO_TEST_CASE(blocking_apply_map_starmap, *boost::unit_test::timeout(60)) {
     // The blocking forms have no timeout: run them in a child with a deadline.
     scoped_child c([] {
         shmq::Pool pool(2);
@@ -191,7 +198,7 @@ BOOST_AUTO_TEST_CASE(blocking_apply_map_starmap) {
     BOOST_TEST(c.wait(T) == 0);
 }
 
-BOOST_AUTO_TEST_CASE(imap_streams_results_in_order_before_the_last_is_done) {
+BOOST_AUTO_TEST_CASE(imap_streams_results_in_order_before_the_last_is_done, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     // Item 3 takes 3 s; items 0..2 are available long before.
     std::vector<int> items{1, 2, 3, 3000, 4};
@@ -214,7 +221,7 @@ BOOST_AUTO_TEST_CASE(imap_streams_results_in_order_before_the_last_is_done) {
     BOOST_TEST(std::is_sorted(got.begin(), got.end()));
 }
 
-BOOST_AUTO_TEST_CASE(imap_unordered_yields_in_completion_order) {
+BOOST_AUTO_TEST_CASE(imap_unordered_yields_in_completion_order, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     std::vector<int> items{1500, 1, 2, 3, 4, 5};
     auto it = pool.imap_unordered(sleep_ms, items);
@@ -232,7 +239,7 @@ BOOST_AUTO_TEST_CASE(imap_unordered_yields_in_completion_order) {
 
 // ---- AsyncResult ----------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(async_result_timeouts_ready_successful) {
+BOOST_AUTO_TEST_CASE(async_result_timeouts_ready_successful, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(1);
     auto r = pool.apply_async(sleep_ms, 800);
     BOOST_TEST(!r.ready());
@@ -254,7 +261,7 @@ BOOST_AUTO_TEST_CASE(async_result_timeouts_ready_successful) {
 
 // ---- errors in tasks ------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(task_exception_is_task_error_naming_type_and_message_and_worker_lives) {
+BOOST_AUTO_TEST_CASE(task_exception_is_task_error_naming_type_and_message_and_worker_lives, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     BOOST_TEST(pool.apply_async(square, 1).get(T) == 1);
     auto before = pool.worker_pids();
@@ -274,7 +281,7 @@ BOOST_AUTO_TEST_CASE(task_exception_is_task_error_naming_type_and_message_and_wo
     BOOST_TEST(before == after);
 }
 
-BOOST_AUTO_TEST_CASE(errors_in_map_and_imap) {
+BOOST_AUTO_TEST_CASE(errors_in_map_and_imap, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     // map fails with the error; imap fails only that item, even inside a chunk.
     auto m = pool.map_async(throw_if_7, iota_vec(20), 5);
@@ -300,7 +307,7 @@ BOOST_AUTO_TEST_CASE(errors_in_map_and_imap) {
 
 // ---- dead workers ---------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(worker_killed_in_a_task_fails_that_task_quickly_and_is_replaced) {
+BOOST_AUTO_TEST_CASE(worker_killed_in_a_task_fails_that_task_quickly_and_is_replaced, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     const auto before = pool.worker_pids();
     auto others = pool.map_async(sleep_ms, std::vector<int>(6, 50));
@@ -316,7 +323,7 @@ BOOST_AUTO_TEST_CASE(worker_killed_in_a_task_fails_that_task_quickly_and_is_repl
     BOOST_TEST(after != before);   // one was replaced
 }
 
-BOOST_AUTO_TEST_CASE(worker_exit_and_crash_are_reported) {
+BOOST_AUTO_TEST_CASE(worker_exit_and_crash_are_reported, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2, reset_signals);   // Boost.Test's SIGSEGV handler must not run in a worker
     const std::string w1 = what_of<shmq::worker_lost_error>([&] { pool.apply_async(exit_3, 0).get(T); });
     BOOST_TEST(w1.find("exited with code 3") != std::string::npos, w1);
@@ -325,7 +332,7 @@ BOOST_AUTO_TEST_CASE(worker_exit_and_crash_are_reported) {
     BOOST_TEST(pool.apply_async(square, 5).get(T) == 25);
 }
 
-BOOST_AUTO_TEST_CASE(map_with_an_item_that_kills_its_worker_says_which_item) {
+BOOST_AUTO_TEST_CASE(map_with_an_item_that_kills_its_worker_says_which_item, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     auto r = pool.map_async(kill_self_if_5, iota_vec(40));
     const std::string what = what_of<shmq::worker_lost_error>([&] { r.get(T); });
@@ -359,7 +366,7 @@ BOOST_AUTO_TEST_CASE(map_with_an_item_that_kills_its_worker_says_which_item) {
     BOOST_TEST(c.wait(T) == 0);
 }
 
-BOOST_AUTO_TEST_CASE(worker_killed_between_tasks_loses_nothing) {
+BOOST_AUTO_TEST_CASE(worker_killed_between_tasks_loses_nothing, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     BOOST_TEST(pool.apply_async(square, 2).get(T) == 4);
     const auto before = pool.worker_pids();
@@ -375,7 +382,7 @@ BOOST_AUTO_TEST_CASE(worker_killed_between_tasks_loses_nothing) {
     for (pid_t p : after) BOOST_TEST(std::count(before.begin(), before.end(), p) == 0);
 }
 
-BOOST_AUTO_TEST_CASE(worker_killed_with_tasks_queued_behind_the_running_one) {
+BOOST_AUTO_TEST_CASE(worker_killed_with_tasks_queued_behind_the_running_one, *boost::unit_test::timeout(60)) {
     // Fast tasks make the pool hand each worker many tasks ahead; killing a worker then must
     // fail at most the one it runs, and the others it held run elsewhere.
     shmq::Pool pool(2);
@@ -395,7 +402,7 @@ BOOST_AUTO_TEST_CASE(worker_killed_with_tasks_queued_behind_the_running_one) {
     BOOST_TEST(lost <= 1);
 }
 
-BOOST_AUTO_TEST_CASE(worker_dying_in_the_initializer_is_replaced) {
+BOOST_AUTO_TEST_CASE(worker_dying_in_the_initializer_is_replaced, *boost::unit_test::timeout(60)) {
     // The first two workers to start die in the initializer; the pool goes on.
     shared_counters()[0].store(0);
     shmq::Pool pool(2, [] {
@@ -405,7 +412,7 @@ BOOST_AUTO_TEST_CASE(worker_dying_in_the_initializer_is_replaced) {
     BOOST_TEST(shared_counters()[0].load() >= 4);
 }
 
-BOOST_AUTO_TEST_CASE(initializer_that_always_fails_breaks_the_pool_instead_of_respawning) {
+BOOST_AUTO_TEST_CASE(initializer_that_always_fails_breaks_the_pool_instead_of_respawning, *boost::unit_test::timeout(60)) {
     shared_counters()[1].store(0);
     shmq::Pool pool(2, [] {
         shared_counters()[1].fetch_add(1);
@@ -424,7 +431,7 @@ BOOST_AUTO_TEST_CASE(initializer_that_always_fails_breaks_the_pool_instead_of_re
     pool.join();
 }
 
-BOOST_AUTO_TEST_CASE(maxtasksperchild_replaces_workers) {
+BOOST_AUTO_TEST_CASE(maxtasksperchild_replaces_workers, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2, {}, 3);
     const auto pids = pool.map_async(pid_after, std::vector<int>(30, 1)).get(T);
     std::map<pid_t, int> per;
@@ -438,7 +445,7 @@ BOOST_AUTO_TEST_CASE(maxtasksperchild_replaces_workers) {
 
 // ---- lifecycle -------------------------------------------------------------------------------
 
-BOOST_AUTO_TEST_CASE(close_lets_queued_tasks_finish_then_join_returns) {
+BOOST_AUTO_TEST_CASE(close_lets_queued_tasks_finish_then_join_returns, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     auto r = pool.map_async(sleep_ms, std::vector<int>(8, 50));
     BOOST_CHECK_THROW(pool.join(), shmq::value_error);   // join before close/terminate
@@ -455,7 +462,7 @@ BOOST_AUTO_TEST_CASE(close_lets_queued_tasks_finish_then_join_returns) {
     pool.join();    // and again
 }
 
-BOOST_AUTO_TEST_CASE(terminate_is_prompt_with_long_tasks_and_fails_what_is_not_ready) {
+BOOST_AUTO_TEST_CASE(terminate_is_prompt_with_long_tasks_and_fails_what_is_not_ready, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     auto long1 = pool.apply_async(sleep_ms, 30'000);
     auto long2 = pool.map_async(sleep_ms, std::vector<int>(4, 30'000));
@@ -474,7 +481,7 @@ BOOST_AUTO_TEST_CASE(terminate_is_prompt_with_long_tasks_and_fails_what_is_not_r
     pool.terminate();   // idempotent
 }
 
-BOOST_AUTO_TEST_CASE(destructor_terminates_and_results_outlive_the_pool) {
+BOOST_AUTO_TEST_CASE(destructor_terminates_and_results_outlive_the_pool, *boost::unit_test::timeout(60)) {
     std::optional<shmq::AsyncResult<int>> r;
     std::vector<pid_t> pids;
     const auto t0 = clk::now();
@@ -489,7 +496,7 @@ BOOST_AUTO_TEST_CASE(destructor_terminates_and_results_outlive_the_pool) {
     for (pid_t p : pids) BOOST_TEST(::kill(p, 0) == -1);
 }
 
-BOOST_AUTO_TEST_CASE(bad_arguments) {
+BOOST_AUTO_TEST_CASE(bad_arguments, *boost::unit_test::timeout(60)) {
     BOOST_CHECK_THROW(shmq::Pool(0u), shmq::value_error);
     BOOST_CHECK_THROW(shmq::Pool(1u, {}, 0u), shmq::value_error);
     shmq::Pool pool;   // usable CPUs
@@ -497,7 +504,7 @@ BOOST_AUTO_TEST_CASE(bad_arguments) {
     BOOST_TEST(pool.worker_pids().size() == pool.processes());
 }
 
-BOOST_AUTO_TEST_CASE(several_threads_submit_at_once) {
+BOOST_AUTO_TEST_CASE(several_threads_submit_at_once, *boost::unit_test::timeout(60)) {
     shmq::Pool pool(2);
     std::atomic<int> bad{0};
     std::vector<std::thread> threads;
@@ -521,7 +528,7 @@ BOOST_AUTO_TEST_CASE(several_threads_submit_at_once) {
     BOOST_TEST(bad.load() == 0);
 }
 
-BOOST_AUTO_TEST_CASE(a_forked_child_cannot_use_the_parents_pool) {
+BOOST_AUTO_TEST_CASE(a_forked_child_cannot_use_the_parents_pool, *boost::unit_test::timeout(60)) {
     // maxtasksperchild 1: the worker that runs use_parents_pool below is forked after g_pool is set.
     shmq::Pool pool(1, reset_signals, 1);
     g_pool = &pool;
@@ -572,7 +579,7 @@ struct killer {
 
 } // namespace
 
-BOOST_AUTO_TEST_CASE(random_sigkills_during_a_map_of_10000_items) {
+BOOST_AUTO_TEST_CASE(random_sigkills_during_a_map_of_10000_items, *boost::unit_test::timeout(60)) {
     const unsigned seed = static_cast<unsigned>(::getpid());
     BOOST_TEST_MESSAGE("seed " << seed);
     shmq::Pool pool(3);
@@ -612,7 +619,7 @@ BOOST_AUTO_TEST_CASE(random_sigkills_during_a_map_of_10000_items) {
     BOOST_TEST(pool.map_async(square, iota_vec(100)).get(T).size() == 100u);
 }
 
-BOOST_AUTO_TEST_CASE(random_sigkills_while_workers_write_large_answers) {
+BOOST_AUTO_TEST_CASE(random_sigkills_while_workers_write_large_answers, *boost::unit_test::timeout(60)) {
     // 100 kB answers: kills land in the middle of writing one to the result queue (under its
     // writer lease); the other workers must not hang behind the dead writer.
     //
