@@ -219,6 +219,10 @@ BOOST_AUTO_TEST_CASE(imap_streams_results_in_order_before_the_last_is_done, *boo
     BOOST_TEST(got.size() == 300u);
     BOOST_TEST(got[17] == 289);
     BOOST_TEST(std::is_sorted(got.begin(), got.end()));
+    static_assert(std::ranges::input_range<shmq::IMapIterator<int>>);
+    auto r = pool.imap(square, iota_vec(10));
+    const std::vector<int> v(r.begin(), r.end());
+    BOOST_TEST((v == std::vector<int>{0, 1, 4, 9, 16, 25, 36, 49, 64, 81}));
 }
 
 BOOST_AUTO_TEST_CASE(imap_unordered_yields_in_completion_order, *boost::unit_test::timeout(60)) {

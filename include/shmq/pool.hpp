@@ -429,15 +429,20 @@ public:
     public:
         using value_type = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
         using difference_type = std::ptrdiff_t;
+        using reference = R;
+        using pointer = void;
+        using iterator_category = std::input_iterator_tag;
         using iterator_concept = std::input_iterator_tag;
         iterator() = default;
         /// Waits for this position's result. Throws its error.
         R operator*() const { return owner_->at(pos_, std::nullopt); }
         iterator& operator++() { ++pos_; return *this; }
-        void operator++(int) { ++pos_; }
-        friend bool operator==(const iterator& it, std::default_sentinel_t) noexcept {
-            return it.pos_ >= it.owner_->size();
+        iterator operator++(int) {
+            iterator old = *this;
+            ++pos_;
+            return old;
         }
+        friend bool operator==(const iterator& a, const iterator& b) noexcept { return a.pos_ == b.pos_; }
 
     private:
         friend class IMapIterator;
@@ -446,8 +451,10 @@ public:
         std::size_t pos_ = 0;
     };
 
+    /// From the first result next() has not returned. The range is a common range, so
+    /// `std::vector<R>(r.begin(), r.end())` works too.
     iterator begin() const { return iterator(this, next_); }
-    std::default_sentinel_t end() const noexcept { return {}; }
+    iterator end() const noexcept { return iterator(this, size()); }
     /// Number of results (the number of items).
     std::size_t size() const noexcept { return job_->size(); }
 
