@@ -658,7 +658,8 @@ private:
             k = std::min(k, std::max<std::size_t>(1, (pending + eligible - 1) / eligible));
             bundle_.clear();
             if (best->outstanding.empty()) best->front_since = now;
-            for (std::size_t j = 0; j < k && pending > 0; ++j, --pending) {
+            std::size_t taken = 0;
+            for (; taken < k && pending > 0; ++taken, --pending) {
                 task_ref t;
                 if (!retry_.empty()) {
                     t = std::move(retry_.front());
@@ -673,7 +674,17 @@ private:
                 best->outstanding.push_back(std::move(t));
                 ++best->assigned;
             }
-            best->inbox->put(bundle_, true, std::nullopt);
+            try {
+                best->inbox->put(bundle_, true, std::nullopt);
+            } catch (...) {
+                // Not handed out after all (the inbox failed): back to the front, in order.
+                for (std::size_t j = 0; j < taken; ++j) {
+                    retry_.push_front(std::move(best->outstanding.back()));
+                    best->outstanding.pop_back();
+                    --best->assigned;
+                }
+                throw;
+            }
         }
     }
 
@@ -806,8 +817,13 @@ private:
                 chunk_over(*rec);
                 settled_.push_back({std::move(rec), m, h.chunk});
             }
-            pump();
-            maybe_stop_workers();
+            try {
+                pump();
+                maybe_stop_workers();
+            } catch (const std::exception& e) {
+                // Deliver what arrived regardless; the next answer or watch retries the hand-out.
+                std::fprintf(stderr, "shmq::Pool: handing out tasks failed: %s\n", e.what());
+            }
         }
         // Deliver outside the pool's lock (each job has its own).
         for (auto& st : settled_) {
