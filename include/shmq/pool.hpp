@@ -149,32 +149,50 @@ private:
     std::size_t items_;
 };
 
-/// Storage for R (none for void).
+/// Storage for R (none for void). A default-constructible R is kept in a plain vector that
+/// map() hands over as it is; other types (and bool, whose vector packs bits that imap may read
+/// while the result thread writes their neighbours) in optionals. Items are written under the
+/// job's lock, once each, and read only once settled.
 template <class R> class pool_job_of final : public pool_job {
+    static constexpr bool plain = std::is_default_constructible_v<R> && !std::is_same_v<R, bool>;
+    using slot = std::conditional_t<plain, R, std::optional<R>>;
+
 public:
     pool_job_of(std::size_t items, bool completion_order)
         : pool_job(items, completion_order), values_(items) {}
     /// The value of a done item (copied: imap may read a position twice).
-    R value(std::size_t item) const { return *values_[item]; }
-    R take(std::size_t item) { return std::move(*values_[item]); }
+    R value(std::size_t item) const { return get(values_[item]); }
     std::vector<R> take_all() {
-        std::vector<R> out;
-        out.reserve(values_.size());
-        for (auto& v : values_) out.push_back(std::move(*v));
-        return out;
+        if constexpr (plain) {
+            return std::move(values_);
+        } else {
+            std::vector<R> out;
+            out.reserve(values_.size());
+            for (auto& v : values_) out.push_back(std::move(*v));
+            return out;
+        }
     }
     std::vector<R> copy_all() const {
-        std::vector<R> out;
-        out.reserve(values_.size());
-        for (auto& v : values_) out.push_back(*v);
-        return out;
+        if constexpr (plain) {
+            return values_;
+        } else {
+            std::vector<R> out;
+            out.reserve(values_.size());
+            for (auto& v : values_) out.push_back(*v);
+            return out;
+        }
     }
 
 private:
-    void store(std::size_t item, std::span<const std::byte> bytes) override {
-        values_[item].emplace(codec<R>::decode(bytes));
+    static const R& get(const slot& s) {
+        if constexpr (plain) return s;
+        else return *s;
     }
-    std::vector<std::optional<R>> values_;
+    void store(std::size_t item, std::span<const std::byte> bytes) override {
+        if constexpr (plain) values_[item] = codec<R>::decode(bytes);
+        else values_[item].emplace(codec<R>::decode(bytes));
+    }
+    std::vector<slot> values_;
 };
 
 template <> class pool_job_of<void> final : public pool_job {
