@@ -22,6 +22,8 @@
 //   "event.notify"                a notifier made its condition true and is about to look for waiters
 //   "registry.attach"             registry lock held, slot chosen, counts not yet added
 //   "fork.parked"                 atfork prepare: ends parked under the fork token
+//   "process.daemon.forked"       a daemon Process child, right after fork: its parent-death
+//                                 signal not set yet
 #pragma once
 
 #include <cstdint>
