@@ -51,17 +51,21 @@
 //    for that is noticed (getppid()) and the child kills itself at once.
 //  * a daemon child may not start children of its own (value_error), as in Python: they would be
 //    orphaned when it is terminated.
-// Caveat (Linux semantics, not a choice): the "parent" of PR_SET_PDEATHSIG is the *thread* that
-// called start(). A daemon started from a thread that then exits is killed with it, although the
-// parent process lives on. Start daemons from a thread that outlives them (the main thread, say).
+// Caveat (Linux semantics, not a choice): the "parent" of PR_SET_PDEATHSIG is a *thread*: the
+// one that called start(), or, once that thread has exited, the thread of the parent process the
+// kernel hands the child to. A daemon started from a thread that then exits is therefore killed
+// with that thread (or with a later one), although the parent process lives on. Start daemons
+// from a thread that outlives them (the main thread, say).
 // Non-daemon children are neither killed nor waited for at exit: they run on, reparented (Python
 // joins them at exit; a C++ exit() should not block on a child that may never end).
 //
-// Sentinel. sentinel() is a file descriptor that becomes readable (POLLIN) when the child ends,
-// for poll/epoll/select beside other descriptors: a pidfd (Linux 5.3). Where pidfd_open is
-// refused (older kernel, seccomp), it is the read end of a pipe whose only write end the child
-// holds, as Python's sentinel: then it also waits for the child's own children that inherited
-// that end, and for an exec() in the child it turns readable early (the end is close-on-exec).
+// Sentinel. sentinel() is a file descriptor that becomes readable when the child ends, for
+// poll/epoll/select beside other descriptors: a pidfd (Linux 5.3), where poll() reports POLLIN.
+// Where pidfd_open is refused (older kernel, seccomp), it is the read end of a pipe whose only
+// write end the child holds, as Python's sentinel: poll() then reports POLLHUP (select() and
+// epoll count both as readable: wait for POLLIN | POLLHUP); it also waits for the child's own
+// children that inherited that end, and turns readable early at an exec() in the child (the end
+// is close-on-exec).
 // Either way it is close-on-exec, owned by the Process and valid until close() or destruction.
 //
 // close() releases the sentinel and makes the object unusable (Python's Process.close()): only
