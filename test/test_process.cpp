@@ -1449,3 +1449,37 @@ BOOST_AUTO_TEST_CASE(active_children_is_empty_in_a_new_child) {
     write_byte(go.w, 'g');
     BOOST_TEST(sibling.join(10s));
 }
+
+BOOST_AUTO_TEST_CASE(threads_start_join_rename_and_list_at_once) {
+    // For the tsan variant: the list of children, names and sentinels under concurrent use.
+    std::atomic<bool> stop{false};
+    std::atomic<int> failures{0};
+    Process shared([] {});
+    std::thread lister([&] {
+        while (!stop.load()) {
+            (void)shmq::active_children();
+            shared.set_name("renamed-" + std::to_string(shared.name().size()));
+            if (shmq::current_process().name != "MainProcess") ++failures;
+            std::this_thread::sleep_for(100us);
+        }
+    });
+    auto starter = [&] {
+        for (int i = 0; i < 6; ++i) {
+            Process p([] {});
+            p.start();
+            if (!p.join(10s) || p.exitcode() != std::optional<int>(0)) ++failures;
+            if (!readable_within(p.sentinel(), 0ms)) ++failures;
+            p.close();
+        }
+    };
+    std::thread a(starter), b(starter);
+    shared.start();
+    const bool joined = shared.join(10s);
+    a.join();
+    b.join();
+    stop = true;
+    lister.join();
+    BOOST_TEST(joined);
+    BOOST_TEST(failures.load() == 0);
+    BOOST_TEST(shared.name().rfind("renamed-", 0) == 0);
+}

@@ -73,8 +73,13 @@
 // and close() throws value_error.
 //
 // Threads: every member may be called from several threads at once (say, join() in one and
-// terminate() in another), and so may the free functions. The child status is collected under a lock, and the blocking waits
-// themselves do not consume it, so exactly one caller reaps and every caller sees the result.
+// terminate() in another), and so may the free functions. The child status is collected under a
+// lock, and the blocking waits themselves do not consume it, so exactly one caller reaps and
+// every caller sees the result.
+//
+// Copies in other processes. A forked process holds a copy of every Process object; only the
+// parent may join or test it (value_error elsewhere, as Python asserts). The child's own copy
+// of its Process counts as such a copy: there pid() is the child's own pid.
 //
 // Not supported: a program that sets SIGCHLD to SIG_IGN, or reaps with waitpid(-1) elsewhere,
 // takes the child's status away from shmq. The Process then reports the child as ended
