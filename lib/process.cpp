@@ -87,6 +87,7 @@ struct process_state {
     // taken (exchange) by close() and the destructors, so it is closed exactly once.
     std::atomic<int> sentinel{-1};
     int sentinel_errno = 0;
+    const char* sentinel_call = "";
 };
 
 namespace {
@@ -509,13 +510,16 @@ void Process::start() {
         }
         entry.push_back(state_);
         if (daemonic) detail::arm_daemon_exit();
-        // The sentinel: a pidfd opened after fork, or (no pidfds) a pipe made now whose write
-        // end only the child keeps.
-        if (!detail::pidfd_usable() && ::pipe2(pipe_fds, O_CLOEXEC) != 0)
-            throw error(detail::errno_text("pipe2 (sentinel)", errno));
     } catch (...) {
         s.starting.store(false, std::memory_order_release);
         throw;
+    }
+    // The sentinel: a pidfd opened after fork, or (no pidfds) a pipe made now whose write end
+    // only the child keeps. Running out of descriptors does not stop the start: sentinel()
+    // reports it.
+    if (!detail::pidfd_usable() && ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+        s.sentinel_errno = errno;
+        s.sentinel_call = "pipe2";
     }
     detail::reap_children();
     // Anything still buffered would otherwise be printed by the child too.
@@ -525,6 +529,7 @@ void Process::start() {
     if (child == -1) {
         const int err = errno;
         if (pipe_fds[0] >= 0) ::close(pipe_fds[0]), ::close(pipe_fds[1]);
+        s.sentinel_errno = 0;
         s.starting.store(false, std::memory_order_release);
         throw error(detail::errno_text("fork", err));
     }
@@ -533,10 +538,13 @@ void Process::start() {
     if (pipe_fds[1] >= 0) {
         ::close(pipe_fds[1]);
         sentinel = pipe_fds[0];
-    } else {
+    } else if (s.sentinel_errno == 0) {
         // The child is not reaped yet, so the pid is still its own.
         sentinel = detail::open_pidfd(child);
-        if (sentinel < 0) s.sentinel_errno = errno;
+        if (sentinel < 0) {
+            s.sentinel_errno = errno;
+            s.sentinel_call = "pidfd_open";
+        }
     }
     s.sentinel.store(sentinel, std::memory_order_relaxed);
     s.parent.store(self, std::memory_order_relaxed);
@@ -702,8 +710,8 @@ int Process::sentinel() const {
     const int fd = s.sentinel.load(std::memory_order_acquire);
     if (fd < 0)
         throw error(std::string("shmq::Process::sentinel: no descriptor could be opened at "
-                                "start(): pidfd_open: ") +
-                    std::strerror(s.sentinel_errno));
+                                "start(): ") +
+                    s.sentinel_call + ": " + std::strerror(s.sentinel_errno));
     return fd;
 }
 

@@ -41,6 +41,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1334,6 +1335,44 @@ BOOST_AUTO_TEST_CASE(sentinel_without_pidfd_is_a_pipe) {
     }), 20s);
     if (code == 77) BOOST_TEST_MESSAGE("seccomp unavailable: fallback path not exercised");
     BOOST_TEST((code == 0 || code == 77), "failed checks mask " << code);
+}
+
+namespace {
+// Child-side: start() and join() with no descriptor left; sentinel() says why. Failed-check bits.
+int start_without_descriptors() {
+    const int lowest_free = ::dup(0);
+    if (lowest_free < 0) return 100;
+    ::close(lowest_free);
+    const rlimit lim{static_cast<rlim_t>(lowest_free), static_cast<rlim_t>(lowest_free)};
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 101;
+    if (::dup(0) != -1 || errno != EMFILE) return 102;   // really none left
+    int bad = 0;
+    Process p([] { ::_exit(4); });
+    try {
+        p.start();
+    } catch (...) {
+        return 103;
+    }
+    try {
+        (void)p.sentinel();
+        bad |= 1;
+    } catch (const shmq::value_error&) {
+        bad |= 2;
+    } catch (const shmq::error& e) {
+        if (std::strstr(e.what(), std::strerror(EMFILE)) == nullptr) bad |= 4;
+    }
+    if (!p.join(10s)) bad |= 8;   // joins without a pidfd too
+    if (p.exitcode() != std::optional<int>(4)) bad |= 16;
+    return bad;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(start_without_a_descriptor_left) {
+    const int code = shmq::test::wait_child(shmq::test::fork_child([] {
+        ::alarm(30);
+        return start_without_descriptors();
+    }), 20s);
+    BOOST_TEST(code == 0, "failed checks mask " << code);
 }
 
 // ---- issue 10: close ---------------------------------------------------------------------------

@@ -137,8 +137,8 @@ public:
 
     /// Forks the child, which runs the target. Throws value_error if called a second time, on a
     /// closed or moved-from Process, or in a daemon process (daemons may not have children);
-    /// shmq::error (with errno) if fork() fails, or pipe2() for the sentinel where pidfds are
-    /// not available; in that case the Process is left unstarted and start() may be tried again.
+    /// shmq::error (with errno) if fork() fails; in that case the Process is left unstarted and
+    /// start() may be tried again. A sentinel that cannot be opened (EMFILE) does not stop it.
     void start();
 
     /// Waits until the child has ended and reaps it. May be called any number of times.
@@ -195,7 +195,7 @@ public:
     /// poll/epoll/select; readable for good after that. Owned by the Process: do not close it;
     /// valid until close() or the destructor. Throws value_error before start() or after close()
     /// (Python: "process not started" / "process object is closed"), shmq::error when no
-    /// descriptor could be opened at start() (e.g. EMFILE; the message says why).
+    /// descriptor could be opened at start() (e.g. EMFILE; the message names the call and errno).
     int sentinel() const;
 
     /// Releases what the Process holds (the sentinel) once the child has ended (reaping it if
