@@ -1337,6 +1337,10 @@ BOOST_AUTO_TEST_CASE(sentinel_without_pidfd_is_a_pipe) {
     BOOST_TEST((code == 0 || code == 77), "failed checks mask " << code);
 }
 
+// Not under the sanitizers: their runtimes open and close descriptors of their own (UBSan's
+// vptr check probes memory through a pipe), so "no descriptor left" is neither stable nor
+// harmless there.
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 namespace {
 // Child-side: start() and join() with no descriptor left; sentinel() says why. Failed-check bits.
 int start_without_descriptors() {
@@ -1374,6 +1378,7 @@ BOOST_AUTO_TEST_CASE(start_without_a_descriptor_left) {
     }), 20s);
     BOOST_TEST(code == 0, "failed checks mask " << code);
 }
+#endif
 
 // ---- issue 10: close ---------------------------------------------------------------------------
 
