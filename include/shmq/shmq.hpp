@@ -12,5 +12,6 @@
 #include <shmq/pool.hpp>
 #include <shmq/process.hpp>
 #include <shmq/queue.hpp>
+#include <shmq/serialization.hpp>   // the Boost path of the codec for every type that needs it
 #include <shmq/simple_queue.hpp>
 #include <shmq/wait.hpp>
