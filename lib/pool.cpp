@@ -41,7 +41,6 @@
 #include <typeinfo>
 #include <unordered_map>
 
-#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -317,17 +316,6 @@ std::string describe_exit(std::optional<int> code) {
                (name ? std::string(" (SIG") + name + ")" : std::string());
     }
     return "exited with code " + std::to_string(*code);
-}
-
-unsigned usable_cpus() noexcept {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-        const int n = CPU_COUNT(&set);
-        if (n > 0) return static_cast<unsigned>(n);
-    }
-    const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? static_cast<unsigned>(n) : 1;
 }
 
 constexpr std::int64_t result_queue_maxsize = (std::int64_t{1} << 27) - 1;
@@ -983,7 +971,7 @@ Pool::Pool(std::optional<unsigned> processes, std::function<void()> initializer,
         throw value_error("shmq::Pool: the number of processes must be at least 1");
     if (maxtasksperchild && *maxtasksperchild == 0)
         throw value_error("shmq::Pool: maxtasksperchild must be at least 1 (or nullopt)");
-    impl_ = std::make_unique<detail::pool_impl>(processes.value_or(detail::usable_cpus()),
+    impl_ = std::make_unique<detail::pool_impl>(processes.value_or(cpu_count()),
                                                 std::move(initializer), maxtasksperchild);
 }
 

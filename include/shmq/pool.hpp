@@ -511,10 +511,10 @@ private:
 /// process that made the pool may call any member at any time.
 class SHMQ_API Pool {
 public:
-    /// Forks the workers (nullopt: as many as this process may use CPUs). `initializer` runs
-    /// once at the start of each worker (and each replacement); `maxtasksperchild` (nullopt:
-    /// unlimited) replaces a worker after that many tasks. Throws value_error (processes or
-    /// maxtasksperchild is 0), error (shared memory or fork failed).
+    /// Forks the workers (nullopt: cpu_count(), the CPUs this process may run on).
+    /// `initializer` runs once at the start of each worker (and each replacement);
+    /// `maxtasksperchild` (nullopt: unlimited) replaces a worker after that many tasks. Throws
+    /// value_error (processes or maxtasksperchild is 0), error (shared memory or fork failed).
     explicit Pool(std::optional<unsigned> processes = std::nullopt,
                   std::function<void()> initializer = {},
                   std::optional<unsigned> maxtasksperchild = std::nullopt);
