@@ -11,5 +11,7 @@
 #include <shmq/options.hpp>
 #include <shmq/process.hpp>
 #include <shmq/queue.hpp>
+#include <shmq/shared_value.hpp>
 #include <shmq/simple_queue.hpp>
+#include <shmq/sync.hpp>
 #include <shmq/wait.hpp>

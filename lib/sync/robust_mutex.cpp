@@ -148,4 +148,14 @@ void robust_mutex::unlock() noexcept {
         futex_wake(reinterpret_cast<std::atomic<std::uint32_t>*>(futex_word()), 1);
 }
 
+bool robust_mutex::unlock_if_locked() noexcept {
+    std::uint64_t v = word_.load(std::memory_order_relaxed);
+    do {
+        if ((v & ~waiters_bit) == 0) return false;
+    } while (!word_.compare_exchange_weak(v, 0, std::memory_order_release, std::memory_order_relaxed));
+    if (v & waiters_bit)
+        futex_wake(reinterpret_cast<std::atomic<std::uint32_t>*>(futex_word()), 1);
+    return true;
+}
+
 } // namespace shmq::detail
