@@ -32,6 +32,7 @@
 
 namespace shmq_bench {
 int memory_check();   // memory.cpp
+int sync_check(int repeat);   // sync.cpp
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
@@ -48,6 +49,7 @@ struct options {
     bool list = false;
     bool pin = false;
     bool memory = false;
+    bool sync = false;
 };
 
 void usage(std::ostream& o) {
@@ -72,6 +74,8 @@ void usage(std::ostream& o) {
          "  --no-python         skip the Python baselines\n"
          "  --memory            instead of the suite: resident memory over 10 M messages, and\n"
          "                      the shared memory one queue costs\n"
+         "  --sync              instead of the suite: Lock acquire/release (uncontended, 2 processes)\n"
+         "                      and Event wake latency against Boost, pthread and pipe baselines\n"
          "  --help              this text\n";
 }
 
@@ -111,6 +115,8 @@ bool parse(int argc, char** argv, options& o) {
             o.no_python = true;
         } else if (a == "--memory") {
             o.memory = true;
+        } else if (a == "--sync") {
+            o.sync = true;
         } else {
             throw std::invalid_argument("unknown option " + a);
         }
@@ -211,6 +217,7 @@ int run(int argc, char** argv) {
         return 2;
     }
     if (opt.memory) return memory_check();
+    if (opt.sync) return sync_check(opt.repeat);
 
     std::vector<std::unique_ptr<transport>> ts;
     ts.push_back(make_pipe_transport());

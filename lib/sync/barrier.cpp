@@ -178,6 +178,7 @@ std::size_t Barrier::wait(timeout_t timeout) {
         if (ns >= 0) timeout = std::chrono::duration<double>(static_cast<double>(ns) * 1e-9);
     }
     const deadline until(timeout);
+    const deadline forever;
     held h(s, foreign_of(keep_));
 
     // Python's _enter: wait while the previous round drains or a reset completes (no timeout,
@@ -245,7 +246,7 @@ std::size_t Barrier::wait(timeout_t timeout) {
             throw_broken();
         }
         // While the action runs, a passed timeout waits for its outcome (see the top).
-        const deadline d = timed_out ? deadline() : until;
+        const deadline& d = timed_out ? forever : until;
         const wake w = sleep_until(s, h, mine, d, [&] {
             const std::uint32_t p = phase_of(s);
             return tripped() || p == barrier_broken || p == barrier_resetting || p == barrier_draining;
