@@ -22,6 +22,10 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
 using namespace std::chrono_literals;
 using namespace shmq::test;
 
@@ -800,4 +804,20 @@ BOOST_AUTO_TEST_CASE(named_objects_create_open_remove) {
     // Handles outlive remove().
     BOOST_TEST(l.acquire(false));
     l.release();
+}
+
+BOOST_AUTO_TEST_CASE(truncated_named_object_is_broken_not_sigbus) {
+    shm_remover cleanup;
+    const auto name = cleanup.add(unique_name("sync-trunc"));
+    auto l = shmq::Lock::create(name);
+    auto e = shmq::Event::create(cleanup.add(unique_name("sync-trunc-ev")));
+    BOOST_TEST(l.acquire(false));
+    l.release();
+    const int fd = ::shm_open(("/shmq." + name).c_str(), O_RDWR, 0);
+    BOOST_REQUIRE(fd >= 0);
+    BOOST_TEST(::ftruncate(fd, 0) == 0);
+    ::close(fd);
+    BOOST_CHECK_THROW(l.acquire(false), shmq::broken_error);
+    BOOST_CHECK_THROW(l.release(), shmq::broken_error);
+    BOOST_TEST(!e.wait(0s));   // another object is unaffected
 }

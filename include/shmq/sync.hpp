@@ -38,6 +38,10 @@
 //  * No wait is unbounded inside: every sleep lasts at most a slice of 20 ms, after which the
 //    waiter looks again (and for dead peers).
 //
+// A named object truncated under its users (someone with write access shrank
+// /dev/shm/shmq.<name>) kills nobody with SIGBUS (see the README): acquire, release and wait on
+// it throw broken_error from then on; set(), clear() and is_set() cannot report it.
+//
 // Threads: every member may be called from several threads at once.
 #pragma once
 
@@ -82,7 +86,8 @@ public:
     static bool remove(std::string_view name) noexcept;
 
     /// True when acquired; false when block is false or the timeout passed first. Takes the lock
-    /// over from a dead holder (then previous_owner_died() is true). Never throws.
+    /// over from a dead holder (then previous_owner_died() is true). Throws only broken_error
+    /// (a truncated named object).
     bool acquire(bool block = true, timeout_t timeout = std::nullopt);
     /// Throws value_error when the lock is not held.
     void release();
@@ -139,7 +144,8 @@ public:
     static Semaphore open(std::string_view name, const options& opts = {});
     static bool remove(std::string_view name) noexcept;
 
-    /// Takes one unit; true when taken, false when block is false or the timeout passed. Never throws.
+    /// Takes one unit; true when taken, false when block is false or the timeout passed. Throws
+    /// only broken_error (a truncated named object).
     bool acquire(bool block = true, timeout_t timeout = std::nullopt);
     /// Gives n units back and wakes waiters. Throws value_error when the value would pass
     /// INT32_MAX (or, for a BoundedSemaphore, its initial value); the value is then unchanged.

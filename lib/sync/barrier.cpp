@@ -179,6 +179,7 @@ std::size_t Barrier::wait(timeout_t timeout) {
     }
     const deadline until(timeout);
     const deadline forever;
+    check_lost(keep_);
     held h(s, foreign_of(keep_));
 
     // Python's _enter: wait while the previous round drains or a reset completes (no timeout,
@@ -233,6 +234,7 @@ std::size_t Barrier::wait(timeout_t timeout) {
     for (;;) {
         if (tripped()) {
             leave(s, mine);
+            check_lost(keep_);   // woken by private memory: nothing tripped
             return index;
         }
         const std::uint32_t ph = phase_of(s);

@@ -52,15 +52,21 @@ Condition Condition::open(std::string_view name, const options& opts) {
 bool Condition::remove(std::string_view name) noexcept { return detail::segment::remove(name); }
 
 bool Condition::acquire(bool block, timeout_t timeout) {
-    return detail::rlock_acquire(s_->lock, detail::deadline::from(block, timeout), foreign_of(keep_));
+    const bool got = detail::rlock_acquire(s_->lock, detail::deadline::from(block, timeout), foreign_of(keep_));
+    detail::check_lost(keep_);
+    return got;
 }
 
-void Condition::release() { detail::rlock_release(s_->lock); }
+void Condition::release() {
+    detail::check_lost(keep_);
+    detail::rlock_release(s_->lock);
+}
 
 bool Condition::previous_owner_died() const noexcept { return detail::rlock_owner_died(s_->lock); }
 
 bool Condition::wait(timeout_t timeout) {
     condition_state& s = *s_;
+    detail::check_lost(keep_);
     if (!detail::rlock_owned(s.lock)) throw value_error("shmq: cannot wait on an un-acquired Condition");
     const detail::deadline until(timeout);
     // Under the lock, so seq orders waiters as they arrived and a notify (which needs the lock)
@@ -91,11 +97,13 @@ bool Condition::wait(timeout_t timeout) {
     }
     if (notified) slot->state.store(detail::slot_free, std::memory_order_release);
     detail::rlock_restore(s.lock, levels, foreign_of(keep_));
+    detail::check_lost(keep_);
     return notified;
 }
 
 void Condition::notify(std::size_t n) {
     condition_state& s = *s_;
+    detail::check_lost(keep_);
     if (!detail::rlock_owned(s.lock)) throw value_error("shmq: cannot notify on an un-acquired Condition");
     if (n == 0) return;
     // The waiting slots, oldest first.

@@ -49,10 +49,11 @@ void Event::clear() noexcept { s_->word.fetch_and(~std::uint32_t{1}, std::memory
 bool Event::is_set() const noexcept { return s_->word.load(std::memory_order_acquire) & 1; }
 
 bool Event::wait(timeout_t timeout) {
+    detail::check_lost(keep_);
     const std::uint32_t start = s_->word.load(std::memory_order_acquire);
     if (start & 1) return true;
     const detail::deadline until(timeout);
-    return detail::await<bool>(
+    const bool set = detail::await<bool>(
         s_->changed, until, false,
         [&]() -> std::optional<bool> {
             const std::uint32_t w = s_->word.load(std::memory_order_acquire);
@@ -61,6 +62,8 @@ bool Event::wait(timeout_t timeout) {
             return std::nullopt;
         },
         []() -> std::optional<bool> { return std::nullopt; });
+    detail::check_lost(keep_);
+    return set;
 }
 
 } // namespace shmq

@@ -138,14 +138,17 @@ bool Lock::remove(std::string_view name) noexcept { return detail::segment::remo
 
 bool Lock::acquire(bool block, timeout_t timeout) {
     // The uncontended path: one compare-exchange, no clock read.
-    if (s_->mutex.try_lock_fast()) {
+    bool got = true;
+    if (s_->mutex.try_lock_fast())
         s_->owner_died.store(0, std::memory_order_relaxed);
-        return true;
-    }
-    return detail::lock_acquire(*s_, detail::deadline::from(block, timeout), detail::foreign_of(keep_));
+    else
+        got = detail::lock_acquire(*s_, detail::deadline::from(block, timeout), detail::foreign_of(keep_));
+    detail::check_lost(keep_);
+    return got;
 }
 
 void Lock::release() {
+    detail::check_lost(keep_);
     if (!detail::lock_release(*s_)) throw value_error("shmq: release of an unlocked Lock");
 }
 
@@ -174,10 +177,15 @@ RLock RLock::open(std::string_view name, const options& opts) {
 bool RLock::remove(std::string_view name) noexcept { return detail::segment::remove(name); }
 
 bool RLock::acquire(bool block, timeout_t timeout) {
-    return detail::rlock_acquire(*s_, detail::deadline::from(block, timeout), detail::foreign_of(keep_));
+    const bool got = detail::rlock_acquire(*s_, detail::deadline::from(block, timeout), detail::foreign_of(keep_));
+    detail::check_lost(keep_);
+    return got;
 }
 
-void RLock::release() { detail::rlock_release(*s_); }
+void RLock::release() {
+    detail::check_lost(keep_);
+    detail::rlock_release(*s_);
+}
 
 bool RLock::previous_owner_died() const noexcept { return detail::rlock_owner_died(*s_); }
 

@@ -38,6 +38,12 @@ template <class S> S* area(const std::shared_ptr<segment>& s) noexcept {
     return static_cast<S*>(s->object());
 }
 
+/// Throws broken_error when the segment behind a handle's keep-alive was truncated under this
+/// process (segment.hpp: its view is then private memory, so nothing done on it counts).
+inline void check_lost(const std::shared_ptr<void>& keep) {
+    static_cast<const segment*>(keep.get())->check_lost();
+}
+
 /// For wait slices: the steady_clock now, in ticks (what waiter_slot::heartbeat holds).
 std::int64_t now_ticks() noexcept;
 

@@ -70,18 +70,24 @@ Semaphore Semaphore::open(std::string_view name, const options& opts) {
 bool Semaphore::remove(std::string_view name) noexcept { return detail::segment::remove(name); }
 
 bool Semaphore::acquire(bool block, timeout_t timeout) {
-    if (detail::try_take(*s_)) return true;
+    if (detail::try_take(*s_)) {
+        detail::check_lost(keep_);
+        return true;
+    }
     const auto until = detail::deadline::from(block, timeout);
-    return detail::await<bool>(
+    const bool got = detail::await<bool>(
         s_->posted, until, false,
         [&]() -> std::optional<bool> {
             if (detail::try_take(*s_)) return true;
             return std::nullopt;
         },
         []() -> std::optional<bool> { return std::nullopt; });
+    detail::check_lost(keep_);
+    return got;
 }
 
 void Semaphore::release(unsigned n) {
+    detail::check_lost(keep_);
     if (n == 0) return;
     const std::uint32_t limit = s_->maxvalue ? s_->maxvalue : detail::max_value;
     std::uint32_t v = s_->value.load(std::memory_order_relaxed);
