@@ -700,6 +700,18 @@ BOOST_AUTO_TEST_CASE(value_counter_across_processes) {
     BOOST_TEST(v.value() == 1);
 }
 
+BOOST_AUTO_TEST_CASE(value_of_an_atomic_needs_no_lock) {
+    shmq::Value<std::atomic<long>> v;
+    std::vector<scoped_child> kids;
+    for (int i = 0; i < 2; ++i)
+        kids.emplace_back([&] {
+            for (int k = 0; k < 5000; ++k) v.value().fetch_add(1);
+            return 0;
+        });
+    for (auto& k : kids) BOOST_TEST(k.wait(20s) == 0);
+    BOOST_TEST(v.value().load() == 10000);
+}
+
 BOOST_AUTO_TEST_CASE(array_is_shared_and_contiguous) {
     shmq::Array<double> a(100, 1.5);
     BOOST_TEST(a.size() == 100u);

@@ -13,8 +13,8 @@
 //
 // The memory is plain shared memory: value() and operator[] are references into it, read and
 // written without any locking or ordering by themselves. Use get_lock() around any
-// read-modify-write or multi-field update, or make T a std::atomic<integral> (trivially copyable,
-// lock-free, and then usable without the lock). The lock takes over from a holder that died
+// read-modify-write or multi-field update, or make T a lock-free std::atomic (Value<std::atomic<
+// long>> v; v.value().fetch_add(1): no lock needed; construct it from a prvalue or default). The lock takes over from a holder that died
 // (see <shmq/sync.hpp>): after such a takeover previous_owner_died() is true and the value may
 // hold a half-done update, which the new holder should repair.
 //
@@ -28,6 +28,7 @@
 #include <shmq/options.hpp>
 #include <shmq/sync.hpp>
 
+#include <atomic>   // the documented lock-free use: Value<std::atomic<long>>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
