@@ -52,6 +52,34 @@ void spin_for(unsigned iterations) {
 
 } // namespace
 
+// ---- The pinned API (DESIGN §6.3): outside tests take these exact signatures ---------------------
+
+BOOST_AUTO_TEST_CASE(pinned_signatures_exist) {
+    shmq::Lock (*lock_open)(std::string_view) = &shmq::Lock::open;
+    shmq::Event (*event_open)(std::string_view) = &shmq::Event::open;
+    shmq::Barrier (*barrier_open)(std::string_view) = &shmq::Barrier::open;
+    shmq::Value<int> (*value_open)(std::string_view) = &shmq::Value<int>::open;
+    shmq::Array<int> (*array_open)(std::string_view) = &shmq::Array<int>::open;
+    bool (*remove)(std::string_view) noexcept = &shmq::Semaphore::remove;
+    bool (shmq::Lock::*acquire)(bool, shmq::timeout_t) = &shmq::Lock::acquire;
+    void (shmq::RLock::*rrelease)() = &shmq::RLock::release;
+    void (shmq::Semaphore::*release)(unsigned) = &shmq::Semaphore::release;
+    unsigned (shmq::Semaphore::*get_value)() const = &shmq::Semaphore::get_value;
+    void (shmq::Event::*set)() = &shmq::Event::set;
+    bool (shmq::Event::*is_set)() const = &shmq::Event::is_set;
+    bool (shmq::Condition::*cwait)(shmq::timeout_t) = &shmq::Condition::wait;
+    void (shmq::Condition::*notify)(std::size_t) = &shmq::Condition::notify;
+    std::size_t (shmq::Barrier::*bwait)(shmq::timeout_t) = &shmq::Barrier::wait;
+    std::size_t (shmq::Barrier::*n_waiting)() const = &shmq::Barrier::n_waiting;
+    shmq::Lock& (shmq::Value<int>::*get_lock)() = &shmq::Value<int>::get_lock;
+    int* (shmq::Array<int>::*data)() = &shmq::Array<int>::data;
+    BOOST_TEST((lock_open && event_open && barrier_open && value_open && array_open && remove &&
+                acquire && rrelease && release && get_value && set && is_set && cwait && notify &&
+                bwait && n_waiting && get_lock && data));
+    static_assert(std::is_base_of_v<shmq::Semaphore, shmq::BoundedSemaphore>);
+    static_assert(std::is_base_of_v<shmq::error, shmq::broken_barrier_error>);
+}
+
 // ---- Lock ------------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(lock_acquire_release_and_errors) {

@@ -85,7 +85,8 @@ public:
         return Value(detail::shared_block::create(name, false, detail::value_fingerprint<T>(),
                                                   sizeof(T), 1, &initial, opts));
     }
-    static Value open(std::string_view name, const options& opts = {}) {
+    static Value open(std::string_view name) { return open(name, options{}); }
+    static Value open(std::string_view name, const options& opts) {
         return Value(detail::shared_block::open(name, false, detail::value_fingerprint<T>(), sizeof(T), opts));
     }
     static bool remove(std::string_view name) noexcept { return detail::shared_block::remove(name); }
@@ -116,7 +117,8 @@ public:
         return Array(detail::shared_block::create(name, true, detail::value_fingerprint<T>(),
                                                   sizeof(T), n, &initial, opts));
     }
-    static Array open(std::string_view name, const options& opts = {}) {
+    static Array open(std::string_view name) { return open(name, options{}); }
+    static Array open(std::string_view name, const options& opts) {
         return Array(detail::shared_block::open(name, true, detail::value_fingerprint<T>(), sizeof(T), opts));
     }
     static bool remove(std::string_view name) noexcept { return detail::shared_block::remove(name); }

@@ -81,7 +81,9 @@ public:
     /// Throws exists_error, value_error (bad name), permission_error, error.
     static Lock create(std::string_view name, options opts = {});
     /// Throws not_found_error, type_error (not a Lock), permission_error, broken_error, error.
-    static Lock open(std::string_view name, const options& opts = {});
+    static Lock open(std::string_view name) { return open(name, options{}); }
+    /// As open(name); of opts only trust_foreign counts (the creator fixed the rest).
+    static Lock open(std::string_view name, const options& opts);
     /// Unlinks the name. Never throws; false when there was nothing to remove.
     static bool remove(std::string_view name) noexcept;
 
@@ -111,7 +113,9 @@ class SHMQ_API RLock {
 public:
     RLock();
     static RLock create(std::string_view name, options opts = {});
-    static RLock open(std::string_view name, const options& opts = {});
+    static RLock open(std::string_view name) { return open(name, options{}); }
+    /// As open(name); of opts only trust_foreign counts (the creator fixed the rest).
+    static RLock open(std::string_view name, const options& opts);
     static bool remove(std::string_view name) noexcept;
 
     /// As Lock::acquire; the holding thread acquires again at once (recursion count + 1).
@@ -141,7 +145,9 @@ public:
     /// Throws value_error (value above INT32_MAX), error.
     explicit Semaphore(unsigned value = 1);
     static Semaphore create(std::string_view name, unsigned value = 1, options opts = {});
-    static Semaphore open(std::string_view name, const options& opts = {});
+    static Semaphore open(std::string_view name) { return open(name, options{}); }
+    /// As open(name); of opts only trust_foreign counts (the creator fixed the rest).
+    static Semaphore open(std::string_view name, const options& opts);
     static bool remove(std::string_view name) noexcept;
 
     /// Takes one unit; true when taken, false when block is false or the timeout passed. Throws
@@ -168,7 +174,9 @@ class SHMQ_API BoundedSemaphore : public Semaphore {
 public:
     explicit BoundedSemaphore(unsigned value = 1);
     static BoundedSemaphore create(std::string_view name, unsigned value = 1, options opts = {});
-    static BoundedSemaphore open(std::string_view name, const options& opts = {});
+    static BoundedSemaphore open(std::string_view name) { return open(name, options{}); }
+    /// As open(name); of opts only trust_foreign counts (the creator fixed the rest).
+    static BoundedSemaphore open(std::string_view name, const options& opts);
     static bool remove(std::string_view name) noexcept;
 
 private:
@@ -182,7 +190,9 @@ class SHMQ_API Event {
 public:
     Event();
     static Event create(std::string_view name, options opts = {});
-    static Event open(std::string_view name, const options& opts = {});
+    static Event open(std::string_view name) { return open(name, options{}); }
+    /// As open(name); of opts only trust_foreign counts (the creator fixed the rest).
+    static Event open(std::string_view name, const options& opts);
     static bool remove(std::string_view name) noexcept;
 
     /// Sets the flag and wakes every waiter. Never throws.
@@ -206,7 +216,9 @@ class SHMQ_API Condition {
 public:
     Condition();
     static Condition create(std::string_view name, options opts = {});
-    static Condition open(std::string_view name, const options& opts = {});
+    static Condition open(std::string_view name) { return open(name, options{}); }
+    /// As open(name); of opts only trust_foreign counts (the creator fixed the rest).
+    static Condition open(std::string_view name, const options& opts);
     static bool remove(std::string_view name) noexcept;
 
     bool acquire(bool block = true, timeout_t timeout = std::nullopt);
@@ -268,7 +280,8 @@ public:
     static Barrier create(std::string_view name, std::size_t parties,
                           std::function<void()> action = {}, timeout_t timeout = std::nullopt,
                           options opts = {});
-    static Barrier open(std::string_view name, std::function<void()> action = {},
+    static Barrier open(std::string_view name) { return open(name, {}, options{}); }
+    static Barrier open(std::string_view name, std::function<void()> action,
                         const options& opts = {});
     static bool remove(std::string_view name) noexcept;
 
