@@ -586,6 +586,61 @@ BOOST_AUTO_TEST_CASE(dead_condition_holder_is_taken_over) {
     c.release();
 }
 
+BOOST_AUTO_TEST_CASE(condition_wait_releases_every_level_and_restores_them) {
+    shmq::Condition c;
+    shared_array<std::atomic<int>> got_lock(1);
+    c.acquire();
+    c.acquire();   // two levels
+    scoped_child notifier([&] {
+        SHMQ_CHILD_CHECK(c.acquire(true, 5s), 1);   // only possible if wait released both levels
+        got_lock[0] = 1;
+        c.notify();
+        c.release();
+        return 0;
+    });
+    BOOST_TEST(c.wait(5s));
+    BOOST_TEST(got_lock[0].load() == 1);
+    c.release();
+    c.release();   // both levels are back
+    BOOST_CHECK_THROW(c.release(), shmq::value_error);
+    BOOST_TEST(notifier.wait(10s) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(waiter_learns_that_the_notifier_died_holding_the_lock) {
+    shmq::Condition c;
+    c.acquire();
+    scoped_child notifier([&] {
+        SHMQ_CHILD_CHECK(c.acquire(true, 5s), 1);
+        c.notify();
+        ::_exit(0);   // dies holding the lock the waiter must get back
+        return 0;
+    });
+    stopwatch sw;
+    BOOST_TEST(c.wait(5s));
+    BOOST_TEST(sw.seconds() < 2.0);
+    BOOST_TEST(c.previous_owner_died());
+    c.release();
+    BOOST_TEST(notifier.wait(10s) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(semaphore_and_event_between_threads) {
+    shmq::Semaphore s(0);
+    shmq::Event e;
+    std::atomic<int> taken{0};
+    std::vector<std::thread> ts;
+    for (int i = 0; i < 3; ++i)
+        ts.emplace_back([&] {
+            if (e.wait(5s))
+                for (int k = 0; k < 100; ++k)
+                    if (s.acquire(true, 5s)) ++taken;
+        });
+    e.set();
+    for (int k = 0; k < 300; ++k) s.release();
+    for (auto& t : ts) t.join();
+    BOOST_TEST(taken.load() == 300);
+    BOOST_TEST(s.get_value() == 0u);
+}
+
 // ---- Barrier ---------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(barrier_indices_action_and_reuse) {
