@@ -45,6 +45,19 @@ std::int64_t now_ns() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(clk::now().time_since_epoch()).count();
 }
 
+/// A lock held for the scope, taken with a bound (a lock_guard would wait for ever if a bug left
+/// the lock held by a child): fails the test instead.
+template <class L> class held_for {
+public:
+    explicit held_for(L& l, seconds_d limit = 5s) : l_(l) { BOOST_REQUIRE(l_.acquire(true, limit)); }
+    ~held_for() { l_.release(); }
+    held_for(const held_for&) = delete;
+    held_for& operator=(const held_for&) = delete;
+
+private:
+    L& l_;
+};
+
 /// A short busy wait (a random point inside a critical section).
 void spin_for(unsigned iterations) {
     for (unsigned i = 0; i < iterations; ++i) asm volatile("" ::: "memory");
@@ -508,14 +521,14 @@ BOOST_AUTO_TEST_CASE(condition_notify_wakes_exactly_n_then_notify_all_the_rest) 
         });
     BOOST_REQUIRE(eventually([&] { return waiting[0].load() == 3; }));
     {
-        std::lock_guard g(c);   // every waiter is inside wait() once it released the lock
+        held_for g(c);   // every waiter is inside wait() once it released the lock
         c.notify();
     }
     BOOST_TEST(eventually([&] { return woken[0].load() >= 1; }));
     std::this_thread::sleep_for(150ms);
     BOOST_TEST(woken[0].load() == 1);   // exactly one
     {
-        std::lock_guard g(c);
+        held_for g(c);
         c.notify_all();
     }
     for (auto& k : kids) BOOST_TEST(k.wait(10s) == 0);
@@ -535,7 +548,7 @@ BOOST_AUTO_TEST_CASE(condition_wait_for_a_predicate_across_processes) {
         return 0;
     });
     {
-        std::lock_guard g(c);
+        held_for g(c);
         BOOST_TEST(c.wait_for([&] { return state.value() == 5; }, 10s));
         BOOST_TEST(!c.wait_for([&] { return state.value() == 6; }, 0.1s));   // last value of pred
     }
@@ -553,7 +566,7 @@ BOOST_AUTO_TEST_CASE(dead_condition_waiter_does_not_absorb_a_notify) {
     });
     BOOST_REQUIRE(eventually([&] { return waiting[0].load() == 1; }));
     {   // it is asleep once it released the lock
-        std::lock_guard g(c);
+        held_for g(c);
     }
     doomed.kill();
     BOOST_TEST(doomed.wait(10s) == -SIGKILL);
@@ -567,7 +580,7 @@ BOOST_AUTO_TEST_CASE(dead_condition_waiter_does_not_absorb_a_notify) {
     });
     BOOST_REQUIRE(eventually([&] { return waiting[1].load() == 1; }));
     {
-        std::lock_guard g(c);
+        held_for g(c);
         c.notify(1);   // the oldest slot is the dead one: skipped
     }
     BOOST_TEST(live.wait(10s) == 0);
@@ -589,8 +602,8 @@ BOOST_AUTO_TEST_CASE(dead_condition_holder_is_taken_over) {
 BOOST_AUTO_TEST_CASE(condition_wait_releases_every_level_and_restores_them) {
     shmq::Condition c;
     shared_array<std::atomic<int>> got_lock(1);
-    c.acquire();
-    c.acquire();   // two levels
+    BOOST_REQUIRE(c.acquire(true, 5s));
+    BOOST_REQUIRE(c.acquire(true, 5s));   // two levels
     scoped_child notifier([&] {
         SHMQ_CHILD_CHECK(c.acquire(true, 5s), 1);   // only possible if wait released both levels
         got_lock[0] = 1;
@@ -608,7 +621,7 @@ BOOST_AUTO_TEST_CASE(condition_wait_releases_every_level_and_restores_them) {
 
 BOOST_AUTO_TEST_CASE(waiter_learns_that_the_notifier_died_holding_the_lock) {
     shmq::Condition c;
-    c.acquire();
+    BOOST_REQUIRE(c.acquire(true, 5s));
     scoped_child notifier([&] {
         SHMQ_CHILD_CHECK(c.acquire(true, 5s), 1);
         c.notify();
