@@ -206,6 +206,23 @@ BOOST_AUTO_TEST_CASE(dead_lock_holder_is_taken_over_and_reported) {
     l.release();
 }
 
+BOOST_AUTO_TEST_CASE(dead_holder_is_taken_over_by_a_try_lock_loop_too) {
+    shmq::Lock l;
+    scoped_child holder([&] {
+        SHMQ_CHILD_CHECK(l.acquire(true, 5s), 1);
+        ::_exit(0);
+        return 0;
+    });
+    BOOST_TEST(holder.wait(10s) == 0);
+    stopwatch sw;
+    bool got = false;
+    while (!(got = l.try_lock()) && sw.seconds() < 5) std::this_thread::sleep_for(1ms);
+    BOOST_REQUIRE(got);
+    BOOST_TEST(sw.seconds() < 1.0);
+    BOOST_TEST(l.previous_owner_died());
+    l.unlock();
+}
+
 // The critical section of a counter incremented by 4 processes, its holders SIGKILLed at random
 // points inside it. The invariant is count == sum(log): each increment adds 1 to count, then
 // (after a random delay, so a kill can land between) 1 to its process's log entry. A holder
