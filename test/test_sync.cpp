@@ -792,6 +792,36 @@ BOOST_AUTO_TEST_CASE(barrier_party_killed_while_waiting_breaks_it_for_the_others
     for (auto& r : round) BOOST_TEST(r.wait(10s) == 0);
 }
 
+BOOST_AUTO_TEST_CASE(barrier_party_dying_inside_the_action_breaks_it) {
+    shared_array<std::atomic<int>> doomed(1);   // the pid whose action dies
+    shmq::Barrier b(3, [&] {
+        if (doomed[0].load() == ::getpid()) ::_exit(0);
+    });
+    shared_array<std::atomic<int>> waiting(1);
+    scoped_child other([&] {
+        try {
+            b.wait(20s);
+            return 1;
+        } catch (const shmq::broken_barrier_error&) {
+            return 0;
+        }
+    });
+    BOOST_REQUIRE(eventually([&] { return b.n_waiting() == 1; }));
+    scoped_child last([&] {
+        doomed[0] = ::getpid();
+        waiting[0] = 1;
+        SHMQ_CHILD_CHECK(eventually([&] { return b.n_waiting() == 2; }), 3);
+        b.wait(20s);   // comes last: runs the action, which ends this process
+        return 2;
+    });
+    BOOST_REQUIRE(eventually([&] { return waiting[0].load() == 1; }));
+    stopwatch sw;
+    BOOST_CHECK_THROW(b.wait(20s), shmq::broken_barrier_error);
+    BOOST_TEST(sw.seconds() < 2.0);
+    BOOST_TEST(last.wait(10s) == 0);
+    BOOST_TEST(other.wait(10s) == 0);
+}
+
 // ---- Value, Array ----------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(value_counter_across_processes) {
