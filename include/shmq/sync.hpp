@@ -15,6 +15,12 @@
 // options::trust_foreign lets open() accept a segment of another user; remove() unlinks the name
 // (handles already open keep working) and never throws.
 //
+// Lifetime, step by step: an anonymous object's memory exists while some handle maps it, in any
+// process (children forked later inherit the mapping); it goes with the last one. A named object's
+// entry /dev/shm/shmq.<name> exists from create() until remove(), whoever holds handles; each
+// process unmaps its view when its last handle to it goes. Nothing is destroyed "in" shared memory:
+// a lock held when the last handle goes simply disappears with it.
+//
 // Timeouts are Python's (timeout_t): std::nullopt waits forever, <= 0 does not wait, block=false
 // ignores the timeout. They are measured on steady_clock. Signals do not end a wait early.
 //
