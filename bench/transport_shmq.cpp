@@ -18,6 +18,7 @@
 #if __has_include(<shmq/queue.hpp>)
 #include <shmq/queue.hpp>
 #include <shmq/simple_queue.hpp>
+#include <shmq/serialization.hpp>   // types sent with Boost.Serialization
 #define SHMQ_BENCH_HAVE_QUEUE 1
 #endif
 

@@ -325,10 +325,11 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     if (!msg.empty()) std::memcpy(ring_ + off + ring::header_size, msg.data(), msg.size());
     SHMQ_TEST_HOOK("channel.write.copied");
     if (uncount) uncount->fetch_sub(1, std::memory_order_acq_rel);
-    st_.tail.store(ring::advance(tail, need, 1), std::memory_order_seq_cst);
+    SHMQ_TEST_HOOK("channel.write.uncounted");
+    st_.tail.store(ring::advance(tail, need, 1), std::memory_order_release);
     SHMQ_TEST_HOOK("channel.write.published");
     lease.unlock();
-    st_.data.notify_after_seq_cst_store();
+    st_.data.notify();
     return io_status::ok;
 }
 
@@ -358,9 +359,9 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
     if (n) {
         // One publication for the whole batch: readers see all of it or none of it.
         if (uncount) uncount->fetch_sub(n, std::memory_order_acq_rel);
-        st_.tail.store(tail, std::memory_order_seq_cst);
+        st_.tail.store(tail, std::memory_order_release);
         lease.unlock();
-        st_.data.notify_after_seq_cst_store();
+        st_.data.notify();
     }
     return n;
 }
@@ -397,9 +398,12 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
         }
         std::memcpy(dst, msg.data() + sent, data);
         tail = ring::advance(tail, need, k == ring::kind::last ? 1 : 0);
-        if (k == ring::kind::last && uncount) uncount->fetch_sub(1, std::memory_order_acq_rel);
-        st_.tail.store(tail, std::memory_order_seq_cst);
-        st_.data.notify_after_seq_cst_store();
+        if (k == ring::kind::last) {
+            if (uncount) uncount->fetch_sub(1, std::memory_order_acq_rel);
+            SHMQ_TEST_HOOK("channel.write.uncounted");
+        }
+        st_.tail.store(tail, std::memory_order_release);
+        st_.data.notify();
         if (k != ring::kind::last) SHMQ_TEST_HOOK("channel.stream.piece");
         sent += data;
         first = false;
@@ -507,20 +511,21 @@ io_status channel::read(message_sink& sink, const deadline& until,
 
     auto consume = [&](std::uint64_t bytes, std::uint64_t msgs) {
         head = ring::advance(head, bytes, msgs);
-        st_.head.store(head, std::memory_order_seq_cst);
-        st_.space.notify_after_seq_cst_store();
+        st_.head.store(head, std::memory_order_release);
+        st_.space.notify();
     };
     // The message's last record: publish head, give the lease back, wake writers.
     auto finish = [&](std::uint64_t bytes) {
         SHMQ_TEST_HOOK("channel.read.copied");
         head = ring::advance(head, bytes, 1);
-        st_.head.store(head, std::memory_order_seq_cst);
+        st_.head.store(head, std::memory_order_release);
+        SHMQ_TEST_HOOK("channel.read.consumed");
         // Ours to task_done now. Counted right after the head store, before anything that can
         // take time (the unlock's futex wake), so that a reader killed here almost never leaves
         // an item consumed but unaccounted (registry reaper, queue_core.cpp's crash windows).
         count(true);
         lease->unlock();
-        st_.space.notify_after_seq_cst_store();
+        st_.space.notify();
         return io_status::ok;
     };
     // The deadline passed while a live writer stalls mid-stream: keep the bytes and the lease.

@@ -2,7 +2,7 @@
 // shmq — the non-template half of the codec layer: per-thread scratch buffers, the streambufs
 // the Boost path writes into and reads from, the checks of checked_iarchive, and the explicit
 // instantiation of that archive's Boost internals.
-#include <shmq/codec.hpp>
+#include <shmq/serialization.hpp>
 
 // The .ipp files hold the out-of-line members of Boost's archive templates; Boost's own
 // binary_iarchive.cpp instantiates them the same way for binary_iarchive.

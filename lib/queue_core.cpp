@@ -19,11 +19,15 @@
 //        that was never counted (join() may return one item early). Chosen over the other order,
 //        whose window would leave one item counted for ever (join() would never return).
 //      - publication, between the channel's `unpublished` -= 1 and its tail store (channel.cpp):
-//        the item is counted but never arrives: join() waits for it.
+//        the item is counted but never arrives;
 //      - get, between the reader's head store and `taken` += 1 (adjacent, under the reader lease
-//        in channel.cpp): the item is counted for ever.
+//        in channel.cpp): the item is counted but nobody has it.
 //        (Counting before the read instead would uncount items of consumers killed while
 //        blocked in get(), a window as long as the wait.)
+//        These two would leave join() waiting for ever; join() repairs them: once the queue is
+//        quiet (no counts in any slot, the ring empty, no live lease holder: quiet() below) for
+//        two looks a liveness slice apart, whatever `unfinished` still holds belongs to nobody
+//        and is set to 0.
 //      - task_done, between `unfinished` -= 1 and `taken` -= 1: the item is uncounted twice.
 //    And a task_done by another process than the getter leaves the getter's `taken` one too
 //    high (task_done names no item): if the getter then dies, one item is uncounted twice and
@@ -68,6 +72,62 @@ segment_params params_for(queue_flavor flavor, std::int64_t maxsize, const optio
     return p;
 }
 
+
+// join()'s repair of a count that nothing can bring down any more (the adjacent-step crash
+// windows above, and any other way a process dies between two accounting steps).
+//
+// Every item counted in `unfinished` is, at any instant, in one of these places: a live slot's
+// `unpublished` (its backlog), a lease window (between two steps under the writer or reader
+// lease), the ring (between tail and head, or head and release with retained records), or a live
+// slot's `taken`; or it is counted in no slot yet (put, before `unfinished` += 1: then it is not
+// in `unfinished` either). A snapshot that finds every slot's counters zero, the ring empty, and
+// no lease held by a process that may be alive proves that what `unfinished` holds belongs to
+// nobody: those items died in a window with their process. Taken twice, a liveness slice apart,
+// with nothing moved in between, the count is then set to 0 by a compare-exchange from exactly
+// the value seen, so a put or task_done that lands meanwhile makes it fail.
+//
+// Why the reads need no lock: they run in the order gens+owners, unfinished, slots, positions,
+// gens+owners. Every lease acquisition bumps its gen (channel.cpp claim_lease), so equal gens and
+// free-or-dead owners at both ends mean no live process was inside a lease window at any point of
+// the snapshot. A put's `unpublished` += 1 precedes its `unfinished` += 1, and `unfinished` is
+// read before the slots, so an item the count includes is seen in a slot unless it has left the
+// slot through a lease window (excluded) or a task_done (which lowers `unfinished` first, so the
+// compare-exchange fails).
+struct quiet_snapshot {
+    std::int64_t unfinished;
+    std::uint64_t tail, head, release, wgen, rgen;
+    bool operator==(const quiet_snapshot&) const = default;
+};
+
+std::optional<quiet_snapshot> quiet(const segment& seg) noexcept {
+    const channel_state& ch = seg.channel(0);
+    const std::atomic<std::uint32_t>* foreign = &seg.header().foreign_pidns;
+    auto lease_free = [&](const robust_mutex& m) {
+        const std::uint64_t owner = m.owner();
+        return owner == 0 || robust_mutex::owner_dead(owner, foreign);
+    };
+    const std::uint64_t wgen = ch.wgen.load(std::memory_order_acquire);
+    const std::uint64_t rgen = ch.rgen.load(std::memory_order_acquire);
+    if (!lease_free(ch.wlock) || !lease_free(ch.rlock)) return std::nullopt;
+    quiet_snapshot q{};
+    q.unfinished = seg.queue().unfinished.load(std::memory_order_acquire);
+    if (q.unfinished <= 0) return std::nullopt;
+    for (const holder_slot& s : seg.registry().slots)
+        if (s.unpublished.load(std::memory_order_acquire) != 0 ||
+            s.taken.load(std::memory_order_acquire) != 0)
+            return std::nullopt;
+    if (seg.queue().redeliverable.load(std::memory_order_acquire) != 0) return std::nullopt;
+    q.tail = ch.tail.load(std::memory_order_acquire);
+    q.head = ch.head.load(std::memory_order_acquire);
+    q.release = ch.release.load(std::memory_order_acquire);
+    if (q.head != q.tail) return std::nullopt;
+    if ((seg.header().flags & retain_records) && q.release != q.tail) return std::nullopt;
+    if (!lease_free(ch.wlock) || !lease_free(ch.rlock)) return std::nullopt;
+    q.wgen = ch.wgen.load(std::memory_order_acquire);
+    q.rgen = ch.rgen.load(std::memory_order_acquire);
+    if (q.wgen != wgen || q.rgen != rgen) return std::nullopt;
+    return q;
+}
 
 } // namespace
 
@@ -332,6 +392,7 @@ bool queue_core::join(const timeout_t& timeout) {
     // more often, by signals or notifications, does not read /proc more often).
     registry::reap_any(seg);
     auto last_reap = std::chrono::steady_clock::now();
+    std::optional<quiet_snapshot> last_quiet;   // see quiet()
     return await(
         qs.all_done, deadline(timeout), false,
         [&]() -> R {
@@ -343,6 +404,14 @@ bool queue_core::join(const timeout_t& timeout) {
             if (now - last_reap >= liveness_slice) {
                 last_reap = now;
                 registry::reap_any(seg);   // notifies all_done when it uncounted anything
+                std::optional<quiet_snapshot> q = quiet(seg);
+                if (q && last_quiet && *q == *last_quiet) {
+                    std::int64_t v = q->unfinished;
+                    if (qs.unfinished.compare_exchange_strong(v, 0, std::memory_order_acq_rel))
+                        qs.all_done.notify();
+                    q.reset();
+                }
+                last_quiet = q;
             }
             return std::nullopt;
         });

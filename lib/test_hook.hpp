@@ -9,9 +9,12 @@
 //
 // Hook points (each at the place in lib/ that names it):
 //   "channel.write.copied"        writer lease held, record copied, tail not yet stored
+//   "channel.write.uncounted"     a JoinableQueue item taken off its putter's `unpublished`, tail
+//                                 not yet stored (queue_core.cpp's crash windows)
 //   "channel.write.published"     tail stored, writer lease still held
 //   "channel.stream.piece"        a streamed message: a piece published, more to come
 //   "channel.read.copied"         reader lease held, record copied out, head not yet stored
+//   "channel.read.consumed"       head stored, the item not yet counted in the getter's `taken`
 //   "channel.read.piece"          a streamed message: a piece consumed, more to come
 //   "mutex.acquired"              a robust_mutex was just taken (any lease, the registry lock)
 //   "mutex.takeover"              a waiter decided the owner is dead, before it takes the lock over

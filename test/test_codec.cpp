@@ -6,6 +6,7 @@
 
 #include <shmq/codec.hpp>
 #include <shmq/queue.hpp>
+#include <shmq/serialization.hpp>   // types sent with Boost.Serialization
 
 #include <boost/archive/binary_iarchive.hpp>
 #include <boost/optional.hpp>

@@ -15,6 +15,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <shmq/connection.hpp>
+#include <shmq/serialization.hpp>   // types sent with Boost.Serialization
 
 #include "test_fixtures.hpp"
 

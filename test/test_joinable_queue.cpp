@@ -10,6 +10,7 @@
 #include "queue_fixtures.hpp"
 
 #include <shmq/joinable_queue.hpp>
+#include <shmq/serialization.hpp>   // types sent with Boost.Serialization
 
 #include <atomic>
 #include <chrono>

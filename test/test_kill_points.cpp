@@ -20,6 +20,7 @@
 #include <cstring>
 #include <set>
 #include <string>
+#include <thread>
 
 using namespace shmq::test;
 namespace hook = shmq::detail::test_hook;
@@ -211,6 +212,80 @@ BOOST_AUTO_TEST_CASE(joinable_consumer_killed_mid_stream_does_not_hang_join, *bo
             BOOST_TEST(q.lost_to_dead_consumers() == 1u);
         }
     }
+}
+
+// A producer killed between taking its item off its slot's `unpublished` and the tail store, and a
+// consumer killed between the head store and counting the item in its `taken`: the item is in
+// `unfinished` and in no slot, no ring and no live lease. join() must still return (it finds the
+// queue quiet twice and repairs the count), and the queue must go on counting correctly after.
+BOOST_AUTO_TEST_CASE(joinable_killed_between_two_accounting_steps_does_not_hang_join, *boost::unit_test::timeout(60)) {
+    // Producers with a whole record and a streamed message (killed before its last piece's tail
+    // store); a consumer of a streamed message counts it at its first piece, so its window is the
+    // whole record's only.
+    const std::pair<const char*, int> cases[] = {{"channel.write.uncounted", 1},
+                                                 {"channel.write.uncounted", 4},
+                                                 {"channel.read.consumed", 1}};
+    for (const auto& [point, seq] : cases) {
+        BOOST_TEST_CONTEXT("killed at " << point << ", item " << seq) {
+            const bool producer = std::strcmp(point, "channel.write.uncounted") == 0;
+            // Bounded: the put writes into the ring itself (no feeder thread).
+            shmq::JoinableQueue<std::string> q(8, shmq::options{.capacity = ring});
+            if (!producer) q.put(item(seq));
+            scoped_child doomed([&] {
+                arm(point, 1);
+                if (producer) q.put(item(seq), true, 5s);
+                else (void)q.get(true, 5s);
+                return 0;
+            });
+            // The producer's item never arrives (a streamed one needs this reader to drain its
+            // first pieces; the rest are then dropped with the dead writer).
+            if (producer) BOOST_CHECK_THROW((void)q.get(true, 3s), shmq::empty_error);
+            const int code = doomed.wait(10s);
+            BOOST_TEST(code == -SIGKILL, "exit " << code);
+            BOOST_TEST(q.qsize() == 0u);
+            BOOST_TEST(q.join(3s), "join() waits for an item that nobody has");
+            // Counting goes on exactly: one more item keeps join() waiting until its task_done.
+            q.put(item(2));
+            BOOST_TEST(!q.join(0.1s));
+            BOOST_TEST(check(q.get(true, 5s)) == 2);
+            BOOST_TEST(!q.join(0.1s));
+            q.task_done();
+            BOOST_TEST(q.join(3s));
+            BOOST_CHECK_THROW(q.task_done(), shmq::value_error);
+        }
+    }
+}
+
+// join()'s repair must never take a live item: a producer stopped (SIGSTOP) in the same window
+// still holds the writer lease, so join() keeps waiting; resumed, it publishes and the count is
+// exact.
+BOOST_AUTO_TEST_CASE(joinable_stopped_between_two_accounting_steps_keeps_its_item, *boost::unit_test::timeout(60)) {
+    shmq::JoinableQueue<std::string> q(8, shmq::options{.capacity = ring});
+    scoped_child stopped([&] {
+        hook::install([](const char* p) {
+            if (std::strcmp(p, "channel.write.uncounted") == 0) ::raise(SIGSTOP);
+        });
+        q.put(item(5), true, 5s);
+        return 0;
+    });
+    // Wait (bounded) until it is stopped in the window.
+    bool is_stopped = false;
+    for (int i = 0; i < 500 && !is_stopped; ++i) {
+        siginfo_t info{};
+        if (::waitid(P_PID, static_cast<id_t>(stopped.pid()), &info, WSTOPPED | WNOHANG | WNOWAIT) == 0 &&
+            info.si_pid == stopped.pid())
+            is_stopped = true;
+        else
+            std::this_thread::sleep_for(10ms);
+    }
+    BOOST_REQUIRE(is_stopped);
+    BOOST_TEST(!q.join(0.3s), "join() returned while the item's producer is only stopped");
+    ::kill(stopped.pid(), SIGCONT);
+    BOOST_TEST(stopped.wait(10s) == 0);
+    BOOST_TEST(check(q.get(true, 5s)) == 5);
+    BOOST_TEST(!q.join(0.1s));
+    q.task_done();
+    BOOST_TEST(q.join(3s));
 }
 
 // A process stopped (SIGSTOP, a debugger) while it holds a segment's registry lock must not make

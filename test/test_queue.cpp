@@ -15,6 +15,7 @@
 #include "queue_fixtures.hpp"
 
 #include <shmq/queue.hpp>
+#include <shmq/serialization.hpp>   // types sent with Boost.Serialization
 
 #include <algorithm>
 #include <atomic>

@@ -14,6 +14,7 @@
 
 #include <shmq/process.hpp>
 #include <shmq/queue.hpp>
+#include <shmq/serialization.hpp>   // types sent with Boost.Serialization
 
 #include <boost/serialization/vector.hpp>
 

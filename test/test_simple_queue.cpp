@@ -11,6 +11,7 @@
 #include "queue_fixtures.hpp"
 
 #include <shmq/simple_queue.hpp>
+#include <shmq/serialization.hpp>   // types sent with Boost.Serialization
 
 #include <chrono>
 #include <optional>

@@ -7,11 +7,12 @@
 #pragma once
 
 // shmq's headers are C++20 (concepts, std::span): say so in one line instead of letting an older
-// standard fail somewhere inside them. #error alone lets the compiler go on to those errors, so
-// a missing include, which is fatal in gcc and clang, ends the compilation right after it.
+// standard fail somewhere inside them. #error would let the compiler go on to those errors; a
+// missing include is fatal in gcc and clang and ends the compilation at once, so the include's
+// "file name" is the message: "fatal error: shmq needs C++20, compile with -std=c++20 or later:
+// No such file or directory".
 #if __cplusplus < 202002L
-#error "shmq needs C++20: compile with -std=c++20 (or later)"
-#include <shmq/stop: shmq needs C++20>
+#include <shmq needs C++20, compile with -std=c++20 or later>
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)

@@ -15,6 +15,7 @@
 // SHMQ_FUZZ_MAKE_SEEDS=<dir> writes the seed corpus (valid encodings of every type) into <dir>
 // and exits instead of fuzzing: test/fuzz/run seeds.
 #include <shmq/codec.hpp>
+#include <shmq/serialization.hpp>   // types sent with Boost.Serialization
 
 #include <boost/optional.hpp>
 #include <boost/serialization/base_object.hpp>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
 // shmq — Boost.Serialization for the standard types a message commonly holds, so that
 // std::optional, std::variant, std::pair, std::tuple, std::map, std::unordered_map, std::set and
-// std::array of serializable types work without the user including anything (codec.hpp includes
+// std::array of serializable types work without the user including anything (serialization.hpp includes
 // this with the rest of the Boost path).
 //
 // Boost 1.81 already has std::pair (utility.hpp), std::map (map.hpp), std::set (set.hpp),
