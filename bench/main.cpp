@@ -33,6 +33,7 @@
 namespace shmq_bench {
 int memory_check();   // memory.cpp
 int pool_bench(int repeat, bool quick, const std::string& python);   // pool.cpp
+int sync_check(int repeat);   // sync.cpp
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
@@ -50,6 +51,7 @@ struct options {
     bool pin = false;
     bool memory = false;
     bool pool = false;
+    bool sync = false;
 };
 
 void usage(std::ostream& o) {
@@ -77,6 +79,8 @@ void usage(std::ostream& o) {
          "  --pool              instead of the suite: Pool.map of x + 1 over 1 M ints (100 k with\n"
          "                      --quick), chunksize 1 and 1000: shmq Pool, a fork + pipe(2) pool and\n"
          "                      Python's multiprocessing.Pool, in tasks/s\n"
+         "  --sync              instead of the suite: Lock acquire/release (uncontended, 2 processes)\n"
+         "                      and Event wake latency against Boost, pthread and pipe baselines\n"
          "  --help              this text\n";
 }
 
@@ -118,6 +122,8 @@ bool parse(int argc, char** argv, options& o) {
             o.memory = true;
         } else if (a == "--pool") {
             o.pool = true;
+        } else if (a == "--sync") {
+            o.sync = true;
         } else {
             throw std::invalid_argument("unknown option " + a);
         }
@@ -219,6 +225,7 @@ int run(int argc, char** argv) {
     }
     if (opt.memory) return memory_check();
     if (opt.pool) return pool_bench(opt.repeat, opt.quick, opt.no_python ? std::string() : opt.python);
+    if (opt.sync) return sync_check(opt.repeat);
 
     std::vector<std::unique_ptr<transport>> ts;
     ts.push_back(make_pipe_transport());

@@ -7,6 +7,9 @@
 //   align 64                  queue_state      counters that only the queue family uses
 //   align 64, per channel     channel_state    leases, positions and wake-ups of one direction
 //   align 64, per channel     ring bytes       `capacity` bytes of records
+// Object kinds (locks, events, ..., shared values) have instead:
+//   offset 0                  segment_header
+//   align 64                  the object area  `capacity` bytes (sync/object_layout.hpp)
 //
 // Everything is zero-initialized by the creator before `ready` is set; every field a reader takes
 // as a size or an offset is re-validated on use (segment.cpp, channel.cpp).
@@ -32,7 +35,23 @@ enum segment_flags : std::uint32_t {
     retain_records = 1,
 };
 
-enum class segment_kind : std::uint32_t { pipe = 1, queue = 2, simple_queue = 3, joinable_queue = 4 };
+enum class segment_kind : std::uint32_t {
+    pipe = 1, queue = 2, simple_queue = 3, joinable_queue = 4,
+    // Synchronization objects and shared values (<shmq/sync.hpp>, <shmq/shared_value.hpp>): no
+    // registry, no channels, no rings; the header is followed by one object area
+    // (sync/object_layout.hpp) whose size is in segment_header::capacity.
+    lock = 5, rlock = 6, semaphore = 7, bounded_semaphore = 8, event = 9, condition = 10,
+    barrier = 11, value = 12, array = 13,
+};
+inline constexpr bool is_object_kind(std::uint32_t k) noexcept {
+    return k >= static_cast<std::uint32_t>(segment_kind::lock) &&
+           k <= static_cast<std::uint32_t>(segment_kind::array);
+}
+inline constexpr bool is_object_kind(segment_kind k) noexcept {
+    return is_object_kind(static_cast<std::uint32_t>(k));
+}
+/// The largest object area (a shared Array), so that sizes read from a header stay sane.
+inline constexpr std::uint64_t max_object_bytes = std::uint64_t{1} << 40;
 
 /// Ring sizes: a power of two between these bounds. The upper bound keeps the message count
 /// of a position (28 bits) from wrapping: even 8-byte records cannot fill 2^28 slots.
@@ -45,10 +64,10 @@ struct segment_header {
     std::uint32_t kind;             // segment_kind
     std::uint64_t total_size;       // bytes of the whole mapping
     std::uint64_t type_fingerprint; // of T for typed objects, 0 for a Pipe
-    std::uint64_t capacity;         // ring bytes per channel
-    std::int64_t maxsize;           // queue item bound, <= 0 unbounded
+    std::uint64_t capacity;         // ring bytes per channel; object kinds: bytes of the object area
+    std::int64_t maxsize;           // queue item bound, <= 0 unbounded; Array: element count
     std::uint32_t flags;            // segment_flags, fixed at create
-    std::uint32_t channels;         // 1 or 2
+    std::uint32_t channels;         // 1 or 2; 0 for object kinds
     std::atomic<std::uint32_t> ready;  // set (release) by the creator once everything above is written
     std::uint64_t pidns;            // the creator's pid namespace (liveness.hpp); 0 = unknown
     // Set (never cleared) by any process of another pid namespace that opens the segment. Pids in

@@ -212,6 +212,26 @@ std::uint64_t segment::plan(std::uint32_t channels, std::uint64_t capacity) noex
     return rings_off_ + channels * capacity;
 }
 
+std::uint64_t segment::plan_object(std::uint64_t bytes) noexcept {
+    channels_ = 0;
+    capacity_ = 0;
+    object_off_ = align_up(sizeof(segment_header), cache_line);
+    object_bytes_ = bytes;
+    return align_up(object_off_ + bytes, cache_line);
+}
+
+std::uint64_t segment::plan_for(const segment_params& p, std::uint64_t& capacity) {
+    if (is_object_kind(p.kind)) {
+        if (p.object_bytes == 0 || p.object_bytes > max_object_bytes)
+            throw value_error("shmq: object of " + std::to_string(p.object_bytes) +
+                              " bytes is out of range");
+        capacity = p.object_bytes;   // the header keeps it where rings keep their capacity
+        return plan_object(p.object_bytes);
+    }
+    capacity = ring_capacity_for(p.capacity);
+    return plan(p.channels, capacity);
+}
+
 void segment::initialize(const segment_params& p, std::uint64_t capacity) {
     // The memory is fresh (zero-filled by the kernel), and every shared struct is valid when
     // all-zero: only the header needs writing. `ready` goes last, with release, so an opener
@@ -225,15 +245,16 @@ void segment::initialize(const segment_params& p, std::uint64_t capacity) {
     h.capacity = capacity;
     h.maxsize = p.maxsize;
     h.flags = p.flags;
-    h.channels = p.channels;
+    h.channels = is_object_kind(p.kind) ? 0 : p.channels;
     h.pidns = self().pidns;
     // Tests start rings just below a wrap of the packed positions (test_hook.hpp).
     if (const std::uint64_t start = test_hook::start_position())
-        for (std::uint32_t c = 0; c < p.channels; ++c) {
+        for (std::uint32_t c = 0; c < channels_; ++c) {
             channel(c).head.store(start, std::memory_order_relaxed);
             channel(c).tail.store(start, std::memory_order_relaxed);
             channel(c).release.store(start, std::memory_order_relaxed);
         }
+    if (p.init_object) p.init_object(object());
     h.ready.store(1, std::memory_order_release);
 }
 
@@ -259,9 +280,9 @@ void segment::set_guard_layout() noexcept {
 }
 
 std::shared_ptr<segment> segment::create_anonymous(const segment_params& p) {
-    std::uint64_t cap = ring_capacity_for(p.capacity);
+    std::uint64_t cap = 0;
     std::shared_ptr<segment> s(new segment);
-    s->size_ = s->plan(p.channels, cap);
+    s->size_ = s->plan_for(p, cap);
     const auto fail = [&](const char* what, int err) {
         return error("shmq: cannot " + std::string(what) + " " + std::to_string(s->size_) +
                      " bytes of shared memory: " + errno_text(err));
@@ -302,9 +323,9 @@ std::string segment::system_name(std::string_view name) { return "shmq." + std::
 std::shared_ptr<segment> segment::create_named(std::string_view name, const segment_params& p,
                                                unsigned mode) {
     check_name(name);
-    std::uint64_t cap = ring_capacity_for(p.capacity);
+    std::uint64_t cap = 0;
     std::shared_ptr<segment> s(new segment);
-    s->size_ = s->plan(p.channels, cap);
+    s->size_ = s->plan_for(p, cap);
     s->name_ = std::string(name);
     const std::string sys = "/" + system_name(name);
     // O_EXCL fails on any existing entry, a symbolic link included (never followed).
@@ -400,7 +421,7 @@ std::shared_ptr<segment> segment::open_checked(std::string_view name, const segm
         throw broken_error(describe(name) + ": layout version " + std::to_string(h.version) +
                            ", this library reads " + std::to_string(layout_version));
     if (h.kind < static_cast<std::uint32_t>(segment_kind::pipe) ||
-        h.kind > static_cast<std::uint32_t>(segment_kind::joinable_queue))
+        h.kind > static_cast<std::uint32_t>(segment_kind::array))
         throw broken_error(describe(name) + ": corrupt header (unknown kind)");
     if ((h.flags & ~std::uint32_t{retain_records}) != 0 ||
         ((h.flags & retain_records) &&
@@ -412,6 +433,16 @@ std::shared_ptr<segment> segment::open_checked(std::string_view name, const segm
         throw type_error(describe(name) + ": was created for another element type");
     const std::uint64_t cap = h.capacity;
     const std::uint32_t channels = h.channels;
+    if (is_object_kind(h.kind)) {
+        if (channels != 0 || cap == 0 || cap > max_object_bytes)
+            throw broken_error(describe(name) + ": corrupt header (object size)");
+        const std::uint64_t expect = s->plan_object(cap);
+        if (h.total_size != expect || s->size_ < expect)
+            throw broken_error(describe(name) + ": corrupt header (size " + std::to_string(s->size_) +
+                               ", expected " + std::to_string(expect) + ")");
+        s->check_lost();
+        return s;
+    }
     if (channels < 1 || channels > 2 || cap < min_capacity || cap > max_capacity ||
         !std::has_single_bit(cap))
         throw broken_error(describe(name) + ": corrupt header (channels or capacity)");

@@ -32,6 +32,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -45,6 +46,10 @@ struct segment_params {
     std::uint64_t type_fingerprint = 0;
     std::int64_t maxsize = 0;
     std::uint32_t flags = 0;   // segment_flags
+    std::uint64_t object_bytes = 0;   // object kinds (is_object_kind): bytes of the object area
+    /// Object kinds: writes the object area's initial state (it is zero-filled) before the
+    /// segment is published as ready, so an opener never sees it half-made. Must not throw.
+    std::function<void(void* object)> init_object;
 };
 
 class segment {
@@ -82,6 +87,9 @@ public:
     std::byte* ring(std::uint32_t c) const noexcept {
         return at<std::byte>(rings_off_ + c * capacity_);
     }
+    /// The object area of an object kind (is_object_kind(kind())); object_bytes() long.
+    void* object() const noexcept { return at<std::byte>(object_off_); }
+    std::uint64_t object_bytes() const noexcept { return object_bytes_; }
     std::uint64_t capacity() const noexcept { return capacity_; }
     std::uint32_t channels() const noexcept { return channels_; }
     segment_kind kind() const noexcept { return static_cast<segment_kind>(header().kind); }
@@ -103,6 +111,10 @@ private:
     }
     /// Computes the offsets for (channels, capacity); returns the total size.
     std::uint64_t plan(std::uint32_t channels, std::uint64_t capacity) noexcept;
+    /// The same for an object kind with an object area of `bytes`.
+    std::uint64_t plan_object(std::uint64_t bytes) noexcept;
+    /// Sizes for p: plan() or plan_object(); returns the total size.
+    std::uint64_t plan_for(const segment_params& p, std::uint64_t& capacity);
     void initialize(const segment_params& p, std::uint64_t capacity);
     static std::shared_ptr<segment> open_checked(std::string_view name, const segment_kind* kind,
                                                  const std::uint64_t* type_fingerprint,
@@ -120,6 +132,7 @@ private:
     std::uint64_t size_ = 0, capacity_ = 0;
     std::uint32_t channels_ = 0;
     std::uint64_t registry_off_ = 0, queue_off_ = 0, channels_off_ = 0, rings_off_ = 0;
+    std::uint64_t object_off_ = 0, object_bytes_ = 0;
     std::string name_;
 };
 

@@ -2,7 +2,9 @@
 // shmq — the command-line tool: see and clean up named shmq objects.
 //
 //   shmq ls             every named object in /dev/shm: kind, ring size, items and bytes waiting
-//   shmq stat NAME...   one object in detail, with the processes that hold it
+//   shmq stat NAME...   one object in detail, with the processes that hold it; for locks,
+//                       semaphores, events, conditions, barriers and shared values: the holder
+//                       and whether it is alive, the waiters, the value
 //   shmq rm NAME...     unlink names (handles already open keep working)
 //   shmq --version      the shmq version it was built from (include/shmq/version.hpp)
 //
@@ -10,6 +12,7 @@
 #include "liveness.hpp"
 #include "ring.hpp"
 #include "segment.hpp"
+#include "sync/object_layout.hpp"
 
 #include <shmq/errors.hpp>
 #include <shmq/version.hpp>
@@ -17,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <dirent.h>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -30,6 +34,15 @@ const char* kind_name(std::uint32_t k) {
     case segment_kind::queue: return "Queue";
     case segment_kind::simple_queue: return "SimpleQueue";
     case segment_kind::joinable_queue: return "JoinableQueue";
+    case segment_kind::lock: return "Lock";
+    case segment_kind::rlock: return "RLock";
+    case segment_kind::semaphore: return "Semaphore";
+    case segment_kind::bounded_semaphore: return "BoundedSemaphore";
+    case segment_kind::event: return "Event";
+    case segment_kind::condition: return "Condition";
+    case segment_kind::barrier: return "Barrier";
+    case segment_kind::value: return "Value";
+    case segment_kind::array: return "Array";
     }
     return "?";
 }
@@ -55,13 +68,18 @@ std::string human(std::uint64_t bytes) {
 }
 
 int ls() {
-    std::printf("%-32s %-14s %10s %10s %12s\n", "NAME", "KIND", "RING", "ITEMS", "BYTES");
+    std::printf("%-32s %-16s %10s %10s %12s\n", "NAME", "KIND", "RING", "ITEMS", "BYTES");
     for (const auto& n : names()) {
         try {
             auto s = segment::inspect(n);
+            if (is_object_kind(s->header().kind)) {
+                std::printf("%-32s %-16s %10s %10s %12s\n", n.c_str(), kind_name(s->header().kind), "-",
+                            "-", human(s->object_bytes()).c_str());
+                continue;
+            }
             const auto& c = s->channel(0);
             std::uint64_t head = c.head.load(), tail = c.tail.load();
-            std::printf("%-32s %-14s %10s %10llu %12s\n", n.c_str(), kind_name(s->header().kind),
+            std::printf("%-32s %-16s %10s %10llu %12s\n", n.c_str(), kind_name(s->header().kind),
                         human(s->capacity()).c_str(),
                         static_cast<unsigned long long>(ring::messages(head, tail)),
                         human(ring::used(head, tail)).c_str());
@@ -72,6 +90,117 @@ int ls() {
     return 0;
 }
 
+const char* liveness_note(liveness state) {
+    return state == liveness::dead      ? " (dead)"
+           : state == liveness::unknown ? " (unknown: another pid namespace or /proc unreadable)"
+                                        : " (alive)";
+}
+
+// "holder: pid N (alive)" for a robust_mutex owner word (32 bits of start time kept).
+void print_holder(const char* label, const robust_mutex& m) {
+    const std::uint64_t owner = m.owner();
+    if (!owner) {
+        std::printf("%-12s none%s\n", label, m.has_waiters() ? " (waiters may be waking)" : "");
+        return;
+    }
+    process_identity who;
+    who.pid = robust_mutex::pid_of(owner);
+    who.start = owner >> 32;
+    std::printf("%-12s pid %u%s%s\n", label, who.pid, liveness_note(probe(who, 32)),
+                m.has_waiters() ? ", waiters sleeping" : "");
+}
+
+bool sleepers(const event& ev) {
+    return const_cast<event&>(ev).word()->load() & 1;   // the sleeper bit (sync/event.hpp)
+}
+
+// The waiting parties of a Condition or Barrier: every occupied slot with its liveness.
+void print_waiters(std::span<const waiter_slot> slots) {
+    unsigned n = 0;
+    for (const auto& slot : slots) {
+        const std::uint32_t st = slot.state.load();
+        if (st == slot_free) continue;
+        ++n;
+        const process_identity who{slot.pid.load(), slot.start.load(), slot.pidns.load()};
+        std::printf("waiter:      pid %u%s%s\n", who.pid, liveness_note(probe(who)),
+                    st == slot_notified ? ", notified" : "");
+    }
+    std::printf("waiting:     %u\n", n);
+}
+
+void print_hex(const std::byte* p, std::uint64_t n) {
+    const std::uint64_t shown = n < 32 ? n : 32;
+    for (std::uint64_t i = 0; i < shown; ++i) std::printf("%02x", static_cast<unsigned>(p[i]));
+    std::printf("%s\n", shown < n ? "..." : "");
+}
+
+// A synchronization object or shared value: kind-specific state (sync/object_layout.hpp).
+void stat_object(const segment& s) {
+    const auto& h = s.header();
+    const void* area = s.object();
+    switch (static_cast<segment_kind>(h.kind)) {
+    case segment_kind::lock: {
+        const auto& l = *static_cast<const lock_state*>(area);
+        print_holder("holder:", l.mutex);
+        break;
+    }
+    case segment_kind::rlock: {
+        const auto& l = *static_cast<const rlock_state*>(area);
+        print_holder("holder:", l.mutex);
+        if (l.mutex.owner())
+            std::printf("depth:       %u (thread %llu)\n", l.count.load(),
+                        static_cast<unsigned long long>(l.owner_tid.load()));
+        break;
+    }
+    case segment_kind::semaphore:
+    case segment_kind::bounded_semaphore: {
+        const auto& sem = *static_cast<const semaphore_state*>(area);
+        std::printf("value:       %u", sem.value.load());
+        if (sem.maxvalue) std::printf(" (bound %u)", sem.maxvalue);
+        std::printf("\nwaiters:     %s\n", sleepers(sem.posted) ? "yes" : "none sleeping");
+        std::printf("owner:       none (a semaphore has no owner)\n");
+        break;
+    }
+    case segment_kind::event: {
+        const auto& e = *static_cast<const event_state*>(area);
+        std::printf("value:       %s\n", (e.word.load() & 1) ? "set" : "clear");
+        std::printf("waiters:     %s\n", sleepers(e.changed) ? "yes" : "none sleeping");
+        break;
+    }
+    case segment_kind::condition: {
+        const auto& c = *static_cast<const condition_state*>(area);
+        print_holder("holder:", c.lock.mutex);
+        print_waiters(c.slots);
+        break;
+    }
+    case segment_kind::barrier: {
+        const auto& b = *static_cast<const barrier_state*>(area);
+        static const char* phases[] = {"filling", "running the action", "draining", "resetting", "broken"};
+        const std::uint32_t ph = b.phase.load();
+        std::printf("parties:     %u\n", b.parties);
+        std::printf("phase:       %s\n", ph < 5 ? phases[ph] : "?");
+        std::printf("generation:  %llu\n", static_cast<unsigned long long>(b.generation.load()));
+        if (b.timeout_ns.load() >= 0)
+            std::printf("timeout:     %.3f s\n", static_cast<double>(b.timeout_ns.load()) * 1e-9);
+        print_holder("mutex:", b.mutex);
+        print_waiters(b.slots);
+        break;
+    }
+    case segment_kind::value:
+    case segment_kind::array: {
+        const auto& l = *static_cast<const lock_state*>(area);
+        const std::uint64_t bytes = s.object_bytes() - value_data_offset;
+        std::printf("type:        %016llx\n", static_cast<unsigned long long>(h.type_fingerprint));
+        std::printf("elements:    %lld, %s\n", static_cast<long long>(h.maxsize), human(bytes).c_str());
+        print_holder("lock holder:", l.mutex);
+        std::printf("value:       ");
+        print_hex(static_cast<const std::byte*>(area) + value_data_offset, bytes);
+        break;
+    }
+    default: break;
+    }
+}
+
 int stat(const std::string& n) {
     try {
         auto s = segment::inspect(n);
@@ -80,6 +209,10 @@ int stat(const std::string& n) {
         std::printf("kind:        %s\n", kind_name(h.kind));
         std::printf("layout:      version %u, %llu bytes\n", h.version,
                     static_cast<unsigned long long>(h.total_size));
+        if (is_object_kind(h.kind)) {
+            stat_object(*s);
+            return 0;
+        }
         std::printf("ring:        %s per channel, %u channel(s)\n", human(h.capacity).c_str(), h.channels);
         if (h.kind != static_cast<std::uint32_t>(segment_kind::pipe))
             std::printf("maxsize:     %lld%s\n", static_cast<long long>(h.maxsize),

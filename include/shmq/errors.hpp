@@ -60,8 +60,9 @@ class SHMQ_API worker_lost_error : public error { public: using error::error; };
 /// threading.BrokenBarrierError: the Barrier was reset or aborted, a wait timed out, or a party
 /// died while waiting.
 class SHMQ_API broken_barrier_error : public error { public: using error::error; };
-/// A lock's previous holder died inside its critical section (see <shmq/sync.hpp> for when this
-/// is thrown and when it is only reported).
+/// A lock's previous holder died inside its critical section. Reserved: shmq's locks
+/// (<shmq/sync.hpp>) report that by previous_owner_died() after a successful acquire and never
+/// throw this, so that lock() stays usable by std::lock_guard.
 class SHMQ_API owner_died_error : public error { public: using error::error; };
 
 /// multiprocessing.BufferTooShort: recv_bytes_into() got a message longer than the buffer.

@@ -13,5 +13,7 @@
 #include <shmq/process.hpp>
 #include <shmq/queue.hpp>
 #include <shmq/serialization.hpp>   // the Boost path of the codec for every type that needs it
+#include <shmq/shared_value.hpp>
 #include <shmq/simple_queue.hpp>
+#include <shmq/sync.hpp>
 #include <shmq/wait.hpp>

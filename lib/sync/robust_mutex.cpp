@@ -148,4 +148,18 @@ void robust_mutex::unlock() noexcept {
         futex_wake(reinterpret_cast<std::atomic<std::uint32_t>*>(futex_word()), 1);
 }
 
+bool robust_mutex::unlock_if_locked() noexcept {
+    // One exchange: on an unlocked word (0, or only the waiters bit) it changes nothing that
+    // matters, and on a locked one it is unlock().
+    const std::uint64_t v = word_.exchange(0, std::memory_order_release);
+    if ((v & ~waiters_bit) == 0) {
+        if (v & waiters_bit)   // a sleeper's bit with no owner: put it back, it is still needed
+            word_.fetch_or(v & waiters_bit, std::memory_order_relaxed);
+        return false;
+    }
+    if (v & waiters_bit)
+        futex_wake(reinterpret_cast<std::atomic<std::uint32_t>*>(futex_word()), 1);
+    return true;
+}
+
 } // namespace shmq::detail

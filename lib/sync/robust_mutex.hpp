@@ -52,6 +52,11 @@ public:
     bool try_lock_fast() noexcept;
     /// Unlocks and wakes one sleeper if any. \pre locked by this process.
     void unlock() noexcept;
+    /// Unlocks whoever holds it and wakes one sleeper; false (and nothing done) when it was not
+    /// locked. For multiprocessing.Lock, which any process may release.
+    bool unlock_if_locked() noexcept;
+    /// Whether someone may sleep waiting for the lock (a snapshot, for tools).
+    bool has_waiters() const noexcept { return (word_.load(std::memory_order_relaxed) & waiters_bit) != 0; }
     /// The owner's word (pid and start bits, without the waiters bit); 0 when unlocked. A snapshot.
     std::uint64_t owner() const noexcept { return word_.load(std::memory_order_acquire) & ~waiters_bit; }
     static std::uint32_t pid_of(std::uint64_t owner) noexcept { return static_cast<std::uint32_t>(owner & pid_mask); }

@@ -227,7 +227,11 @@ void inspect(const std::string& name) {
         }
         if (h.kind == static_cast<std::uint32_t>(shmq::detail::segment_kind::joinable_queue))
             sum += static_cast<std::uint64_t>(s->queue().unfinished.load());
-        for (const auto& slot : s->registry().slots) sum += slot.pid.load() + slot.start.load();
+        // An object kind (a lock, a Value...) has no registry: the tool reads its object area.
+        if (!shmq::detail::is_object_kind(h.kind))
+            for (const auto& slot : s->registry().slots) sum += slot.pid.load() + slot.start.load();
+        else
+            sum += s->object_bytes();
         sink = sink + sum; // keeps the reads
     });
 }
