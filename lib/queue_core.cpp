@@ -163,7 +163,11 @@ public:
     holder_slot* slot() noexcept {
         const std::uint32_t pid = self_pid();
         if (slot_pid_.load(std::memory_order_acquire) != pid) {
-            slot_.store(registry::slot_of(*seg_, self()), std::memory_order_relaxed);
+            // Not cached when not found: the lookup may have given up on a registry lock held
+            // too long (registry.cpp, holder_wait), and the next call looks again.
+            holder_slot* s = registry::slot_of(*seg_, self());
+            if (!s) return nullptr;
+            slot_.store(s, std::memory_order_relaxed);
             slot_pid_.store(pid, std::memory_order_release);
         }
         return slot_.load(std::memory_order_relaxed);

@@ -42,6 +42,15 @@ private:
 // process that is stopped while it holds the lock.
 deadline fork_wait() noexcept { return deadline(timeout_t(std::chrono::milliseconds(50))); }
 
+// How long everything else waits for it (attach at open and in a forked child, detach at close,
+// a slot lookup). The lock is held for microseconds; a holder that keeps it this long is stopped
+// (SIGSTOP, a debugger), or its owner word cannot be judged (another pid namespace, a corrupt
+// segment: found by fuzz_segment, whose open() waited for ever). A bounded wait turns that into
+// an error at open and a skipped detach (the reaper uncounts the process once it has died),
+// never a hang.
+constexpr auto holder_wait = std::chrono::seconds(2);
+deadline holder_deadline() noexcept { return deadline(timeout_t(holder_wait)); }
+
 holder_slot* find(registry_state& r, const process_identity& who) noexcept {
     for (auto& slot : r.slots)
         if (slot.pid.load(std::memory_order_relaxed) == who.pid &&
@@ -186,7 +195,13 @@ static void attach_locked(registry_state& r, const process_identity& who, const 
 
 void attach(const segment& s, const process_identity& who, const end_counts& counts) {
     registry_state& r = s.registry();
-    locked guard(r);
+    locked guard(r, holder_deadline());
+    if (!guard.owns())
+        throw error("shmq: " + (s.name().empty() ? std::string("an anonymous object") : "'" + s.name() + "'") +
+                    ": its registry lock has been held by process " +
+                    std::to_string(robust_mutex::pid_of(r.lock.owner())) + " for more than " +
+                    std::to_string(holder_wait.count()) +
+                    " s (stopped, or in another pid namespace, or the segment is corrupt)");
     attach_locked(r, who, counts, queue_of(s));
 }
 
@@ -215,7 +230,7 @@ bool settle_fork(const segment& s, std::uint64_t token, const process_identity& 
     registry_state& r = s.registry();
     // The parent only helps (the child settles its own ends): it never waits long for a lock
     // that a stopped process may hold. The child waits as long as it takes.
-    locked guard(r, is_self ? deadline() : fork_wait());
+    locked guard(r, is_self ? holder_deadline() : fork_wait());
     if (!guard.owns()) return false;
     end_counts total{};
     bool found = false;
@@ -246,7 +261,8 @@ bool settle_fork(const segment& s, std::uint64_t token, const process_identity& 
 
 void detach(const segment& s, const process_identity& who, const end_counts& counts) noexcept {
     registry_state& r = s.registry();
-    locked guard(r);
+    locked guard(r, holder_deadline());
+    if (!guard.owns()) return;   // still counted: reaped once this process has died
     holder_slot* slot = find(r, who);
     if (!slot) return;   // already reaped
     bool empty = true;
@@ -292,7 +308,8 @@ std::uint32_t reap_any(const segment& s) noexcept {
 
 holder_slot* slot_of(const segment& s, const process_identity& who) noexcept {
     registry_state& r = s.registry();
-    locked guard(r);
+    locked guard(r, holder_deadline());
+    if (!guard.owns()) return nullptr;
     return find(r, who);
 }
 

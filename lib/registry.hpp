@@ -28,16 +28,19 @@ inline constexpr std::uint32_t queue_handle_end = 2;
 
 namespace registry {
 
-/// Adds counts to who's slot. Throws error when every slot is taken by live processes.
+/// Adds counts to who's slot. Throws error when every slot is taken by live processes, or when the
+/// registry lock stays held for more than holder_wait (2 s: a stopped or unjudgeable holder).
 void attach(const segment& s, const process_identity& who, const end_counts& counts);
-/// Removes counts from who's slot (clamped at zero; frees the slot when empty). Never throws.
+/// Removes counts from who's slot (clamped at zero; frees the slot when empty). Never throws; gives
+/// up after holder_wait (the counts then stay until this process is reaped as dead).
 void detach(const segment& s, const process_identity& who, const end_counts& counts) noexcept;
 /// Drops the slots of dead processes that hold `end`, and pending forks whose parent died. Returns how many were dropped.
 std::uint32_t reap(const segment& s, std::uint32_t end) noexcept;
 /// Drops the slots of every dead process, whatever it holds (join(): a JoinableQueue's holders
 /// hold no end, only unfinished items). Returns how many were dropped.
 std::uint32_t reap_any(const segment& s) noexcept;
-/// who's slot, or null when it has none. The slot stays who's while who holds a count in it.
+/// who's slot, or null when it has none (or the registry lock stayed held for holder_wait). The slot
+/// stays who's while who holds a count in it.
 holder_slot* slot_of(const segment& s, const process_identity& who) noexcept;
 /// Holds counts for a child being forked under `token`. False when the table is full.
 bool park_for_fork(const segment& s, std::uint64_t token, const process_identity& parent,
