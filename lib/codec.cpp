@@ -22,6 +22,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "type_name.hpp"
+
 namespace boost::archive {
 template class detail::archive_serializer_map<shmq::detail::checked_iarchive>;
 template class basic_binary_iprimitive<shmq::detail::checked_iarchive, char, std::char_traits<char>>;
@@ -55,14 +57,6 @@ struct scratch_stack {
 
 thread_local scratch_stack encode_stack;
 thread_local scratch_stack decode_stack;
-
-std::string type_name(const std::type_info& type) {
-    int status = 0;
-    char* demangled = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
-    std::string name = (status == 0 && demangled != nullptr) ? demangled : type.name();
-    std::free(demangled);
-    return name;
-}
 
 [[noreturn]] void throw_archive_error(const std::string& why) {
     throw codec_error("shmq: malformed message: " + why);
@@ -109,21 +103,21 @@ void rethrow_as_codec_error(const char* operation, const std::type_info& type) {
     } catch (abi::__forced_unwind&) {
         throw; // pthread_cancel unwinding must continue, or the process aborts
     } catch (const std::exception& e) {
-        throw codec_error(std::string("shmq: cannot ") + operation + ' ' + type_name(type) + ": " +
+        throw codec_error(std::string("shmq: cannot ") + operation + ' ' + type_name(&type) + ": " +
                           e.what());
     } catch (...) {
-        throw codec_error(std::string("shmq: cannot ") + operation + ' ' + type_name(type) +
+        throw codec_error(std::string("shmq: cannot ") + operation + ' ' + type_name(&type) +
                           ": unknown exception");
     }
 }
 
 void throw_size_mismatch(const std::type_info& type, std::size_t expected, std::size_t got) {
-    throw codec_error("shmq: cannot decode " + type_name(type) + ": expected " +
+    throw codec_error("shmq: cannot decode " + type_name(&type) + ": expected " +
                       std::to_string(expected) + " bytes, got " + std::to_string(got));
 }
 
 void throw_decode_error(const std::type_info& type, const char* why) {
-    throw codec_error("shmq: cannot decode " + type_name(type) + ": " + why);
+    throw codec_error("shmq: cannot decode " + type_name(&type) + ": " + why);
 }
 
 // ---- streambufs --------------------------------------------------------------------------

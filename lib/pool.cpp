@@ -23,6 +23,7 @@
 #include <shmq/process.hpp>
 
 #include "liveness.hpp"
+#include "type_name.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -45,10 +46,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#if defined(__GLIBCXX__) || defined(_LIBCPP_VERSION)
-#include <cxxabi.h>
-#define SHMQ_POOL_HAVE_CXXABI 1
-#endif
 
 namespace shmq::detail {
 
@@ -278,21 +275,6 @@ struct pool_result_header {
 
 namespace {
 
-std::string type_name(const std::type_info* ti) {
-    if (ti == nullptr) return "unknown type";
-#ifdef SHMQ_POOL_HAVE_CXXABI
-    int rc = 0;
-    char* s = abi::__cxa_demangle(ti->name(), nullptr, nullptr, &rc);
-    if (rc == 0 && s != nullptr) {
-        std::string out(s);
-        std::free(s);
-        return out;
-    }
-    std::free(s);
-#endif
-    return ti->name();
-}
-
 /// "std::runtime_error: boom" for the exception being handled. Call only in a catch block.
 std::string describe_current_exception() {
     try {
@@ -300,11 +282,7 @@ std::string describe_current_exception() {
     } catch (const std::exception& e) {
         return type_name(&typeid(e)) + ": " + e.what();
     } catch (...) {
-        const std::type_info* ti = nullptr;
-#ifdef SHMQ_POOL_HAVE_CXXABI
-        ti = abi::__cxa_current_exception_type();
-#endif
-        return "exception of type " + type_name(ti);
+        return "exception of type " + type_name(current_exception_type());
     }
 }
 

@@ -5,6 +5,7 @@
 #include <shmq/detail/exit_flush.hpp>
 
 #include "test_hook.hpp"
+#include "type_name.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -33,9 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__GLIBCXX__) || defined(_LIBCPP_VERSION)
-#include <cxxabi.h>
-#define SHMQ_HAVE_CXXABI 1
+#if defined(__GLIBCXX__)
+#include <cxxabi.h>   // abi::__forced_unwind
 #endif
 
 namespace shmq::detail {
@@ -274,22 +274,6 @@ void flush_std_streams() noexcept {
     std::fflush(stderr);
 }
 
-/// "std::runtime_error" rather than "St13runtime_error", where the runtime can tell.
-std::string type_name(const std::type_info* ti) {
-    if (ti == nullptr) return "unknown type";
-#ifdef SHMQ_HAVE_CXXABI
-    int rc = 0;
-    char* s = abi::__cxa_demangle(ti->name(), nullptr, nullptr, &rc);
-    if (rc == 0 && s != nullptr) {
-        std::string out(s);
-        std::free(s);
-        return out;
-    }
-    std::free(s);
-#endif
-    return ti->name();
-}
-
 void report_uncaught(const std::type_info* ti, const char* what) noexcept {
     try {
         std::string name = type_name(ti);
@@ -356,11 +340,7 @@ void report_uncaught(const std::type_info* ti, const char* what) noexcept {
     }
 #endif
     catch (...) {
-        const std::type_info* ti = nullptr;
-#ifdef SHMQ_HAVE_CXXABI
-        ti = abi::__cxa_current_exception_type();
-#endif
-        report_uncaught(ti, nullptr);
+        report_uncaught(current_exception_type(), nullptr);
         code = 1;
     }
     finish_child(code);
