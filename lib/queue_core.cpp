@@ -40,6 +40,7 @@
 #include "registry.hpp"
 #include "retained.hpp"
 #include "liveness.hpp"
+#include "poller.hpp"
 #include "segment.hpp"
 #include "sync/wait_loop.hpp"
 
@@ -197,6 +198,7 @@ public:
     std::atomic<std::uint32_t> slot_pid_{0};     // the process slot_ was looked up for
     std::atomic<holder_slot*> slot_{nullptr};
     channel ch_;
+    poll_slot poll_;                 // fileno(): after ch_, so it goes first
     std::optional<feeder> feeder_;   // unbounded Queue and JoinableQueue only
     // The pid that closed this handle. A child forked afterwards may use the queue it inherited
     // (Python resets _closed after fork), so "closed" means closed by this very process.
@@ -304,9 +306,25 @@ void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
         else if (q.ch_.retains())
             throw error("shmq: this process is not registered as a holder of the queue");
     }
+    poll_guard polled(q.poll_);
     const io_status st = q.ch_.read(sink, until, std::nullopt, nullptr, tk ? &*tk : nullptr);
     q.seg_->check_lost();   // what was read may come from a truncated segment's stand-in
     if (st != io_status::ok) throw empty_error("shmq: queue is empty");
+}
+
+int queue_core::fileno() {
+    check_open();
+    // A queue has no EOF; its writers are any of its holders (queue_handle_end), whose deaths
+    // the poller watches (poller.hpp).
+    return impl_->poll_.get([&] {
+        return std::make_unique<poller>(impl_->seg_, impl_->ch_, queue_handle_end);
+    }).fd();
+}
+
+bool queue_core::poll_ready() {
+    check_open();
+    if (poller* p = impl_->poll_.active()) return p->rearm();
+    return !impl_->ch_.empty();
 }
 
 std::size_t queue_core::qsize() const {
@@ -336,6 +354,7 @@ std::int64_t queue_core::maxsize() const noexcept { return impl_ ? impl_->maxsiz
 void queue_core::close() noexcept {
     if (!impl_) return;
     impl_->closed_by_.store(self_pid(), std::memory_order_release);
+    impl_->poll_.reset();   // its descriptor closes (and leaves any epoll set) with the handle
     // A message parked by a timed-out get can no longer be resumed through this handle.
     impl_->ch_.drop_parked();
 }

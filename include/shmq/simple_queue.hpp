@@ -11,6 +11,8 @@
 
 #include <string_view>
 
+namespace shmq { class waitable; }
+
 namespace shmq {
 
 template <class T> class SimpleQueue {
@@ -58,10 +60,19 @@ public:
         core_.check_open();
         return core_.empty();
     }
+    /// A descriptor for epoll/poll/select and event loops, readable whenever get would not block
+    /// (an item is waiting). Level-triggered, per process, owned by the queue (valid until
+    /// close()); spurious readiness is possible (another consumer took the item first), missed
+    /// readiness is not; it re-arms when this process calls get (or wait()), so a loop gets
+    /// after each wake-up. Free until first called (puts check one word they check anyway).
+    /// Works for named queues opened by unrelated processes. At most 7 handles may poll one
+    /// queue at a time. See Connection::fileno() for the details. Throws closed_error, error.
+    int fileno() { return core_.fileno(); }
     void close() noexcept { core_.close(); }
 
 private:
     explicit SimpleQueue(detail::queue_core core) noexcept : core_(std::move(core)) {}
+    friend class waitable;
     detail::queue_core core_;
 };
 
