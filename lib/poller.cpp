@@ -64,11 +64,14 @@ int sender() noexcept {
     return s;
 }
 
+// What a poke says: something was published or closed (look at the ring), or a process started
+// holding the object (also look at who may write: poller::track_peers).
+constexpr char poke_data = 1, poke_holder = 2;
+
 // False when nobody is bound at key any more (its process closed the socket or died).
-bool poke(std::uint64_t key) noexcept {
+bool poke(std::uint64_t key, char byte) noexcept {
     sockaddr_un a;
     const socklen_t len = address_of(key, a);
-    const char byte = 1;
     for (int attempt = 0; attempt < 2; ++attempt) {
         const int fd = sender();
         if (fd < 0) return true;   // no descriptor left here: cannot tell; keep the key
@@ -107,22 +110,26 @@ int open_pidfd(std::uint32_t pid) noexcept {
 
 } // namespace
 
-void poke_pollers(poller_table& t) noexcept {
+namespace {
+void poke_all(poller_table& t, char byte) noexcept {
     // Pairs with the release fence a poller issues between storing its key and setting the
     // sleeper bit that our caller has just cleared.
     std::atomic_thread_fence(std::memory_order_acquire);
     if (t.count.load(std::memory_order_relaxed) == 0) return;
     for (auto& k : t.keys) {
         std::uint64_t key = k.load(std::memory_order_relaxed);
-        if (key && !poke(key) && k.compare_exchange_strong(key, 0, std::memory_order_acq_rel))
+        if (key && !poke(key, byte) && k.compare_exchange_strong(key, 0, std::memory_order_acq_rel))
             t.count.fetch_sub(1, std::memory_order_acq_rel);
     }
 }
+} // namespace
+
+void poke_pollers(poller_table& t) noexcept { poke_all(t, poke_data); }
 
 void announce_holder(const segment& seg) noexcept {
     for (std::uint32_t c = 0; c < seg.channels(); ++c) {
         poller_table& t = seg.channel(c).pollers;
-        if (t.count.load(std::memory_order_acquire) != 0) poke_pollers(t);
+        if (t.count.load(std::memory_order_acquire) != 0) poke_all(t, poke_holder);
     }
 }
 
@@ -197,28 +204,50 @@ poller::~poller() {
 }
 
 bool poller::drain() noexcept {
-    char buf[64];
-    bool poked = false;
-    while (::recv(sock_, buf, sizeof buf, MSG_DONTWAIT) > 0) poked = true;
+    // Up to 16 pokes per system call (one is usual); the loop ends at the first short batch.
+    constexpr unsigned batch = 16;
+    char bytes[batch];
+    iovec iov[batch];
+    mmsghdr msgs[batch] = {};
+    for (unsigned i = 0; i < batch; ++i) {
+        iov[i] = {&bytes[i], 1};
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    bool holder = false;
+    for (;;) {
+        const int n = ::recvmmsg(sock_, msgs, batch, MSG_DONTWAIT, nullptr);
+        for (int i = 0; i < n; ++i) holder |= msgs[i].msg_len == 1 && bytes[i] == poke_holder;
+        if (n < static_cast<int>(batch)) break;
+    }
     if (timer_on_) {
         std::uint64_t ticks;
         [[maybe_unused]] auto r = ::read(timer_, &ticks, sizeof ticks);
     }
-    return poked;
+    return holder;
 }
 
 bool poller::reap_fired() noexcept {
+    // One look at the epoll set (the socket was drained just before, or is not our concern
+    // here): whatever else is ready is a pidfd of a peer that ended (or the fallback timer).
     bool fired = false;
-    for (std::size_t i = 0; i < peers_.size();) {
-        pollfd p{peers_[i].pidfd, POLLIN, 0};
-        if (::poll(&p, 1, 0) > 0) {
-            ::epoll_ctl(epfd_, EPOLL_CTL_DEL, peers_[i].pidfd, nullptr);
-            ::close(peers_[i].pidfd);
-            peers_.erase(peers_.begin() + static_cast<std::ptrdiff_t>(i));
-            fired = true;
-        } else {
-            ++i;
+    epoll_event ev[8];
+    for (;;) {
+        const int n = ::epoll_wait(epfd_, ev, 8, 0);
+        bool removed = false;
+        for (int i = 0; i < n; ++i) {
+            const int fd = ev[i].data.fd;
+            if (fd == sock_ || fd == timer_) continue;
+            auto it = std::find_if(peers_.begin(), peers_.end(),
+                                   [&](const peer& p) { return p.pidfd == fd; });
+            ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+            if (it != peers_.end()) {
+                ::close(it->pidfd);
+                peers_.erase(it);
+            }
+            fired = removed = true;
         }
+        if (n < 8 || !removed) break;
     }
     if (fired || timer_on_) {
         registry::reap(*seg_, watch_end_);   // not throttled: we know someone ended
@@ -232,10 +261,8 @@ void poller::track_peers(bool force) noexcept {
     // checked against the identity the registry recorded for it (pid + start time), so a
     // recycled pid is never watched in the dead process's place. Looked at again only when
     // something happened: the number of holders changed, a watched peer ended (its pidfd), or
-    // a poke came (a close pokes, and so does a publication). A holder we do not watch can only
-    // have come from a fork of one we watch (or of this process) or an attach; it matters only
-    // once the others are gone, and each of them goes by a close or a death, both of which
-    // bring us here. So no EOF is missed, though one rescan may come late by one wake-up.
+    // a newcomer announced itself (announce_holder: an attach, a forked child), which it does
+    // before it can write anything. A holder that leaves by a close changes the count.
     const std::uint32_t holders = registry::holders(*seg_, watch_end_);
     if (!force && holders == seen_holders_) return;
     seen_holders_ = holders;
@@ -259,18 +286,20 @@ void poller::track_peers(bool force) noexcept {
             blind = true;   // its pid means nothing here
             continue;
         }
+        // A holder still registered but dead (ESRCH, a zombie, another start time) was not
+        // reaped yet (the registry lock was busy): the fallback timer brings us back to reap it.
         const int fd = open_pidfd(pid);
         if (fd < 0) {
-            if (errno != ESRCH) blind = true;   // ESRCH: already gone; the reap sees it
-            else seen_holders_ = ~0u;
+            blind = true;
+            seen_holders_ = ~0u;
             continue;
         }
         // The pidfd names whoever had that pid when it was opened; it is our peer only if the
         // pid still names a process with the recorded start time (then it did at the open too).
         if (probe(who) != liveness::alive) {
             ::close(fd);
-            seen_holders_ = ~0u;   // dead (reap drops it) or unknown: look again next time
-            if (probe(who) == liveness::unknown) blind = true;
+            blind = true;
+            seen_holders_ = ~0u;
             continue;
         }
         epoll_event ev{};
@@ -326,9 +355,9 @@ void poller::settle() noexcept {
 
 bool poller::rearm() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    const bool poked = drain();
+    const bool newcomer = drain();
     const bool ended = reap_fired();
-    track_peers(poked || ended);
+    track_peers(newcomer || ended);
     // Our key is in the table (stored before the first rearm); the fence publishes it to the
     // notifier that will clear the sleeper bit we set now (poke_pollers' acquire fence).
     std::atomic_thread_fence(std::memory_order_release);

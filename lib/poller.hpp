@@ -77,7 +77,7 @@ private:
         process_identity who;
         int pidfd;
     };
-    bool drain() noexcept;        // true when a poke was queued
+    bool drain() noexcept;        // true when a newcomer announced itself (announce_holder)
     bool reap_fired() noexcept;   // true when a peer ended (and was reaped)
     void track_peers(bool force) noexcept;
     void set_fallback_timer(bool on) noexcept;
