@@ -5,7 +5,8 @@
 //
 // A waiter in another process announces itself and blocks (epoll_wait, or recv); the sender
 // waits 200 µs so the waiter is surely asleep, reads steady_clock and sends 8 bytes; the waiter
-// reads steady_clock when it has the message. One figure per iteration; a run reports the
+// reads steady_clock when epoll_wait returns (the wake-up; for the blocking recv, when recv
+// returns), then takes the message (and checks it). One figure per iteration; a run reports the
 // median and the 99th percentile, and every figure is the median of --repeat runs (min..max).
 // Children are forked, watched by alarm(30) and reaped.
 #include <shmq/shmq.hpp>
@@ -53,17 +54,22 @@ shared_state* make_shared_state() {
     return new (p) shared_state();
 }
 
+/// Waits in epoll_wait on one descriptor (an epoll set made once per process, as a loop has).
 bool epoll_wait_in(int fd) {
-    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    static int ep = -1, watched = -1;
+    if (watched != fd) {
+        if (ep >= 0) ::close(ep);
+        ep = ::epoll_create1(EPOLL_CLOEXEC);
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = fd;
+        ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+        watched = fd;
+    }
     epoll_event out{};
     int n;
     do n = ::epoll_wait(ep, &out, 1, 5000);
     while (n < 0 && errno == EINTR);
-    ::close(ep);
     return n == 1;
 }
 
@@ -71,8 +77,10 @@ struct run_figures {
     double median_us, p99_us;
 };
 
-/// One run: `wait_one(i)` blocks until message i is there and takes it; `send_one()` sends.
-run_figures run(const std::function<void()>& setup_child, const std::function<bool()>& wait_one,
+/// One run: `wait_one()` blocks until a message is there, writes the wake-up time to *woke and
+/// takes the message (false if it was wrong); `send_one()` sends.
+run_figures run(const std::function<void()>& setup_child,
+                const std::function<bool(std::int64_t* woke)>& wait_one,
                 const std::function<void()>& send_one, const std::function<void()>& after_fork) {
     shared_state* st = make_shared_state();
     std::fflush(nullptr);
@@ -83,8 +91,9 @@ run_figures run(const std::function<void()>& setup_child, const std::function<bo
         setup_child();
         for (int i = 0; i < iterations; ++i) {
             st->waiting.store(i, std::memory_order_release);
-            if (!wait_one()) ::_exit(2);
-            st->latency[i] = now_ns() - st->sent_at.load(std::memory_order_acquire);
+            std::int64_t woke = 0;
+            if (!wait_one(&woke)) ::_exit(2);
+            st->latency[i] = woke - st->sent_at.load(std::memory_order_acquire);
         }
         ::_exit(0);
     }
@@ -110,8 +119,9 @@ run_figures shmq_epoll() {
     const std::int64_t payload = 42;
     return run(
         [&] { tx.close(); (void)rx.fileno(); },
-        [&] {
+        [&](std::int64_t* woke) {
             if (!epoll_wait_in(rx.fileno())) return false;
+            *woke = now_ns();
             return rx.recv<std::int64_t>() == payload;
         },
         [&] { tx.send(payload); }, [&] { rx.close(); });
@@ -120,7 +130,12 @@ run_figures shmq_epoll() {
 run_figures shmq_recv() {
     auto [rx, tx] = shmq::Pipe(false);
     const std::int64_t payload = 42;
-    return run([&] { tx.close(); }, [&] { return rx.recv<std::int64_t>() == payload; },
+    return run([&] { tx.close(); },
+               [&](std::int64_t* woke) {
+                   const bool ok = rx.recv<std::int64_t>() == payload;
+                   *woke = now_ns();
+                   return ok;
+               },
                [&] { tx.send(payload); }, [&] { rx.close(); });
 }
 
@@ -130,8 +145,9 @@ run_figures os_pipe() {
     const std::int64_t payload = 42;
     auto r = run(
         [&] { ::close(fds[1]); },
-        [&] {
+        [&](std::int64_t* woke) {
             if (!epoll_wait_in(fds[0])) return false;
+            *woke = now_ns();
             std::int64_t v = 0;
             return ::read(fds[0], &v, sizeof v) == sizeof v && v == payload;
         },
@@ -153,7 +169,7 @@ int wake_check(int repeat) {
         {"OS pipe(2), epoll_wait on it", os_pipe},
         {"shmq Pipe, blocking recv (futex)", shmq_recv},
     };
-    std::printf("Wake latency: send -> a waiter asleep for 200 us has the message (%d iterations a run, "
+    std::printf("Wake latency: send -> a waiter asleep for 200 us wakes (%d iterations a run, "
                 "median of %d runs, min..max)\n",
                 iterations, repeat);
     std::printf("  %-36s %22s %22s\n", "", "median us", "p99 us");
