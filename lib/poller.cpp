@@ -20,6 +20,7 @@
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
+#include <pthread.h>
 #include <unistd.h>
 
 namespace shmq::detail {
@@ -122,6 +123,28 @@ void poke_all(poller_table& t, char byte) noexcept {
             t.count.fetch_sub(1, std::memory_order_acq_rel);
     }
 }
+// Every poller of this process, so that a forked child closes its copies of their descriptors at
+// once: else a worker forked after fileno() would keep the parent's socket bound (and its key
+// in the table, poked for nothing) for as long as it lives, even after the parent has died.
+std::mutex& live_mutex() {
+    static std::mutex m;
+    return m;
+}
+std::vector<poller*>& live_pollers() {
+    static std::vector<poller*> v;
+    return v;
+}
+void install_fork_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        ::pthread_atfork([] { live_mutex().lock(); }, [] { live_mutex().unlock(); },
+                         [] {
+                             for (poller* p : live_pollers()) p->forget_in_child();
+                             live_pollers().clear();
+                             live_mutex().unlock();
+                         });
+    });
+}
 } // namespace
 
 void poke_pollers(poller_table& t) noexcept { poke_all(t, poke_data); }
@@ -186,10 +209,28 @@ poller::poller(std::shared_ptr<segment> seg, channel& ch, std::uint32_t watch_en
         fail("every poller slot of this channel is taken (7 handles poll it already)");
     }
     guard.armed = false;
+    install_fork_handler();
+    {
+        std::lock_guard<std::mutex> lock(live_mutex());
+        live_pollers().push_back(this);
+    }
     rearm();
 }
 
+void poller::forget_in_child() noexcept {
+    for (auto& p : peers_) ::close(p.pidfd);
+    peers_.clear();
+    for (int* fd : {&sock_, &epfd_, &timer_})
+        if (*fd >= 0) ::close(*fd), *fd = -1;
+    timer_on_ = false;
+}
+
 poller::~poller() {
+    {
+        std::lock_guard<std::mutex> lock(live_mutex());
+        auto& v = live_pollers();
+        v.erase(std::remove(v.begin(), v.end(), this), v.end());
+    }
     if (pid_ != self_pid()) {
         // A forked child's copy: the registration and the socket belong to the parent. Only
         // this process's copies of the descriptors go.

@@ -71,6 +71,9 @@ public:
     void settle() noexcept;
     /// The process this poller belongs to (a forked child makes its own).
     std::uint32_t owner_pid() const noexcept { return pid_; }
+    /// In a forked child (atfork handler): closes this process's copies of the descriptors, so
+    /// the parent's socket dies with the parent. The object stays, inert, until its handle goes.
+    void forget_in_child() noexcept;
 
 private:
     struct peer {
