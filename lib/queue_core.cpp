@@ -341,6 +341,9 @@ std::size_t queue_core::qsize() const {
 
 bool queue_core::empty() const {
     if (!impl_) return true;
+    // A polled handle re-arms here too: a loop woken spuriously may only look (empty()) and
+    // wait again, and must not find its descriptor still readable (it would spin).
+    if (poller* p = impl_->poll_.active()) [[unlikely]] p->rearm();
     return impl_->ch_.empty();
 }
 
