@@ -312,7 +312,7 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     // A lease taken over from a dead writer needs no repair: that writer's unpublished bytes are
     // simply overwritten, and its published pieces are discarded by the reader.
     std::uint64_t tail = load_tail();
-    if (msg.size() > whole_limit()) return stream(msg, tail, until, max_messages, uncount);
+    if (msg.size() > stream_limit()) return stream(msg, tail, until, max_messages, uncount);
 
     const std::uint64_t need = ring::footprint(msg.size());
     switch (wait_for_space(tail, room_for(tail, need), until, max_messages)) {
@@ -366,12 +366,42 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
     return n;
 }
 
+std::uint64_t channel::stream_room(std::uint64_t tail, std::uint64_t total) const noexcept {
+    // The same walk as stream()'s, on offsets only.
+    const std::uint64_t piece_max = this->piece_max();
+    std::uint64_t off = ring::bytes_of(tail) & (cap_ - 1), room = 0, sent = 0;
+    for (bool first = true; first || sent < total; first = false) {
+        const std::uint64_t data = first ? std::min(total, piece_max - ring::first_prefix)
+                                         : std::min(total - sent, piece_max);
+        const std::uint64_t need = ring::footprint(data + (first ? ring::first_prefix : 0));
+        if (need > cap_ - off) {   // place() pads to the end of the ring first
+            room += cap_ - off;
+            off = 0;
+        }
+        room += need;
+        off = (off + need) & (cap_ - 1);
+        sent += data;
+        if (room > cap_) break;   // cannot fit anyway
+    }
+    return room;
+}
+
 io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
                           const deadline& until, std::uint64_t max_messages,
                           const uncounter* uncount) {
-    // Pieces of a quarter ring: the reader drains one while the writer fills the next.
-    const std::uint64_t piece_max = cap_ / 4 - ring::header_size;
     const std::uint64_t total = msg.size();
+    // A caller that may not wait (an unbounded queue's direct put, any put with a zero timeout)
+    // writes the message only if all of it fits now: it never leaves a stream half written,
+    // which the reader would have to skip, while the caller sends the message again.
+    if (until.expired()) {
+        switch (wait_for_space(tail, stream_room(tail, total), until, max_messages)) {
+        case wait_result::ready: break;
+        case wait_result::broken_pipe: return io_status::broken_pipe;
+        default: return io_status::timed_out;
+        }
+    }
+    // The reader drains one piece while the writer fills the next (stream_limit()).
+    const std::uint64_t piece_max = this->piece_max();
     std::uint64_t sent = 0;
     bool first = true;
     while (first || sent < total) {

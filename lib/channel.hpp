@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <algorithm>
 #include <optional>
 #include <span>
 #include <vector>
@@ -124,8 +125,19 @@ public:
     bool empty() noexcept;
     /// Wakes every sleeper on this channel (after an end was closed: they re-check EOF rules).
     void wake_all() noexcept;
-    /// Messages of at most this many bytes are written as one record; larger ones are streamed.
+    /// Messages of at most this many bytes can be written as one record (write_some, the
+    /// feeder's direct path, and every message of a ring that retains records).
     std::uint64_t whole_limit() const noexcept { return cap_ / 2 - ring::header_size; }
+    /// write() streams messages larger than this, in pieces of at most this size, so that the
+    /// reader copies one piece out while the writer copies the next one in. Fixed, not a share of
+    /// the ring: pieces of 64 KiB keep both copies in L2 and overlap them; a quarter of a 1 MiB
+    /// ring (the old rule) made the writer store into lines the reader had just read, a cross-core
+    /// transfer per line, and left the reader idle while a whole 512 KiB record was written.
+    /// A ring that retains records writes every message whole (retained.hpp).
+    std::uint64_t stream_limit() const noexcept {
+        return retain_ ? whole_limit() : std::min<std::uint64_t>(whole_limit(), stream_piece);
+    }
+    static constexpr std::uint64_t stream_piece = std::uint64_t{64} << 10;
 
 private:
     enum class wait_result { ready, timed_out, eof, broken_pipe, abandoned };
@@ -163,6 +175,12 @@ private:
     bool writers_gone();
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
                      std::uint64_t max_messages, const uncounter* uncount);
+    /// The largest piece of a streamed message, header included.
+    std::uint64_t piece_max() const noexcept {
+        return std::min<std::uint64_t>(cap_ / 4, stream_piece) - ring::header_size;
+    }
+    /// Ring bytes a stream of `total` bytes takes when written from `tail`, padding included.
+    std::uint64_t stream_room(std::uint64_t tail, std::uint64_t total) const noexcept;
 
     // A streamed message parked by a read whose deadline passed while its live writer stalled.
     // parked_pid_ is the process that parked it (0: none), so a forked child never adopts its

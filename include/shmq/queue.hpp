@@ -64,17 +64,14 @@ public:
     }
     /// Throws closed_error, empty_error, codec_error, broken_error.
     T get(bool block = true, timeout_t timeout = std::nullopt) {
-        if constexpr (detail::decodes_in_place_v<T>) {
-            T out;   // std::string or a byte vector: the item is copied straight into it
-            detail::container_sink<T> sink(out);
-            core_.get(sink, block, timeout);
-            return out;
-        } else {
-            auto& buf = detail::decode_scratch();
-            detail::container_sink<std::vector<std::byte>> sink(buf);
-            core_.get(sink, block, timeout);
-            return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
-        }
+        return detail::get_item<T>(core_, block, timeout);
+    }
+    /// As get(), into `out`: a std::string or byte vector keeps its capacity, so a consumer that
+    /// reuses one container allocates nothing once it has held the largest item (get() allocates
+    /// and fills a new one for every item). Other types are move-assigned. On an exception `out`
+    /// holds unspecified contents. Throws as get().
+    void get_into(T& out, bool block = true, timeout_t timeout = std::nullopt) {
+        detail::get_item_into(core_, out, block, timeout);
     }
     void put_nowait(const T& obj) { put(obj, false); }
     T get_nowait() { return get(false); }
