@@ -93,17 +93,12 @@ void Connection::recv_raw(detail::message_sink& sink) {
         throw eof_error("shmq: end of stream: every writing end is closed");
 }
 
-void Connection::send_bytes(std::span<const std::byte> buf, std::size_t offset,
-                            std::optional<std::size_t> size) {
-    check_writable();
-    if (offset > buf.size())
-        throw value_error("shmq: send_bytes: buffer length " + std::to_string(buf.size()) +
+void Connection::throw_bad_range(std::size_t length, std::size_t offset, std::size_t size) {
+    if (offset > length)
+        throw value_error("shmq: send_bytes: buffer length " + std::to_string(length) +
                           " < offset " + std::to_string(offset));
-    std::size_t n = size.value_or(buf.size() - offset);
-    if (n > buf.size() - offset)
-        throw value_error("shmq: send_bytes: buffer length " + std::to_string(buf.size()) +
-                          " < offset + size " + std::to_string(offset) + " + " + std::to_string(n));
-    send_raw(buf.subspan(offset, n));
+    throw value_error("shmq: send_bytes: buffer length " + std::to_string(length) +
+                      " < offset + size " + std::to_string(offset) + " + " + std::to_string(size));
 }
 
 std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxlength) {
