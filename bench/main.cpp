@@ -35,6 +35,7 @@ namespace shmq_bench {
 int memory_check();   // memory.cpp
 int pool_bench(int repeat, bool quick, const std::string& python);   // pool.cpp
 int sync_check(int repeat);   // sync.cpp
+int loan_bench(int repeat, bool quick);   // loan.cpp
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
@@ -53,6 +54,7 @@ struct options {
     bool memory = false;
     bool pool = false;
     bool sync = false;
+    bool loan = false;
 };
 
 void usage(std::ostream& o) {
@@ -84,6 +86,8 @@ void usage(std::ostream& o) {
          "                      Python's multiprocessing.Pool, in tasks/s\n"
          "  --sync              instead of the suite: Lock acquire/release (uncontended, 2 processes)\n"
          "                      and Event wake latency against Boost, pthread and pipe baselines\n"
+         "  --loan              instead of the suite: zero-copy Connection::loan/recv_view against\n"
+         "                      send_bytes/recv_bytes_into, 64 KiB and 1 MiB, with work on both sides\n"
          "  --help              this text\n";
 }
 
@@ -129,6 +133,8 @@ bool parse(int argc, char** argv, options& o) {
             o.pool = true;
         } else if (a == "--sync") {
             o.sync = true;
+        } else if (a == "--loan") {
+            o.loan = true;
         } else {
             throw std::invalid_argument("unknown option " + a);
         }
@@ -231,6 +237,7 @@ int run(int argc, char** argv) {
     if (opt.memory) return memory_check();
     if (opt.pool) return pool_bench(opt.repeat, opt.quick, opt.no_python ? std::string() : opt.python);
     if (opt.sync) return sync_check(opt.repeat);
+    if (opt.loan) return loan_bench(opt.repeat, opt.quick);
 
     std::vector<std::unique_ptr<transport>> ts;
     ts.push_back(make_pipe_transport());

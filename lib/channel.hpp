@@ -49,6 +49,7 @@ enum class io_status {
     eof,          ///< read: every writer end is closed or dead and the ring is empty
     broken_pipe,  ///< write: every reader end is closed or dead
     too_long,     ///< read with maxlength: the next message is longer; it stays unread
+    streamed,     ///< view: the next message is in pieces; nothing was taken (read() it)
 };
 
 /// What write() decrements just before it publishes messages (see write()): a process-local
@@ -139,8 +140,36 @@ public:
     }
     static constexpr std::uint64_t stream_piece = std::uint64_t{64} << 10;
 
+    // ---- zero-copy (Connection::loan / recv_view). One of each at a time per channel handle:
+    // each holds its lease, which other threads of this process wait for like any writer.
+
+    /// Takes the writer lease and reserves room for a whole record of up to n bytes
+    /// (n <= whole_limit()); *data points at it (8-aligned). Nothing is published until
+    /// commit_loan; abandon_loan, or the process's death, publishes nothing.
+    io_status loan(std::size_t n, const deadline& until, std::byte** data);
+    /// Publishes the first `size` bytes of the loan as one message (size <= n).
+    void commit_loan(std::size_t size) noexcept;
+    void abandon_loan() noexcept;
+
+    /// Takes the reader lease and lends the next message in place: ok with *data/*size set, or
+    /// eof, or timed_out, or `streamed` when the next message is in pieces (or this process
+    /// parked one): then nothing was taken and the caller reads it with read().
+    io_status view(const deadline& until, const std::byte** data, std::size_t* size);
+    /// Consumes the viewed message and gives the lease back.
+    void release_view() noexcept;
+
 private:
     enum class wait_result { ready, timed_out, eof, broken_pipe, abandoned };
+    /// Under the reader lease: if a viewer died holding the record at head, skip that record.
+    void skip_dead_view(std::uint64_t& head) noexcept;
+    std::optional<robust_lock> loan_lease_;   // while a loan is out: its lease, record start, size
+    std::uint64_t loan_tail_ = 0, loan_size_ = 0;
+    std::optional<robust_lock> view_lease_;   // while a view is out: its lease and record
+    std::uint64_t view_head_ = 0, view_rec_ = 0;
+    // The process that took the loan / view: a forked child that inherits one must neither
+    // publish nor unlock its parent's lease (drop_lent()).
+    std::uint32_t loan_pid_ = 0, view_pid_ = 0;
+    static void drop_lent(std::optional<robust_lock>& lease, std::uint32_t pid) noexcept;
     /// `stream_writer`: when non-zero, the read is inside a stream written by that lease owner:
     /// wait for its next piece (no deadline) unless the stream is abandoned.
     wait_result wait_for_data(std::uint64_t head, const deadline& until, std::uint64_t stream_writer);

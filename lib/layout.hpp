@@ -25,7 +25,7 @@
 namespace shmq::detail {
 
 inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
-inline constexpr std::uint32_t layout_version = 4;   // bump on any change below
+inline constexpr std::uint32_t layout_version = 5;   // bump on any change below
 inline constexpr std::size_t cache_line = 64;
 
 /// segment_header::flags.
@@ -169,6 +169,13 @@ struct alignas(cache_line) channel_state {
     alignas(cache_line) robust_mutex rlock;
     // The same for readers and their cached copy of tail.
     std::atomic<std::uint64_t> rgen;
+    // Written by the reader-lease holder: head + 1 while it lends the record at head in place
+    // (Connection::recv_view), 0 otherwise (records start 8-aligned, so head + 1 is never 0).
+    // Set after the pads in front are consumed, cleared after head moves past the record. A
+    // reader that takes the lease and finds it equal to head + 1 knows the viewer died holding
+    // the view and skips that record: a message that killed its reader is not handed to the
+    // next one (at most once, channel.cpp skip_dead_view).
+    std::atomic<std::uint64_t> viewing;
     // Written by the writer-lease holder after each publication, read by readers that run dry.
     alignas(cache_line) std::atomic<std::uint64_t> tail;   // packed position: end of published records
     // Written by the reader-lease holder after each consumption, read by writers that run out of room.
