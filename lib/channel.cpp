@@ -449,6 +449,27 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
     return io_status::ok;
 }
 
+std::uint64_t channel::published_after(std::uint64_t head) {
+    std::uint64_t tail = seen_tail_.load(std::memory_order_relaxed);
+    std::uint64_t avail = ring::used(head, tail);
+    if (avail == 0 || avail > cap_) {
+        // The cached tail says nothing is there (or is older than head): look again.
+        tail = load_tail();
+        seen_tail_.store(tail, std::memory_order_relaxed);
+        avail = ring::used(head, tail);
+        if (avail > cap_) corrupt("head is ahead of tail");
+    }
+    return avail;
+}
+
+channel::record_at_head channel::record_at(std::uint64_t head, std::uint64_t avail) const {
+    const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);
+    if (avail < ring::header_size) corrupt("partial record header");
+    if (off % ring::header_size != 0) corrupt("misaligned head");
+    const ring::record_header h = ring::read_header(ring_, off);
+    return {off, cap_ - off, h, static_cast<ring::kind>(h.kind & kind_mask_)};
+}
+
 io_status channel::read(message_sink& sink, const deadline& until,
                         std::optional<std::size_t> maxlength, std::size_t* length,
                         const struct taker* taker) {
@@ -589,15 +610,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
     };
 
     for (;;) {
-        std::uint64_t tail = seen_tail_.load(std::memory_order_relaxed);
-        std::uint64_t avail = ring::used(head, tail);
-        if (avail == 0 || avail > cap_) {
-            // The cached tail says nothing is there (or is older than head): look again.
-            tail = load_tail();
-            seen_tail_.store(tail, std::memory_order_relaxed);
-            avail = ring::used(head, tail);
-            if (avail > cap_) corrupt("head is ahead of tail");
-        }
+        const std::uint64_t avail = published_after(head);
         if (avail == 0) {
             if (retain_ && !stream_writer && taker && retained::claim(*seg_, taker->slot, sink)) {
                 taker->taken->fetch_add(1, std::memory_order_acq_rel);
@@ -617,12 +630,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
             default: return stream_writer ? park() : io_status::timed_out;
             }
         }
-        const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);
-        const std::uint64_t cont = cap_ - off;
-        if (avail < ring::header_size) corrupt("partial record header");
-        if (off % ring::header_size != 0) corrupt("misaligned head");
-        const ring::record_header h = ring::read_header(ring_, off);
-        const auto k = static_cast<ring::kind>(h.kind & kind_mask_);
+        const auto [off, cont, h, k] = record_at(head, avail);
         if (k == ring::kind::pad) {
             if (h.size != cont - ring::header_size || avail < cont) corrupt("bad pad record");
             consume(cont, 0);
@@ -788,14 +796,7 @@ io_status channel::view(const deadline& until, const std::byte** data, std::size
     std::uint64_t head = load_head();
     skip_dead_view(head);
     for (;;) {
-        std::uint64_t tail = seen_tail_.load(std::memory_order_relaxed);
-        std::uint64_t avail = ring::used(head, tail);
-        if (avail == 0 || avail > cap_) {
-            tail = load_tail();
-            seen_tail_.store(tail, std::memory_order_relaxed);
-            avail = ring::used(head, tail);
-            if (avail > cap_) corrupt("head is ahead of tail");
-        }
+        const std::uint64_t avail = published_after(head);
         if (avail == 0) {
             switch (wait_for_data(head, until, 0)) {
             case wait_result::ready: continue;
@@ -803,12 +804,7 @@ io_status channel::view(const deadline& until, const std::byte** data, std::size
             default: return io_status::timed_out;
             }
         }
-        const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);
-        const std::uint64_t cont = cap_ - off;
-        if (avail < ring::header_size) corrupt("partial record header");
-        if (off % ring::header_size != 0) corrupt("misaligned head");
-        const ring::record_header h = ring::read_header(ring_, off);
-        const auto k = static_cast<ring::kind>(h.kind & kind_mask_);
+        const auto [off, cont, h, k] = record_at(head, avail);
         if (k == ring::kind::pad) {
             if (h.size != cont - ring::header_size || avail < cont) corrupt("bad pad record");
             head = ring::advance(head, cont, 0);

@@ -160,6 +160,15 @@ public:
 
 private:
     enum class wait_result { ready, timed_out, eof, broken_pipe, abandoned };
+    /// Under the reader lease: bytes published beyond head (from the cached tail unless it says
+    /// none), and the record there (its offset, bytes to the ring's end, header, kind), checked.
+    std::uint64_t published_after(std::uint64_t head);
+    struct record_at_head {
+        std::uint64_t off, cont;
+        ring::record_header h;
+        ring::kind k;
+    };
+    record_at_head record_at(std::uint64_t head, std::uint64_t avail) const;
     /// Under the reader lease: if a viewer died holding the record at head, skip that record.
     void skip_dead_view(std::uint64_t& head) noexcept;
     std::optional<robust_lock> loan_lease_;   // while a loan is out: its lease, record start, size
