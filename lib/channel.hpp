@@ -129,16 +129,13 @@ public:
     /// Messages of at most this many bytes can be written as one record (write_some, the
     /// feeder's direct path, and every message of a ring that retains records).
     std::uint64_t whole_limit() const noexcept { return cap_ / 2 - ring::header_size; }
-    /// write() streams messages larger than this, in pieces of at most this size, so that the
-    /// reader copies one piece out while the writer copies the next one in. Fixed, not a share of
-    /// the ring: pieces of 64 KiB keep both copies in L2 and overlap them; a quarter of a 1 MiB
-    /// ring (the old rule) made the writer store into lines the reader had just read, a cross-core
-    /// transfer per line, and left the reader idle while a whole 512 KiB record was written.
-    /// A ring that retains records writes every message whole (retained.hpp).
-    std::uint64_t stream_limit() const noexcept {
-        return retain_ ? whole_limit() : std::min<std::uint64_t>(whole_limit(), stream_piece);
-    }
-    static constexpr std::uint64_t stream_piece = std::uint64_t{64} << 10;
+    /// write() streams messages larger than this, in pieces of at most a quarter ring. (Fixed
+    /// 64 KiB pieces were tried: no gain for a Pipe at 1 MiB on this machine, and a Queue get()
+    /// of 1 MiB items fell from ~10 k to ~0.1-2 k items/s, its string growing in more steps,
+    /// each a fresh allocation that page-faults. Measure again before changing this.)
+    std::uint64_t stream_limit() const noexcept { return whole_limit(); }
+    /// Items at least this large are copied into a feeder's backlog outside its mutex.
+    static constexpr std::uint64_t large_item = std::uint64_t{64} << 10;
 
     // ---- zero-copy (Connection::loan / recv_view). One of each at a time per channel handle:
     // each holds its lease, which other threads of this process wait for like any writer.
@@ -214,9 +211,7 @@ private:
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
                      std::uint64_t max_messages, const uncounter* uncount);
     /// The largest piece of a streamed message, header included.
-    std::uint64_t piece_max() const noexcept {
-        return std::min<std::uint64_t>(cap_ / 4, stream_piece) - ring::header_size;
-    }
+    std::uint64_t piece_max() const noexcept { return cap_ / 4 - ring::header_size; }
     /// Ring bytes a stream of `total` bytes takes when written from `tail`, padding included.
     std::uint64_t stream_room(std::uint64_t tail, std::uint64_t total) const noexcept;
 

@@ -121,7 +121,7 @@ void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& o
     // A large item is copied outside m_: the thread takes m_ between batches, and a copy of
     // a megabyte under it held the thread (sharing this process's CPU) off the ring for ~0.1 ms
     // per item. Small items are copied under it: one lock instead of two.
-    const bool copy_unlocked = item.size() >= channel::stream_piece;
+    const bool copy_unlocked = item.size() >= channel::large_item;
     std::unique_lock<std::mutex> lock(m_);
     if (failed_.load(std::memory_order_acquire)) throw broken_error(failure_);
     std::vector<std::byte> buf;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSL-1.0
-// Large items: messages streamed in fixed pieces, get_into reusing the caller's container, an
+// Large items: messages streamed in pieces, get_into reusing the caller's container, an
 // unbounded put that writes a large item directly when nothing is pending, and a put that may
 // not wait writing all of a streamed item or nothing.
 #define BOOST_TEST_MODULE large_items
@@ -15,6 +15,7 @@
 #include "test_hook.hpp"
 
 #include <atomic>
+#include <thread>
 #include <cstring>
 #include <dirent.h>
 #include <string>
@@ -141,20 +142,27 @@ BOOST_AUTO_TEST_CASE(backlog_buffers_are_reused_without_mixing_items) {
     BOOST_CHECK_THROW(q.get(false), shmq::empty_error);
 }
 
-// Messages above the piece size are streamed even in a large ring, and arrive whole through a
-// Pipe in both directions of sizes around each piece boundary.
+// Sizes around the whole-record limit (half the ring) and the piece boundaries (a quarter ring),
+// and several times the ring, arrive whole through a Pipe (a thread receives while this one
+// sends: a message larger than the free room waits for the reader).
 BOOST_AUTO_TEST_CASE(sizes_around_the_piece_boundaries_arrive_whole) {
-    auto [a, b] = shmq::Pipe(true, ring(4 << 20));
-    const std::size_t piece = 64 << 10;
-    for (std::size_t n : {piece - 64, piece - 1, piece, piece + 1, 2 * piece - 17, 2 * piece + 3,
-                          std::size_t{1} << 20, (std::size_t{3} << 20) + 5}) {
-        const std::string sent = pattern_string(n, n);
-        a.send(sent);
-        BOOST_TEST_REQUIRE(b.poll(2s));
-        const auto got = b.recv<std::string>();
-        BOOST_TEST_REQUIRE(got.size() == n);
-        BOOST_TEST_REQUIRE(matches_pattern(got, n));
-    }
+    auto [a, b] = shmq::Pipe(true, ring(256 << 10));
+    const std::size_t whole = (128 << 10) - 8, piece = (64 << 10) - 8;
+    const std::vector<std::size_t> sizes{piece - 1, piece, whole - 1, whole, whole + 1,
+                                         whole + piece - 16, whole + piece - 15, 2 * whole + 9,
+                                         std::size_t{1} << 20, (std::size_t{3} << 20) + 5};
+    std::atomic<int> bad{-1};
+    std::thread receiver([&, &b = b] {
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+            if (!b.poll(10s)) return bad.store(static_cast<int>(i));
+            const auto got = b.recv<std::string>();
+            if (got.size() != sizes[i] || !matches_pattern(got, sizes[i])) return bad.store(static_cast<int>(i));
+        }
+        bad.store(static_cast<int>(sizes.size()));
+    });
+    for (std::size_t n : sizes) a.send(pattern_string(n, n));
+    receiver.join();
+    BOOST_TEST(bad.load() == static_cast<int>(sizes.size()));   // else: the index that failed
 }
 
 #ifndef NDEBUG
