@@ -25,7 +25,7 @@
 namespace shmq::detail {
 
 inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
-inline constexpr std::uint32_t layout_version = 4;   // bump on any change below
+inline constexpr std::uint32_t layout_version = 5;   // bump on any change below
 inline constexpr std::size_t cache_line = 64;
 
 /// segment_header::flags.
@@ -74,6 +74,15 @@ struct segment_header {
     // lease words then may belong to another namespace, so a lease owner that looks dead is not
     // taken over (liveness::unknown); registry slots carry their own namespace and stay exact.
     std::atomic<std::uint32_t> foreign_pidns;
+    // Named objects with a registry (not the object kinds): set once, 0 -> 1, under the registry
+    // lock, by a process that found no live holder and is about to unlink or replace the name
+    // (lib/lifecycle.cpp: `shmq gc --yes`, create with if_exists::replace_stale). Read under the
+    // same lock by registry::attach, which then refuses (retired_error) so an opener that
+    // mapped the old object goes back to the name and finds the new one or none. Never cleared:
+    // a retired segment is never used again. A retirer killed after setting it leaves the name
+    // in place with a segment nobody can open (not_found_error); the next gc or replace_stale
+    // removes it, since a retired segment is stale by definition.
+    std::atomic<std::uint32_t> retired;
 };
 
 /// Endpoint accounting. An "end" is the writer (2c) or reader (2c+1) side of channel c.
