@@ -129,6 +129,11 @@ struct pending_fork {
 struct alignas(cache_line) registry_state {
     robust_mutex lock;
     std::atomic<std::uint32_t> holders[max_ends];   // slots' counts plus pending forks' counts
+    // How many times registry::attach() succeeded (opens and creations; fork settlements do not
+    // count). Written under `lock`, only grows. Read without the lock by a Client waiting for
+    // its connection to be accepted (listener.cpp): a sticky "someone opened the other ends",
+    // which a holder count is not (an accepter may close again before the client looks).
+    std::atomic<std::uint64_t> opens;
     holder_slot slots[max_holders];
     pending_fork pending[max_pending_forks];
 };

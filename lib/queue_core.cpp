@@ -233,6 +233,10 @@ queue_core queue_core::open(queue_flavor flavor, std::string_view name, std::uin
 
 bool queue_core::remove(std::string_view name) noexcept { return segment::remove(name); }
 
+bool queue_core::remove_if_named_here() const noexcept {
+    return impl_ && impl_->seg_->named_here() && segment::remove(impl_->seg_->name());
+}
+
 queue_core::queue_core(queue_core&&) noexcept = default;
 
 queue_core& queue_core::operator=(queue_core&& other) noexcept {

@@ -205,6 +205,7 @@ void attach(const segment& s, const process_identity& who, const end_counts& cou
                     std::to_string(holder_wait.count()) +
                     " s (stopped, or in another pid namespace, or the segment is corrupt)");
     attach_locked(r, who, counts, queue_of(s));
+    r.opens.fetch_add(1, std::memory_order_release);
 }
 
 bool park_for_fork(const segment& s, std::uint64_t token, const process_identity& parent,

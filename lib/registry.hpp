@@ -83,6 +83,10 @@ enum class verdict {
 verdict retire(const segment& s, bool need_dead, const std::function<void()>& then,
                process_identity* live = nullptr) noexcept;
 
+/// How many attach() calls ever succeeded on s (layout.hpp registry_state::opens; acquire).
+inline std::uint64_t opens(const segment& s) noexcept {
+    return s.registry().opens.load(std::memory_order_acquire);
+}
 /// How many handles, over all processes, hold `end` (a snapshot; acquire).
 inline std::uint32_t holders(const segment& s, std::uint32_t end) noexcept {
     return s.registry().holders[end].load(std::memory_order_acquire);
