@@ -45,26 +45,6 @@ bool holds(const lc::judgement& j, pid_t pid, sd::liveness state) {
     return false;
 }
 
-// A child that creates `name` (with `make`, which returns the handle), puts one item, tells the parent through `ready`
-// and then SIGKILLs itself: the orphan every test below starts from.
-template <class Make> void orphan_by_sigkill(Make make) {
-    int fds[2];
-    BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
-    scoped_child creator([&] {
-        ::close(fds[0]);
-        auto keep = make();   // held (not closed) when the signal comes
-        char c = 1;
-        if (::write(fds[1], &c, 1) != 1) return 3;
-        ::raise(SIGKILL);
-        return 4;
-    });
-    ::close(fds[1]);
-    char c = 0;
-    BOOST_REQUIRE_EQUAL(::read(fds[0], &c, 1), 1);
-    ::close(fds[0]);
-    BOOST_REQUIRE_EQUAL(creator.wait(10s), -SIGKILL);
-}
-
 // A child that opens (or creates) and holds `name` until the parent closes `release`.
 class live_holder {
 public:
@@ -159,11 +139,11 @@ BOOST_AUTO_TEST_CASE(replace_stale_after_a_sigkilled_creator, *boost::unit_test:
 {
     const auto n = unique_name("lcrep");
     shm_remover cleanup(n);
-    orphan_by_sigkill([&] {
+    BOOST_REQUIRE_EQUAL(die_holding([&] {
         auto q = shmq::Queue<std::string>::create(n);
         q.put("old");
         return q;
-    });
+    }), -SIGKILL);
     BOOST_CHECK_THROW(shmq::Queue<std::string>::create(n), shmq::exists_error);   // fail is the default
     BOOST_TEST(judge(n).orphan());
     auto q = shmq::Queue<std::string>::create(n, 0, shmq::options{.if_exists = shmq::if_exists::replace_stale});
@@ -243,7 +223,7 @@ BOOST_AUTO_TEST_CASE(an_opener_of_a_replaced_object_is_sent_to_the_new_one, *boo
 {
     const auto n = unique_name("lcrace");
     shm_remover cleanup(n);
-    orphan_by_sigkill([&] { auto q = shmq::Queue<int>::create(n); q.put(1); return q; });
+    BOOST_REQUIRE_EQUAL(die_holding([&] { auto q = shmq::Queue<int>::create(n); q.put(1); return q; }), -SIGKILL);
     // Mapped, not yet attached: the state of an opener between shm_open and attach.
     auto old = sd::segment::inspect(n, sd::inspect_mode{.read_only = false, .wait = true});
     auto q = shmq::Queue<int>::create(n, 0, shmq::options{.if_exists = shmq::if_exists::replace_stale});
@@ -261,7 +241,7 @@ BOOST_AUTO_TEST_CASE(gc_removes_the_orphan_and_leaves_the_rest, *boost::unit_tes
                idle = unique_name("lcgci"), lock = unique_name("lcgck"), pipe_holder = unique_name("lcgch");
     shm_remover cleanup;
     for (const auto& n : {orphan, live, idle, lock, pipe_holder}) cleanup.add(n);
-    orphan_by_sigkill([&] { auto q = shmq::JoinableQueue<int>::create(orphan); q.put(1); return q; });
+    BOOST_REQUIRE_EQUAL(die_holding([&] { auto q = shmq::JoinableQueue<int>::create(orphan); q.put(1); return q; }), -SIGKILL);
     live_holder holder([&] { return shmq::Queue<int>::create(live); });
     { auto q = shmq::Queue<int>::create(idle); q.put(1); }   // closed normally: persistent
     auto l = shmq::Lock::create(lock);

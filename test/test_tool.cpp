@@ -90,24 +90,6 @@ result run(std::vector<std::string> args, const std::string& in = "", std::optio
 
 bool contains(const std::string& s, std::string_view what) { return s.find(what) != std::string::npos; }
 
-/// A child that creates `name` with `make` (which returns the handle) and SIGKILLs itself: an orphan.
-template <class Make> void orphan(Make make) {
-    int fds[2];
-    BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
-    scoped_child c([&] {
-        auto keep = make();
-        char x = 1;
-        if (::write(fds[1], &x, 1) != 1) return 3;
-        ::raise(SIGKILL);
-        return 4;
-    });
-    ::close(fds[1]);
-    char x = 0;
-    BOOST_REQUIRE_EQUAL(::read(fds[0], &x, 1), 1);
-    ::close(fds[0]);
-    BOOST_REQUIRE_EQUAL(c.wait(10s), -SIGKILL);
-}
-
 } // namespace
 
 BOOST_AUTO_TEST_CASE(help_usage_and_exit_codes, *boost::unit_test::timeout(60))
@@ -224,7 +206,7 @@ BOOST_AUTO_TEST_CASE(gc_lists_then_removes_only_orphans, *boost::unit_test::time
     const auto dead = unique_name("toolgcd"), live = unique_name("toolgcl"), idle = unique_name("toolgci");
     shm_remover cleanup;
     cleanup.add(dead); cleanup.add(live); cleanup.add(idle);
-    orphan([&] { auto q = shmq::Queue<int>::create(dead); q.put(1); return q; });
+    BOOST_REQUIRE_EQUAL(die_holding([&] { auto q = shmq::Queue<int>::create(dead); q.put(1); return q; }), -SIGKILL);
     auto q = shmq::Queue<int>::create(live);
     { auto i = shmq::Queue<int>::create(idle); i.put(5); }   // closed normally: persistent
 
