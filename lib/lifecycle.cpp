@@ -90,6 +90,13 @@ std::shared_ptr<segment> replace(std::string_view name, const segment_params& p,
     } catch (const uninitialized_error&) {
         uninitialized = true;
     }
+    if (!opts.trust_foreign) {
+        // As open() would: another user's object is not ours to judge or replace.
+        struct stat st {};
+        if (::stat(path_of(name).c_str(), &st) == 0 && st.st_uid != ::geteuid())
+            throw permission_error(quoted(name) + " exists and is owned by uid " + std::to_string(st.st_uid) +
+                                   "; pass options::trust_foreign to replace it anyway");
+    }
     if (old && is_object_kind(old->kind()))
         throw exists_error(quoted(name) + " exists and is a synchronization object or shared value, "
                            "which keeps no holders: remove() it first");
@@ -111,9 +118,10 @@ std::shared_ptr<segment> replace(std::string_view name, const segment_params& p,
         });
     } else {
         v = registry::retire(*old, false, [&] {
-            if (!old->named_here()) return;   // removed, or replaced by someone else: look again
-            if (rename_over()) renamed = true;
-            else rename_errno = errno;
+            if (!old->named_here()) return false;   // removed, or replaced by someone else: look again
+            if (rename_over()) return renamed = true;
+            rename_errno = errno;
+            return false;
         }, &who);
     }
     if (renamed) return fresh;
@@ -203,13 +211,14 @@ gc_result collect(std::string_view name, process_identity* live) {
     if (is_object_kind(s->kind())) return gc_result::untracked;
     bool removed = false;
     const registry::verdict v = registry::retire(*s, true, [&] {
-        if (s->named_here()) removed = ::shm_unlink(("/" + segment::system_name(name)).c_str()) == 0;
+        return removed = s->named_here() && ::shm_unlink(("/" + segment::system_name(name)).c_str()) == 0;
     }, live);
     switch (v) {
     case registry::verdict::held: return gc_result::held;
     case registry::verdict::unheld: return gc_result::unheld;
     case registry::verdict::busy: return gc_result::busy;
-    case registry::verdict::retired: return removed ? gc_result::removed : gc_result::gone;
+    case registry::verdict::retired: return gc_result::removed;
+    case registry::verdict::kept: return gc_result::gone;   // the name names another file now
     }
     return gc_result::gone;
 }

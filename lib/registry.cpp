@@ -309,7 +309,7 @@ std::uint32_t reap_any(const segment& s) noexcept {
     return drop_dead(r, any_end, queue_of(s));
 }
 
-verdict retire(const segment& s, bool need_dead, const std::function<void()>& then,
+verdict retire(const segment& s, bool need_dead, const std::function<bool()>& then,
                process_identity* live) noexcept {
     registry_state& r = s.registry();
     locked guard(r, holder_deadline());
@@ -330,8 +330,10 @@ verdict retire(const segment& s, bool need_dead, const std::function<void()>& th
     if (need_dead && dead == 0 && !again) return verdict::unheld;
     retired.store(1, std::memory_order_release);
     SHMQ_TEST_HOOK("registry.retired");
-    then();
-    return verdict::retired;
+    if (then()) return verdict::retired;
+    // Nobody attached meanwhile (attach needs this lock), so clearing it is unobservable.
+    if (!again) retired.store(0, std::memory_order_release);
+    return verdict::kept;
 }
 
 holder_slot* slot_of(const segment& s, const process_identity& who) noexcept {

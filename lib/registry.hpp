@@ -70,6 +70,7 @@ enum class verdict {
     held,      // a live holder, or one whose liveness cannot be judged, or a fork in progress
     unheld,    // need_dead and nobody holds it at all (closed normally: a persistent object)
     busy,      // the registry lock stayed held for holder_wait
+    kept,      // `then` failed (returned false): retired was cleared again, nothing changed
 };
 /// The one place where a named object is judged stale and retired, atomically with respect to
 /// attach(): under the registry lock, drops the slots of dead holders (liveness::dead only), then,
@@ -79,8 +80,11 @@ enum class verdict {
 /// goes back to the name. `live`, when given, receives a live holder's identity (for messages).
 /// need_dead: stale only if at least one dead holder was found (`shmq gc`: an object whose
 /// holders all closed normally is a persistent one, not an orphan). A segment already retired
-/// is retired again (its retirer died before unlinking). Never throws (then must not throw).
-verdict retire(const segment& s, bool need_dead, const std::function<void()>& then,
+/// is retired again (its retirer died before unlinking). `then` returns whether it unlinked or
+/// replaced the name; if not (the name now names another file, rename failed), `retired` is
+/// cleared again before the lock is released, so no opener ever saw it. Never throws (then must
+/// not throw).
+verdict retire(const segment& s, bool need_dead, const std::function<bool()>& then,
                process_identity* live = nullptr) noexcept;
 
 /// How many attach() calls ever succeeded on s (layout.hpp registry_state::opens; acquire).

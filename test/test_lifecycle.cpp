@@ -288,3 +288,25 @@ BOOST_AUTO_TEST_CASE(half_created_objects, *boost::unit_test::timeout(60))
     q.put(1);
     BOOST_TEST(shmq::Queue<int>::open(b).get(true, 1s) == 1);
 }
+
+// Another user's object is not ours to judge: replace_stale refuses it (as open() would) unless
+// options::trust_foreign says otherwise. Needs root to give a segment away.
+BOOST_AUTO_TEST_CASE(replace_stale_respects_foreign_owners, *boost::unit_test::timeout(60))
+{
+    if (::geteuid() != 0) {
+        BOOST_TEST_MESSAGE("not root: cannot chown a segment to another user; skipped");
+        return;
+    }
+    const auto n = unique_name("lcforeign");
+    shm_remover cleanup(n);
+    { auto q = shmq::Queue<int>::create(n); }
+    BOOST_REQUIRE_EQUAL(::chown(shm_path(n).c_str(), 65534, 65534), 0);
+    BOOST_CHECK_THROW(shmq::Queue<int>::create(n, 0, shmq::options{.if_exists = shmq::if_exists::replace_stale}),
+                      shmq::permission_error);
+    BOOST_TEST(shm_entries(n).size() == 1u);
+    auto q = shmq::Queue<int>::create(
+        n, 0, shmq::options{.trust_foreign = true, .if_exists = shmq::if_exists::replace_stale});
+    struct stat st {};
+    BOOST_REQUIRE_EQUAL(::stat(shm_path(n).c_str(), &st), 0);
+    BOOST_TEST(st.st_uid == ::geteuid());   // ours now
+}
