@@ -74,6 +74,9 @@ struct name_remover {
 Listener::Listener(std::string_view name, options opts, std::size_t backlog) : name_(name), opts_(opts) {
     if (backlog == 0) throw value_error("shmq: Listener: backlog must be at least 1");
     opts.redeliver = false;
+    // Requests are names of ~200 bytes at most: 64 KiB holds more than the default backlog of
+    // 128; opts.capacity is for the connections' rings.
+    opts.capacity = std::size_t{64} << 10;
     backlog_.emplace(detail::queue_core::create(detail::queue_flavor::queue, name, backlog, opts,
                                                 detail::listener_fingerprint()));
     creator_pid_ = detail::self_pid();

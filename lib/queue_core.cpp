@@ -287,7 +287,8 @@ void queue_core::put(std::span<const std::byte> item, bool block, const timeout_
             q.seg_->check_lost();   // written into a truncated segment's stand-in: not delivered
             return;
         }
-        deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
+        // SimpleQueue's facade always waits (Python's has no timeouts); the `shmq` tool passes one.
+        deadline until = deadline::from(block, timeout);
         const uncounter unc{nullptr, unpublished};
         const io_status st = q.ch_.write(item, until, static_cast<std::uint64_t>(q.maxsize_), &unc);
         handed_over = st == io_status::ok;
@@ -306,7 +307,7 @@ void queue_core::put(std::span<const std::byte> item, bool block, const timeout_
 void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
     check_open();
     queue_impl& q = *impl_;
-    deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
+    deadline until = deadline::from(block, timeout);   // SimpleQueue: always forever (see put)
     // A JoinableQueue item is ours to task_done once read: the channel counts it in our slot
     // under the reader lease (see the crash windows above); retained records are also marked.
     std::optional<taker> tk;

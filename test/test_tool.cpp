@@ -263,6 +263,8 @@ BOOST_AUTO_TEST_CASE(put_and_get_strings_and_bytes, *boost::unit_test::timeout(6
     r = run({"get", b});
     BOOST_TEST(r.code == 0);
     BOOST_TEST(r.out == "xyz");
+    r = run({"get", "--timeout", "0.2", b});   // a SimpleQueue too is bounded by --timeout
+    BOOST_TEST(r.code == 3);
 
     r = run({"put", i, "1"});
     BOOST_TEST(r.code == 1);   // Queue<int>: not a type the shell can give
@@ -317,4 +319,33 @@ BOOST_AUTO_TEST_CASE(rm_removes_names)
     BOOST_TEST(r.code == 0);
     BOOST_TEST(contains(r.out, "\"removed\":true"));
     BOOST_TEST(shm_entries(name).empty());
+}
+
+BOOST_AUTO_TEST_CASE(stat_of_synchronization_objects, *boost::unit_test::timeout(60))
+{
+    const auto lock = unique_name("toollock"), value = unique_name("toolvalue");
+    shm_remover cleanup;
+    cleanup.add(lock); cleanup.add(value);
+    auto l = shmq::Lock::create(lock);
+    auto v = shmq::Value<std::uint32_t>::create(value, 0x01020304u);
+    // A holder that died inside its critical section.
+    scoped_child holder([&] {
+        if (!l.acquire(true, 5s)) return 2;
+        ::raise(SIGKILL);
+        return 3;
+    });
+    const pid_t holder_pid = holder.pid();
+    BOOST_TEST(holder.wait(10s) == -SIGKILL);
+    auto r = run({"stat", lock});
+    BOOST_TEST(r.code == 0);
+    BOOST_TEST(contains(r.out, "kind:        Lock"));
+    BOOST_TEST(contains(r.out, "holder:      pid " + std::to_string(holder_pid) + " (dead)"), r.out);
+    BOOST_TEST(contains(r.out, "holders:     not tracked"));
+    r = run({"--json", "stat", value});
+    BOOST_TEST(r.code == 0);
+    BOOST_TEST(contains(r.out, "\"value_hex\":\"04030201\""), r.out);
+    BOOST_TEST(contains(r.out, "\"holders_tracked\":false"));
+    // gc never takes them: they keep no holders.
+    r = run({"gc"});
+    BOOST_TEST(!contains(r.out, lock));
 }

@@ -293,9 +293,41 @@ void print_lock_holder(const char* label, const robust_mutex& m, json_object* j)
         if (owner) j->str(std::string(label) + "_state", state_name(st));
         return;
     }
-    if (!owner) std::printf("%-12s none\n", (std::string(label) + ":").c_str());
-    else std::printf("%-12s pid %u (%s)%s\n", (std::string(label) + ":").c_str(), who.pid, state_name(st),
+    std::string text = std::string(label) + ":";
+    std::replace(text.begin(), text.end(), '_', ' ');
+    if (!owner) std::printf("%-12s none%s\n", text.c_str(), m.has_waiters() ? " (waiters may be waking)" : "");
+    else std::printf("%-12s pid %u (%s)%s\n", text.c_str(), who.pid, state_name(st),
                      m.has_waiters() ? ", waiters sleeping" : "");
+}
+
+// The waiting parties of a Condition or Barrier: every occupied slot with its liveness.
+void print_waiters(std::span<const waiter_slot> slots, json_object* j) {
+    std::vector<std::string> docs;
+    unsigned n = 0;
+    for (const auto& slot : slots) {
+        const std::uint32_t st = slot.state.load();
+        if (st == slot_free) continue;
+        ++n;
+        const process_identity who{slot.pid.load(), slot.start.load(), slot.pidns.load()};
+        const liveness alive = probe(who);
+        if (j) docs.push_back(json_object().num("pid", who.pid).str("state", state_name(alive))
+                                  .boolean("notified", st == slot_notified).text());
+        else std::printf("waiter:      pid %u (%s)%s\n", who.pid, state_name(alive),
+                         st == slot_notified ? ", notified" : "");
+    }
+    if (j) j->raw("waiters", json_array(docs));
+    else std::printf("waiting:     %u\n", n);
+}
+
+std::string hex(const std::byte* p, std::uint64_t n) {
+    std::string out;
+    const std::uint64_t shown = n < 32 ? n : 32;
+    char b[4];
+    for (std::uint64_t i = 0; i < shown; ++i) {
+        std::snprintf(b, sizeof b, "%02x", static_cast<unsigned>(p[i]));
+        out += b;
+    }
+    return shown < n ? out + "..." : out;
 }
 
 // Kind-specific state of a synchronization object or shared value (sync/object_layout.hpp).
@@ -304,20 +336,30 @@ void stat_object(const segment& s, json_object* j) {
     const void* area = s.object();
     switch (static_cast<segment_kind>(h.kind)) {
     case segment_kind::lock:
-    case segment_kind::rlock:
-    case segment_kind::value:
-    case segment_kind::array:
-        print_lock_holder("owner", static_cast<const lock_state*>(area)->mutex, j);
+        print_lock_holder("holder", static_cast<const lock_state*>(area)->mutex, j);
         break;
-    case segment_kind::condition:
-        print_lock_holder("owner", static_cast<const condition_state*>(area)->lock.mutex, j);
+    case segment_kind::rlock: {
+        const auto& l = *static_cast<const rlock_state*>(area);
+        print_lock_holder("holder", l.mutex, j);
+        if (l.mutex.owner()) {
+            if (j) j->num("depth", l.count.load()).num("thread", static_cast<double>(l.owner_tid.load()));
+            else std::printf("depth:       %u (thread %llu)\n", l.count.load(),
+                             static_cast<unsigned long long>(l.owner_tid.load()));
+        }
         break;
+    }
+    case segment_kind::condition: {
+        const auto& c = *static_cast<const condition_state*>(area);
+        print_lock_holder("holder", c.lock.mutex, j);
+        print_waiters(c.slots, j);
+        break;
+    }
     case segment_kind::semaphore:
     case segment_kind::bounded_semaphore: {
         const auto& sem = *static_cast<const semaphore_state*>(area);
         if (j) j->num("value", sem.value.load()).num("bound", sem.maxvalue).boolean("waiters", sleepers(sem.posted));
-        else std::printf("value:       %u%s\nwaiters:     %s\n", sem.value.load(),
-                         sem.maxvalue ? (" (bound " + std::to_string(sem.maxvalue) + ")").c_str() : "",
+        else std::printf("value:       %u%s\nwaiters:     %s\nowner:       none (a semaphore has no owner)\n",
+                         sem.value.load(), sem.maxvalue ? (" (bound " + std::to_string(sem.maxvalue) + ")").c_str() : "",
                          sleepers(sem.posted) ? "yes" : "none sleeping");
         break;
     }
@@ -330,9 +372,31 @@ void stat_object(const segment& s, json_object* j) {
     }
     case segment_kind::barrier: {
         const auto& b = *static_cast<const barrier_state*>(area);
-        if (j) j->num("parties", b.parties).num("phase", b.phase.load());
-        else std::printf("parties:     %u\nphase:       %u\n", b.parties, b.phase.load());
+        static const char* phases[] = {"filling", "running the action", "draining", "resetting", "broken"};
+        const std::uint32_t ph = b.phase.load();
+        const char* phase = ph < 5 ? phases[ph] : "?";
+        if (j) {
+            j->num("parties", b.parties).str("phase", phase).num("generation", static_cast<double>(b.generation.load()));
+            if (b.timeout_ns.load() >= 0) j->num("timeout_s", static_cast<double>(b.timeout_ns.load()) * 1e-9);
+        } else {
+            std::printf("parties:     %u\nphase:       %s\ngeneration:  %llu\n", b.parties, phase,
+                        static_cast<unsigned long long>(b.generation.load()));
+            if (b.timeout_ns.load() >= 0)
+                std::printf("timeout:     %.3f s\n", static_cast<double>(b.timeout_ns.load()) * 1e-9);
+        }
         print_lock_holder("mutex", b.mutex, j);
+        print_waiters(b.slots, j);
+        break;
+    }
+    case segment_kind::value:
+    case segment_kind::array: {
+        const auto& l = *static_cast<const lock_state*>(area);
+        const std::uint64_t bytes = s.object_bytes() - value_data_offset;
+        const std::string value = hex(static_cast<const std::byte*>(area) + value_data_offset, bytes);
+        print_lock_holder("lock_holder", l.mutex, j);
+        if (j) j->num("elements", static_cast<double>(h.maxsize)).num("value_bytes", static_cast<double>(bytes)).str("value_hex", value);
+        else std::printf("elements:    %lld, %s\nvalue:       %s\n", static_cast<long long>(h.maxsize),
+                         human(bytes).c_str(), value.c_str());
         break;
     }
     default: break;
