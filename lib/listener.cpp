@@ -77,9 +77,33 @@ Listener::Listener(std::string_view name, options opts, std::size_t backlog) : n
     // Requests are names of ~200 bytes at most: 64 KiB holds more than the default backlog of
     // 128; opts.capacity is for the connections' rings.
     opts.capacity = std::size_t{64} << 10;
-    backlog_.emplace(detail::queue_core::create(detail::queue_flavor::queue, name, backlog, opts,
-                                                detail::listener_fingerprint()));
-    creator_pid_ = detail::self_pid();
+    const auto create = [&](options o) {
+        backlog_.emplace(detail::queue_core::create(detail::queue_flavor::queue, name, backlog, o,
+                                                    detail::listener_fingerprint()));
+        creator_pid_ = detail::self_pid();
+    };
+    if (opts.if_exists != if_exists::open) {
+        create(opts);
+        return;
+    }
+    // Sharing another process's listener (several servers accepting on one name): only the one
+    // that created it unlinks it at close, so tell creating from opening.
+    for (int round = 0;; ++round) {
+        options o = opts;
+        o.if_exists = if_exists::fail;
+        try {
+            create(o);
+            return;
+        } catch (const exists_error&) {
+        }
+        try {
+            backlog_.emplace(detail::queue_core::open(detail::queue_flavor::queue, name,
+                                                      detail::listener_fingerprint(), opts));
+            return;
+        } catch (const not_found_error&) {
+            if (round >= 20) throw;   // removed between our create and our open: again
+        }
+    }
 }
 
 Listener::Listener(Listener&& o) noexcept

@@ -200,3 +200,31 @@ BOOST_AUTO_TEST_CASE(a_forked_copy_closing_keeps_the_name, *boost::unit_test::ti
     BOOST_TEST(shmq::Client(name, 10s).recv<int>() == 3);
     t.join();
 }
+
+BOOST_AUTO_TEST_CASE(two_servers_share_one_name, *boost::unit_test::timeout(60))
+{
+    const auto name = unique_name("lsnshare");
+    shm_remover cleanup(name);
+    shmq::Listener first(name);
+    signal_pipe ready;
+    scoped_child second([&] {
+        watchdog dog(30);
+        shmq::Listener l(name, shmq::options{.if_exists = shmq::if_exists::open});
+        if (!ready.notify()) return 2;
+        shmq::Connection c = l.accept(10s);
+        c.send(2);
+        l.close();   // not the creator: the name stays
+        return 0;
+    });
+    BOOST_REQUIRE(ready.wait());
+    // Two clients; each of the two servers answers one (ours in a thread).
+    std::thread t([&] { shmq::Connection c = first.accept(10s); c.send(1); });
+    int sum = shmq::Client(name, 10s).recv<int>();
+    sum += shmq::Client(name, 10s).recv<int>();
+    t.join();
+    BOOST_TEST(sum == 3);
+    BOOST_TEST(second.wait(10s) == 0);
+    BOOST_TEST(shm_entries(name).size() == 1u);
+    first.close();
+    BOOST_TEST(shm_entries(name).empty());
+}

@@ -48,7 +48,8 @@ SHMQ_API std::uint64_t listener_fingerprint() noexcept;
 class SHMQ_API Listener {
 public:
     /// Listens on `name` (same rules as a queue name). opts.if_exists applies: a server restarted
-    /// after a crash passes if_exists::replace_stale. opts.capacity is the ring size of each
+    /// after a crash passes if_exists::replace_stale; if_exists::open shares a live listener (each
+    /// client goes to one of the processes accepting; only the creator unlinks the name). opts.capacity is the ring size of each
     /// accepted connection's directions. Throws exists_error, value_error, permission_error, error.
     explicit Listener(std::string_view name, options opts = {}, std::size_t backlog = 128);
     Listener(Listener&&) noexcept;
