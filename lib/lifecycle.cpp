@@ -76,10 +76,11 @@ template <class Then> bool replace_uninitialized(std::string_view name, Then the
 // registry lock with no live holder, renames it over the name (rename(2) on /dev/shm, the file
 // system behind shm_open): the name never goes missing, so an opener finds the old object (and is
 // sent back by retired_error) or the new one. Returns null when the name changed meanwhile (the
-// caller tries again). Crash windows: killed before the rename, the temporary entry stays (a
-// "shmq.<name>.new-..." file `shmq ls` shows and `shmq rm` removes; never taken for an object);
-// killed after retiring and before the rename, the old segment stays retired under the name,
-// and the next replace_stale or gc removes it.
+// caller tries again). Crash windows: killed before the rename, the temporary entry stays: a
+// whole segment "shmq.<name>.new-<pid>-<n>" held by a dead process, which `shmq gc` removes (for
+// a name of more than ~185 characters the temporary's name is too long to be a user name, and
+// only `rm /dev/shm/...` removes it); killed after retiring and before the rename, the old
+// segment stays retired under the name, and the next replace_stale or gc removes it.
 std::shared_ptr<segment> replace(std::string_view name, const segment_params& p, const options& opts) {
     std::shared_ptr<segment> old;
     bool uninitialized = false;
