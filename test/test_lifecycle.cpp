@@ -291,12 +291,15 @@ BOOST_AUTO_TEST_CASE(half_created_objects, *boost::unit_test::timeout(60))
 
 // Another user's object is not ours to judge: replace_stale refuses it (as open() would) unless
 // options::trust_foreign says otherwise. Needs root to give a segment away.
-BOOST_AUTO_TEST_CASE(replace_stale_respects_foreign_owners, *boost::unit_test::timeout(60))
+boost::test_tools::assertion_result running_as_root(boost::unit_test::test_unit_id) {
+    boost::test_tools::assertion_result r(::geteuid() == 0);
+    r.message() << "needs root to chown a segment to another user";
+    return r;
+}
+
+BOOST_AUTO_TEST_CASE(replace_stale_respects_foreign_owners, *boost::unit_test::timeout(60) *
+                                                                  boost::unit_test::precondition(running_as_root))
 {
-    if (::geteuid() != 0) {
-        BOOST_TEST_MESSAGE("not root: cannot chown a segment to another user; skipped");
-        return;
-    }
     const auto n = unique_name("lcforeign");
     shm_remover cleanup(n);
     { auto q = shmq::Queue<int>::create(n); }
