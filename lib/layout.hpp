@@ -74,6 +74,15 @@ struct segment_header {
     // lease words then may belong to another namespace, so a lease owner that looks dead is not
     // taken over (liveness::unknown); registry slots carry their own namespace and stay exact.
     std::atomic<std::uint32_t> foreign_pidns;
+    // Named objects with a registry (not the object kinds): set once, 0 -> 1, under the registry
+    // lock, by a process that found no live holder and is about to unlink or replace the name
+    // (lib/lifecycle.cpp: `shmq gc --yes`, create with if_exists::replace_stale). Read under the
+    // same lock by registry::attach, which then refuses (retired_error) so an opener that
+    // mapped the old object goes back to the name and finds the new one or none. Never cleared:
+    // a retired segment is never used again. A retirer killed after setting it leaves the name
+    // in place with a segment nobody can open (not_found_error); the next gc or replace_stale
+    // removes it, since a retired segment is stale by definition.
+    std::atomic<std::uint32_t> retired;
 };
 
 /// Endpoint accounting. An "end" is the writer (2c) or reader (2c+1) side of channel c.
@@ -120,6 +129,11 @@ struct pending_fork {
 struct alignas(cache_line) registry_state {
     robust_mutex lock;
     std::atomic<std::uint32_t> holders[max_ends];   // slots' counts plus pending forks' counts
+    // How many times registry::attach() succeeded (opens and creations; fork settlements do not
+    // count). Written under `lock`, only grows. Read without the lock by a Client waiting for
+    // its connection to be accepted (listener.cpp): a sticky "someone opened the other ends",
+    // which a holder count is not (an accepter may close again before the client looks).
+    std::atomic<std::uint64_t> opens;
     holder_slot slots[max_holders];
     pending_fork pending[max_pending_forks];
 };

@@ -35,7 +35,7 @@
 
 namespace shmq {
 
-namespace detail { class connection_impl; struct connection_access; class channel; }
+namespace detail { class connection_impl; struct connection_access; struct connection_factory; class channel; }
 
 class Connection;
 SHMQ_API std::pair<Connection, Connection> Pipe(bool duplex, options opts);
@@ -126,6 +126,7 @@ public:
 private:
     friend std::pair<Connection, Connection> Pipe(bool, options);
     friend struct detail::connection_access;
+    friend struct detail::connection_factory;   // Listener and Client (lib/listener.cpp)
     explicit Connection(std::unique_ptr<detail::connection_impl> impl) noexcept;
     void check_writable() const;
     void send_raw(std::span<const std::byte> bytes);

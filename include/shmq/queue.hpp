@@ -38,9 +38,18 @@ public:
         : core_(detail::queue_flavor::queue, to_maxsize(maxsize), opts, fingerprint()) {}
 
     /// Creates the named queue /dev/shm/shmq.<name>. Throws exists_error, value_error (bad name).
+    /// When the name exists, opts.if_exists decides: fail (exists_error), open it, or replace it
+    /// if no live process holds it (if_exists::replace_stale; exists_error naming a live holder
+    /// otherwise). Every handle, the creator's too, is a registered holder (`shmq stat`).
     static Queue create(std::string_view name, std::size_t maxsize = 0, options opts = {}) {
         return Queue(detail::queue_core::create(detail::queue_flavor::queue, name,
                                                 to_maxsize(maxsize), opts, fingerprint()));
+    }
+    /// create() with if_exists::open: the existing queue (its creator's maxsize and options
+    /// stand; type_error for another T or kind) or a new one. Throws as create() and open().
+    static Queue open_or_create(std::string_view name, std::size_t maxsize = 0, options opts = {}) {
+        opts.if_exists = if_exists::open;
+        return create(name, maxsize, opts);
     }
     /// Opens a named queue. Throws not_found_error, type_error (another T or kind), broken_error
     /// (bad header, or smaller than it says), permission_error (a symbolic link at the name, or

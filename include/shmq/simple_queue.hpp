@@ -22,6 +22,11 @@ public:
         return SimpleQueue(detail::queue_core::create(detail::queue_flavor::simple, name, 0, opts,
                                                       detail::type_fingerprint<T>()));
     }
+    /// As Queue::open_or_create.
+    static SimpleQueue open_or_create(std::string_view name, options opts = {}) {
+        opts.if_exists = if_exists::open;
+        return create(name, opts);
+    }
     /// Throws as Queue::open; the second form takes options::trust_foreign.
     static SimpleQueue open(std::string_view name) { return open(name, options{}); }
     static SimpleQueue open(std::string_view name, const options& opts) {

@@ -56,6 +56,8 @@ public:
     bool join(const timeout_t& timeout);
     /// Items got by processes that died before their task_done (JoinableQueue).
     std::uint64_t lost_to_dead_consumers() const noexcept;
+    /// Unlinks the name if it still names this handle's segment (not a replacement). Never throws.
+    bool remove_if_named_here() const noexcept;
     /// Throws closed_error when closed (SimpleQueue's empty() after close).
     void check_open() const;
 
