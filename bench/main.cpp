@@ -23,6 +23,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@ int memory_check();   // memory.cpp
 int pool_bench(int repeat, bool quick, const std::string& python);   // pool.cpp
 int sync_check(int repeat);   // sync.cpp
 int wake_check(int repeat);   // wake.cpp
+int loan_bench(int repeat, bool quick);   // loan.cpp
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
@@ -49,11 +51,12 @@ struct options {
     std::string python_script;
     bool no_python = false;
     bool list = false;
-    bool pin = false;
+    bool pin = true;   // producer and consumer on different CPUs, as servers run (--no-pin: the scheduler places them)
     bool memory = false;
     bool pool = false;
     bool sync = false;
     bool wake = false;
+    bool loan = false;
 };
 
 void usage(std::ostream& o) {
@@ -69,9 +72,11 @@ void usage(std::ostream& o) {
          "  --plot FILE.png     draw throughput vs size and round-trip bars with gnuplot\n"
          "                      (the script is kept as FILE.gp)\n"
          "  --duration S        seconds per run (default 0.3; 0.1 with --quick)\n"
-         "  --pin               pin each process to one CPU: producer and consumer (pinger and\n"
-         "                      ponger) of a pair on different CPUs, round robin over the CPUs\n"
-         "                      this process may use. Steadier figures; not how programs usually run\n"
+         "  --pin               (the default) pin each process to one CPU: producer and consumer\n"
+         "                      (pinger and ponger) of a pair on different CPUs, round robin over\n"
+         "                      the CPUs this process may use. Without it the scheduler may put\n"
+         "                      both on one CPU or two, and figures jump between the two states\n"
+         "  --no-pin            let the scheduler place the processes\n"
          "  --list              print the scenario ids and exit\n"
          "  --python PATH       the Python interpreter (default python3 on PATH)\n"
          "  --python-script P   python_baseline.py (default: found beside the sources)\n"
@@ -85,6 +90,8 @@ void usage(std::ostream& o) {
          "                      and Event wake latency against Boost, pthread and pipe baselines\n"
          "  --wake              instead of the suite: wake latency of a process asleep in epoll_wait\n"
          "                      on a Connection's fileno(), against an OS pipe and a blocking recv\n"
+         "  --loan              instead of the suite: zero-copy Connection::loan/recv_view against\n"
+         "                      send_bytes/recv_bytes_into, 64 KiB and 1 MiB, with work on both sides\n"
          "  --help              this text\n";
 }
 
@@ -114,6 +121,8 @@ bool parse(int argc, char** argv, options& o) {
             if (!(o.duration > 0 && o.duration <= 60)) throw std::invalid_argument("--duration must be in (0, 60]");
         } else if (a == "--pin") {
             o.pin = true;
+        } else if (a == "--no-pin") {
+            o.pin = false;
         } else if (a == "--list") {
             o.list = true;
         } else if (a == "--python") {
@@ -130,6 +139,8 @@ bool parse(int argc, char** argv, options& o) {
             o.sync = true;
         } else if (a == "--wake") {
             o.wake = true;
+        } else if (a == "--loan") {
+            o.loan = true;
         } else {
             throw std::invalid_argument("unknown option " + a);
         }
@@ -233,6 +244,7 @@ int run(int argc, char** argv) {
     if (opt.pool) return pool_bench(opt.repeat, opt.quick, opt.no_python ? std::string() : opt.python);
     if (opt.sync) return sync_check(opt.repeat);
     if (opt.wake) return wake_check(opt.repeat);
+    if (opt.loan) return loan_bench(opt.repeat, opt.quick);
 
     std::vector<std::unique_ptr<transport>> ts;
     ts.push_back(make_pipe_transport());
@@ -241,6 +253,7 @@ int run(int argc, char** argv) {
     if (!opt.no_python)
         for (auto& t : make_python_transports()) ts.push_back(std::move(t));
     ts.push_back(make_spsc_transport());
+    if (auto t = make_cpp_ipc_transport()) ts.push_back(std::move(t));
     for (auto& t : make_shmq_transports()) ts.push_back(std::move(t));
 
     std::vector<scenario> suite;
@@ -289,6 +302,7 @@ int run(int argc, char** argv) {
     in.duration_s = rs.duration_s;
     in.quick = opt.quick;
     in.pinned = opt.pin;
+    in.cpus = rs.cpus;
     for (const auto& sc : suite) in.results.push_back({sc, {}, status::ok, {}});
 
     std::cerr << "shmq-bench: " << suite.size() << " scenarios x " << opt.repeat << " repetitions, "
@@ -298,6 +312,13 @@ int run(int argc, char** argv) {
     if (in.machine.busy_before > 0.2)
         std::cerr << "shmq-bench: warning: " << in.machine.busy_before << " of " << in.machine.cores
                   << " cores are busy with other programs; the figures will show it\n";
+    {
+        // The copy limit first, while no transport runs: one memcpy per size, hot and cold.
+        std::set<std::size_t> sizes;
+        for (const auto& sc : suite)
+            if (sc.kind == payload::bytes && sc.what == mode::throughput && sc.size >= 1024) sizes.insert(sc.size);
+        for (std::size_t n : sizes) in.copies.push_back(measure_copy(n, opt.quick ? 0.05 : 0.2));
+    }
     const auto started = clock::now();
     for (int rep = 0; rep < opt.repeat; ++rep) {
         for (std::size_t i = 0; i < suite.size(); ++i) {

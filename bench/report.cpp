@@ -368,7 +368,7 @@ machine_info probe_machine(const std::string& python) {
 void print_report(std::ostream& out, const report_input& in) {
     const result_index ix(in);
     const auto& m = in.machine;
-    out << "\nshmq-bench" << (in.quick ? " --quick" : "") << (in.pinned ? " --pin" : "") << ": " << in.repeat
+    out << "\nshmq-bench" << (in.quick ? " --quick" : "") << (in.pinned ? "" : " --no-pin") << ": " << in.repeat
         << " repetitions per figure, " << fmt("%.2f", in.duration_s)
         << " s per run; figures are the median of the repetitions, (min .. max) their spread\n";
     out << "machine:  " << m.cpu << ", " << m.cores << " cores (" << m.usable << " usable)\n";
@@ -383,6 +383,17 @@ void print_report(std::ostream& out, const report_input& in) {
                    "benchmark, so figures\n          (especially round trips and spinning transports) "
                    "do not describe an idle machine";
         out << "\n";
+    }
+    out << "placement: ";
+    if (in.pinned && in.cpus.size() >= 2) {
+        out << "pinned, each pair's two processes on different CPUs (round robin over";
+        for (int c : in.cpus) out << ' ' << c;
+        out << ")\n";
+    } else if (in.pinned) {
+        out << "pinned, but this process may use only one CPU: both ends of a pair share it\n";
+    } else {
+        out << "not pinned (--no-pin): the scheduler puts a pair on one CPU or two, and the figures\n"
+               "           differ by up to 5x between the two\n";
     }
     out << "run took " << fmt("%.0f", in.elapsed_s) << " s\n";
 
@@ -415,6 +426,15 @@ void print_report(std::ostream& out, const report_input& in) {
                 << pad("(" + fmt_count(s.min) + " .. " + fmt_count(s.max) + ")", 20)
                 << rpad(fmt_bandwidth(b.median), 12) << rpad(fmt_others(r), 8) << "  " << r.note << "\n";
         }
+    }
+
+    if (!in.copies.empty()) {
+        out << "\nCOPY LIMIT  memcpy in one process: a transport copies each message at least once, so\n"
+               "  its bandwidth stays below these (hot: the same buffers, in cache; cold: from memory)\n";
+        out << pad("size", 10) << rpad("hot", 12) << rpad("cold", 12) << "\n";
+        for (const auto& c : in.copies)
+            out << pad(size_label(c.size), 10) << rpad(fmt_bandwidth(c.hot_bytes_per_s), 12)
+                << rpad(fmt_bandwidth(c.cold_bytes_per_s), 12) << "\n";
     }
 
     // Latency.
@@ -496,8 +516,15 @@ void write_json(const std::string& path, const report_input& in) {
       << "\", \"python\": \"" << json_escape(m.python) << "\", \"busy_cores_before\": "
       << json_num(m.busy_before) << ", \"busy_cores_after\": " << json_num(m.busy_after) << "},\n";
     o << "  \"settings\": {\"repeat\": " << in.repeat << ", \"duration_s\": " << json_num(in.duration_s)
-      << ", \"quick\": " << (in.quick ? "true" : "false") << ", \"pinned\": " << (in.pinned ? "true" : "false") << ", \"elapsed_s\": " << json_num(in.elapsed_s)
-      << "},\n";
+      << ", \"quick\": " << (in.quick ? "true" : "false") << ", \"pinned\": " << (in.pinned ? "true" : "false") << ", \"cpus\": [";
+    for (std::size_t i = 0; i < in.cpus.size(); ++i) o << (i ? ", " : "") << in.cpus[i];
+    o << "], \"elapsed_s\": " << json_num(in.elapsed_s) << "},\n";
+    o << "  \"copy_limit\": [";
+    for (std::size_t i = 0; i < in.copies.size(); ++i)
+        o << (i ? ", " : "") << "{\"size\": " << in.copies[i].size << ", \"hot_bytes_per_s\": "
+          << json_num(in.copies[i].hot_bytes_per_s) << ", \"cold_bytes_per_s\": "
+          << json_num(in.copies[i].cold_bytes_per_s) << "}";
+    o << "],\n";
     auto spread_json = [](const spread& s) {
         return "{\"median\": " + json_num(s.median) + ", \"min\": " + json_num(s.min) + ", \"max\": " +
                json_num(s.max) + "}";

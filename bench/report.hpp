@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common.hpp"
+#include "copy_limit.hpp"
 #include "transport.hpp"
 
 #include <map>
@@ -40,7 +41,9 @@ struct report_input {
     double duration_s = 0;
     bool quick = false;
     bool pinned = false;
+    std::vector<int> cpus;   // the CPUs processes were pinned to, round robin (empty: not pinned)
     double elapsed_s = 0;
+    std::vector<copy_limit> copies;   ///< memcpy at the sizes of the bytes scenarios, hot and cold
     std::vector<scenario_result> results;
     std::map<std::string, transport::role> roles;   ///< transport name -> role
     std::map<std::string, bool> shared;             ///< transport name -> one channel for N->N

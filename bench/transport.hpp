@@ -206,6 +206,8 @@ std::unique_ptr<transport> make_pipe_transport();
 std::unique_ptr<transport> make_socketpair_transport();
 std::unique_ptr<transport> make_message_queue_transport();
 std::unique_ptr<transport> make_spsc_transport();
+/// Null unless the runner was built with --cpp-ipc=DIR (transport_cpp_ipc.cpp).
+std::unique_ptr<transport> make_cpp_ipc_transport();
 std::vector<std::unique_ptr<transport>> make_shmq_transports();
 std::vector<std::unique_ptr<transport>> make_python_transports();
 

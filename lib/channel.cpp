@@ -59,7 +59,14 @@ bool channel::reap_due() noexcept {
            last_reap_.compare_exchange_strong(last, now, std::memory_order_relaxed);
 }
 
-channel::~channel() { drop_parked(); }
+channel::~channel() {
+    drop_parked();
+    // A loan or view still out when its connection closes: the loan publishes nothing, the
+    // view's message stays for the next reader.
+    drop_lent(loan_lease_, loan_pid_);
+    if (view_lease_ && view_pid_ == self_pid()) st_.viewing.store(0, std::memory_order_relaxed);
+    drop_lent(view_lease_, view_pid_);
+}
 
 void channel::drop_parked() noexcept {
     if (parked_pid_.load(std::memory_order_acquire) != self_pid()) return;
@@ -194,7 +201,8 @@ bool channel::message_ready() noexcept {
     robust_lock lease(st_.rlock, deadline(timeout_t(std::chrono::duration<double>(0))), foreign());
     if (!lease.owns()) return false;
     claim_reader_lease();
-    const std::uint64_t head = load_head();
+    std::uint64_t head = load_head();
+    skip_dead_view(head);
     r = walk(head, load_tail());
     if (r.garbage_end != head) {
         // garbage_end counts the orphan last pieces as messages, like tail does.
@@ -313,7 +321,7 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     // A lease taken over from a dead writer needs no repair: that writer's unpublished bytes are
     // simply overwritten, and its published pieces are discarded by the reader.
     std::uint64_t tail = load_tail();
-    if (msg.size() > whole_limit()) return stream(msg, tail, until, max_messages, uncount);
+    if (msg.size() > stream_limit()) return stream(msg, tail, until, max_messages, uncount);
 
     const std::uint64_t need = ring::footprint(msg.size());
     switch (wait_for_space(tail, room_for(tail, need), until, max_messages)) {
@@ -367,12 +375,42 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
     return n;
 }
 
+std::uint64_t channel::stream_room(std::uint64_t tail, std::uint64_t total) const noexcept {
+    // The same walk as stream()'s, on offsets only.
+    const std::uint64_t piece_max = this->piece_max();
+    std::uint64_t off = ring::bytes_of(tail) & (cap_ - 1), room = 0, sent = 0;
+    for (bool first = true; first || sent < total; first = false) {
+        const std::uint64_t data = first ? std::min(total, piece_max - ring::first_prefix)
+                                         : std::min(total - sent, piece_max);
+        const std::uint64_t need = ring::footprint(data + (first ? ring::first_prefix : 0));
+        if (need > cap_ - off) {   // place() pads to the end of the ring first
+            room += cap_ - off;
+            off = 0;
+        }
+        room += need;
+        off = (off + need) & (cap_ - 1);
+        sent += data;
+        if (room > cap_) break;   // cannot fit anyway
+    }
+    return room;
+}
+
 io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
                           const deadline& until, std::uint64_t max_messages,
                           const uncounter* uncount) {
-    // Pieces of a quarter ring: the reader drains one while the writer fills the next.
-    const std::uint64_t piece_max = cap_ / 4 - ring::header_size;
     const std::uint64_t total = msg.size();
+    // A caller that may not wait (an unbounded queue's direct put, any put with a zero timeout)
+    // writes the message only if all of it fits now: it never leaves a stream half written,
+    // which the reader would have to skip, while the caller sends the message again.
+    if (until.expired()) {
+        switch (wait_for_space(tail, stream_room(tail, total), until, max_messages)) {
+        case wait_result::ready: break;
+        case wait_result::broken_pipe: return io_status::broken_pipe;
+        default: return io_status::timed_out;
+        }
+    }
+    // Pieces of a quarter ring: the reader drains one while the writer fills the next.
+    const std::uint64_t piece_max = this->piece_max();
     std::uint64_t sent = 0;
     bool first = true;
     while (first || sent < total) {
@@ -410,6 +448,27 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
         first = false;
     }
     return io_status::ok;
+}
+
+std::uint64_t channel::published_after(std::uint64_t head) {
+    std::uint64_t tail = seen_tail_.load(std::memory_order_relaxed);
+    std::uint64_t avail = ring::used(head, tail);
+    if (avail == 0 || avail > cap_) {
+        // The cached tail says nothing is there (or is older than head): look again.
+        tail = load_tail();
+        seen_tail_.store(tail, std::memory_order_relaxed);
+        avail = ring::used(head, tail);
+        if (avail > cap_) corrupt("head is ahead of tail");
+    }
+    return avail;
+}
+
+channel::record_at_head channel::record_at(std::uint64_t head, std::uint64_t avail) const {
+    const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);
+    if (avail < ring::header_size) corrupt("partial record header");
+    if (off % ring::header_size != 0) corrupt("misaligned head");
+    const ring::record_header h = ring::read_header(ring_, off);
+    return {off, cap_ - off, h, static_cast<ring::kind>(h.kind & kind_mask_)};
 }
 
 io_status channel::read(message_sink& sink, const deadline& until,
@@ -499,6 +558,8 @@ io_status channel::read(message_sink& sink, const deadline& until,
         if (until.expired()) return io_status::timed_out;
     }
     claim_reader_lease();
+    std::uint64_t head = load_head();
+    skip_dead_view(head);
     // Retained records whose taker died come first (retained.hpp): they were delivered before
     // anything still at head.
     if (retain_ && !stream_writer && taker && retained::claim(*seg_, taker->slot, sink)) {
@@ -508,7 +569,6 @@ io_status channel::read(message_sink& sink, const deadline& until,
     }
     // After a takeover from a dead reader, head may point into the middle of a streamed message:
     // the loop below skips such orphan pieces, so no repair is needed here.
-    std::uint64_t head = load_head();
 
     auto consume = [&](std::uint64_t bytes, std::uint64_t msgs) {
         head = ring::advance(head, bytes, msgs);
@@ -551,15 +611,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
     };
 
     for (;;) {
-        std::uint64_t tail = seen_tail_.load(std::memory_order_relaxed);
-        std::uint64_t avail = ring::used(head, tail);
-        if (avail == 0 || avail > cap_) {
-            // The cached tail says nothing is there (or is older than head): look again.
-            tail = load_tail();
-            seen_tail_.store(tail, std::memory_order_relaxed);
-            avail = ring::used(head, tail);
-            if (avail > cap_) corrupt("head is ahead of tail");
-        }
+        const std::uint64_t avail = published_after(head);
         if (avail == 0) {
             if (retain_ && !stream_writer && taker && retained::claim(*seg_, taker->slot, sink)) {
                 taker->taken->fetch_add(1, std::memory_order_acq_rel);
@@ -579,12 +631,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
             default: return stream_writer ? park() : io_status::timed_out;
             }
         }
-        const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);
-        const std::uint64_t cont = cap_ - off;
-        if (avail < ring::header_size) corrupt("partial record header");
-        if (off % ring::header_size != 0) corrupt("misaligned head");
-        const ring::record_header h = ring::read_header(ring_, off);
-        const auto k = static_cast<ring::kind>(h.kind & kind_mask_);
+        const auto [off, cont, h, k] = record_at(head, avail);
         if (k == ring::kind::pad) {
             if (h.size != cont - ring::header_size || avail < cont) corrupt("bad pad record");
             consume(cont, 0);
@@ -649,6 +696,145 @@ io_status channel::read(message_sink& sink, const deadline& until,
             corrupt("unknown record kind");
         }
     }
+}
+
+namespace {
+// Gives a lease held in a member back on every exit but the one that lends it out (a corrupt
+// ring throws broken_error, and the lease must not stay with this process then).
+struct lease_keeper {
+    std::optional<robust_lock>& lease;
+    bool keep = false;
+    ~lease_keeper() {
+        if (!keep) lease.reset();
+    }
+};
+} // namespace
+
+void channel::skip_dead_view(std::uint64_t& head) noexcept {
+    // One load of a word on the lease's own line, which the lease holder has just written.
+    if (st_.viewing.load(std::memory_order_relaxed) != head + 1) return;
+    // The viewer died after it set the mark and before head moved: its record (a whole one,
+    // view() lends nothing else) is dropped, so a message that killed its reader does not kill
+    // the next one. Anything else at head means the mark is stale: just clear it.
+    const std::uint64_t off = ring::bytes_of(head) & (cap_ - 1);
+    const std::uint64_t avail = ring::used(head, load_tail());
+    if (avail >= ring::header_size && off % ring::header_size == 0) {
+        const ring::record_header h = ring::read_header(ring_, off);
+        const std::uint64_t rec = ring::footprint(h.size);
+        if (static_cast<ring::kind>(h.kind & kind_mask_) == ring::kind::whole && rec <= avail &&
+            rec <= cap_ - off) {
+            head = ring::advance(head, rec, 1);
+            st_.head.store(head, std::memory_order_release);
+            SHMQ_TEST_HOOK("channel.view.skipped");
+        }
+    }
+    st_.viewing.store(0, std::memory_order_relaxed);
+    st_.space.notify();
+}
+
+io_status channel::loan(std::size_t n, const deadline& until, std::byte** data) {
+    loan_lease_.emplace(st_.wlock, until, foreign());
+    if (!loan_lease_->owns()) {
+        loan_lease_.reset();
+        return io_status::timed_out;
+    }
+    lease_keeper keeper{loan_lease_};
+    claim_writer_lease();
+    if (eof_rules_) {
+        if (reap_due()) registry::reap(*seg_, reader_end(index_));
+        if (readers_gone()) return io_status::broken_pipe;
+    }
+    std::uint64_t tail = load_tail();
+    const std::uint64_t need = ring::footprint(n);
+    switch (wait_for_space(tail, room_for(tail, need), until, 0)) {
+    case wait_result::ready: break;
+    case wait_result::broken_pipe: return io_status::broken_pipe;
+    default: return io_status::timed_out;
+    }
+    // place() writes a pad at the end of the ring if the record wraps; it is published with the
+    // record, or overwritten by the next writer if the loan is abandoned.
+    const std::uint64_t off = place(tail, need);
+    loan_tail_ = tail;
+    loan_size_ = n;
+    loan_pid_ = self_pid();
+    *data = ring_ + off + ring::header_size;
+    keeper.keep = true;
+    return io_status::ok;
+}
+
+void channel::drop_lent(std::optional<robust_lock>& lease, std::uint32_t pid) noexcept {
+    if (!lease) return;
+    if (pid != self_pid()) lease->release();   // the parent's: forget it, leave it held
+    lease.reset();
+}
+
+void channel::commit_loan(std::size_t size) noexcept {
+    if (loan_pid_ != self_pid()) return drop_lent(loan_lease_, loan_pid_);
+    const std::uint64_t off = ring::bytes_of(loan_tail_) & (cap_ - 1);
+    ring::write_header(ring_, off, static_cast<std::uint32_t>(size), ring::kind::whole);
+    SHMQ_TEST_HOOK("channel.loan.filled");
+    st_.tail.store(ring::advance(loan_tail_, ring::footprint(size), 1), std::memory_order_release);
+    loan_lease_.reset();   // unlocks
+    notify_data();
+}
+
+void channel::abandon_loan() noexcept { drop_lent(loan_lease_, loan_pid_); }
+
+io_status channel::view(const deadline& until, const std::byte** data, std::size_t* size) {
+    // A streamed message this process parked (read()) is resumed by read(), not lent.
+    if (parked_pid_.load(std::memory_order_acquire) == self_pid()) return io_status::streamed;
+    for (;;) {
+        // A slice at a time, like read(): another thread of ours may park a stream meanwhile
+        // (then our process holds the lease, and only read() can resume it).
+        view_lease_.emplace(st_.rlock, until.within(liveness_slice), foreign());
+        if (view_lease_->owns()) break;
+        view_lease_.reset();
+        if (parked_pid_.load(std::memory_order_acquire) == self_pid()) return io_status::streamed;
+        if (until.expired()) return io_status::timed_out;
+    }
+    lease_keeper keeper{view_lease_};
+    claim_reader_lease();
+    std::uint64_t head = load_head();
+    skip_dead_view(head);
+    for (;;) {
+        const std::uint64_t avail = published_after(head);
+        if (avail == 0) {
+            switch (wait_for_data(head, until, 0)) {
+            case wait_result::ready: continue;
+            case wait_result::eof: return io_status::eof;
+            default: return io_status::timed_out;
+            }
+        }
+        const auto [off, cont, h, k] = record_at(head, avail);
+        if (k == ring::kind::pad) {
+            if (h.size != cont - ring::header_size || avail < cont) corrupt("bad pad record");
+            head = ring::advance(head, cont, 0);
+            st_.head.store(head, std::memory_order_release);
+            continue;
+        }
+        if (k != ring::kind::whole) return io_status::streamed;   // read() handles pieces
+        const std::uint64_t rec = ring::footprint(h.size);
+        if (rec > cont || rec > avail) corrupt("record runs past the published bytes");
+        st_.viewing.store(head + 1, std::memory_order_seq_cst);
+        SHMQ_TEST_HOOK("channel.view.lent");
+        view_head_ = head;
+        view_rec_ = rec;
+        view_pid_ = self_pid();
+        *data = ring_ + off + ring::header_size;
+        *size = h.size;
+        keeper.keep = true;
+        return io_status::ok;
+    }
+}
+
+void channel::release_view() noexcept {
+    if (view_pid_ != self_pid()) return drop_lent(view_lease_, view_pid_);
+    st_.head.store(ring::advance(view_head_, view_rec_, 1), std::memory_order_release);
+    // Cleared after head moved: a viewer killed between the two leaves a mark that no longer
+    // matches head, so nothing more is skipped.
+    st_.viewing.store(0, std::memory_order_relaxed);
+    view_lease_.reset();   // unlocks
+    st_.space.notify();
 }
 
 bool channel::poll(const deadline& until) {

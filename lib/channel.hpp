@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <algorithm>
 #include <optional>
 #include <span>
 #include <vector>
@@ -48,6 +49,7 @@ enum class io_status {
     eof,          ///< read: every writer end is closed or dead and the ring is empty
     broken_pipe,  ///< write: every reader end is closed or dead
     too_long,     ///< read with maxlength: the next message is longer; it stays unread
+    streamed,     ///< view: the next message is in pieces; nothing was taken (read() it)
 };
 
 /// What write() decrements just before it publishes messages (see write()): a process-local
@@ -135,11 +137,56 @@ public:
     void wake_readers() noexcept { notify_data(); }
     /// Wakes the writers only: a reader end was closed (broken pipe may be due).
     void wake_writers() noexcept { st_.space.notify(); }
-    /// Messages of at most this many bytes are written as one record; larger ones are streamed.
+    /// Messages of at most this many bytes can be written as one record (write_some, the
+    /// feeder's direct path, and every message of a ring that retains records).
     std::uint64_t whole_limit() const noexcept { return cap_ / 2 - ring::header_size; }
+    /// write() streams messages larger than this, in pieces of at most a quarter ring. (Fixed
+    /// 64 KiB pieces were tried: no gain for a Pipe at 1 MiB on this machine, and a Queue get()
+    /// of 1 MiB items fell from ~10 k to ~0.1-2 k items/s, its string growing in more steps,
+    /// each a fresh allocation that page-faults. Measure again before changing this.)
+    std::uint64_t stream_limit() const noexcept { return whole_limit(); }
+    /// Items at least this large are copied into a feeder's backlog outside its mutex.
+    static constexpr std::uint64_t large_item = std::uint64_t{64} << 10;
+
+    // ---- zero-copy (Connection::loan / recv_view). One of each at a time per channel handle:
+    // each holds its lease, which other threads of this process wait for like any writer.
+
+    /// Takes the writer lease and reserves room for a whole record of up to n bytes
+    /// (n <= whole_limit()); *data points at it (8-aligned). Nothing is published until
+    /// commit_loan; abandon_loan, or the process's death, publishes nothing.
+    io_status loan(std::size_t n, const deadline& until, std::byte** data);
+    /// Publishes the first `size` bytes of the loan as one message (size <= n).
+    void commit_loan(std::size_t size) noexcept;
+    void abandon_loan() noexcept;
+
+    /// Takes the reader lease and lends the next message in place: ok with *data/*size set, or
+    /// eof, or timed_out, or `streamed` when the next message is in pieces (or this process
+    /// parked one): then nothing was taken and the caller reads it with read().
+    io_status view(const deadline& until, const std::byte** data, std::size_t* size);
+    /// Consumes the viewed message and gives the lease back.
+    void release_view() noexcept;
 
 private:
     enum class wait_result { ready, timed_out, eof, broken_pipe, abandoned };
+    /// Under the reader lease: bytes published beyond head (from the cached tail unless it says
+    /// none), and the record there (its offset, bytes to the ring's end, header, kind), checked.
+    std::uint64_t published_after(std::uint64_t head);
+    struct record_at_head {
+        std::uint64_t off, cont;
+        ring::record_header h;
+        ring::kind k;
+    };
+    record_at_head record_at(std::uint64_t head, std::uint64_t avail) const;
+    /// Under the reader lease: if a viewer died holding the record at head, skip that record.
+    void skip_dead_view(std::uint64_t& head) noexcept;
+    std::optional<robust_lock> loan_lease_;   // while a loan is out: its lease, record start, size
+    std::uint64_t loan_tail_ = 0, loan_size_ = 0;
+    std::optional<robust_lock> view_lease_;   // while a view is out: its lease and record
+    std::uint64_t view_head_ = 0, view_rec_ = 0;
+    // The process that took the loan / view: a forked child that inherits one must neither
+    // publish nor unlock its parent's lease (drop_lent()).
+    std::uint32_t loan_pid_ = 0, view_pid_ = 0;
+    static void drop_lent(std::optional<robust_lock>& lease, std::uint32_t pid) noexcept;
     /// `stream_writer`: when non-zero, the read is inside a stream written by that lease owner:
     /// wait for its next piece (no deadline) unless the stream is abandoned.
     wait_result wait_for_data(std::uint64_t head, const deadline& until, std::uint64_t stream_writer);
@@ -174,6 +221,10 @@ private:
     bool writers_gone();
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
                      std::uint64_t max_messages, const uncounter* uncount);
+    /// The largest piece of a streamed message, header included.
+    std::uint64_t piece_max() const noexcept { return cap_ / 4 - ring::header_size; }
+    /// Ring bytes a stream of `total` bytes takes when written from `tail`, padding included.
+    std::uint64_t stream_room(std::uint64_t tail, std::uint64_t total) const noexcept;
 
     // A streamed message parked by a read whose deadline passed while its live writer stalled.
     // parked_pid_ is the process that parked it (0: none), so a forked child never adopts its

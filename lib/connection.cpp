@@ -6,6 +6,7 @@
 #include "connection_impl.hpp"
 
 #include <optional>
+#include <utility>
 
 #include <cerrno>
 #include <cstring>
@@ -101,17 +102,107 @@ void Connection::recv_raw(detail::message_sink& sink) {
         throw eof_error("shmq: end of stream: every writing end is closed");
 }
 
-void Connection::send_bytes(std::span<const std::byte> buf, std::size_t offset,
-                            std::optional<std::size_t> size) {
+Connection::Loan Connection::loan(std::size_t n) {
     check_writable();
-    if (offset > buf.size())
-        throw value_error("shmq: send_bytes: buffer length " + std::to_string(buf.size()) +
+    if (n > max_loan())
+        throw value_error("shmq: loan: " + std::to_string(n) + " bytes is more than max_loan() = " +
+                          std::to_string(max_loan()) + " (half the ring); send larger messages with send_bytes");
+    std::byte* data = nullptr;
+    if (impl_->tx_->loan(n, detail::deadline(), &data) == detail::io_status::broken_pipe)
+        throw broken_pipe_error("shmq: broken pipe: every reading end is closed");
+    return Loan(&*impl_->tx_, std::span<std::byte>(data, n));
+}
+
+std::size_t Connection::max_loan() const {
+    check_writable();
+    return static_cast<std::size_t>(impl_->tx_->whole_limit());
+}
+
+Connection::View Connection::recv_view() {
+    check_readable(impl_);
+    // A polled connection re-arms now (the message is still there until release) and again at
+    // release, when it is gone.
+    detail::poll_guard polled(impl_->poll_);
+    View v;
+    const std::byte* data = nullptr;
+    std::size_t size = 0;
+    switch (impl_->rx_->view(detail::deadline(), &data, &size)) {
+    case detail::io_status::ok:
+        v.ch_ = &*impl_->rx_;
+        v.poll_ = &impl_->poll_;
+        v.bytes_ = std::span<const std::byte>(data, size);
+        return v;
+    case detail::io_status::eof:
+        throw eof_error("shmq: end of stream: every writing end is closed");
+    default: {   // in pieces: assembled into the view's own buffer
+        detail::vector_sink sink(v.own_);
+        if (impl_->rx_->read(sink, detail::deadline()) == detail::io_status::eof)
+            throw eof_error("shmq: end of stream: every writing end is closed");
+        v.bytes_ = std::span<const std::byte>(v.own_.data(), v.own_.size());
+        return v;
+    }
+    }
+}
+
+Connection::Loan::Loan(Loan&& other) noexcept
+    : ch_(std::exchange(other.ch_, nullptr)), bytes_(std::exchange(other.bytes_, {})) {}
+
+Connection::Loan& Connection::Loan::operator=(Loan&& other) noexcept {
+    if (this != &other) {
+        if (ch_) ch_->abandon_loan();
+        ch_ = std::exchange(other.ch_, nullptr);
+        bytes_ = std::exchange(other.bytes_, {});
+    }
+    return *this;
+}
+
+Connection::Loan::~Loan() {
+    if (ch_) ch_->abandon_loan();
+}
+
+void Connection::Loan::commit(std::size_t size) {
+    if (!ch_) throw value_error("shmq: commit: nothing is on loan (committed already, or moved from)");
+    if (size > bytes_.size())
+        throw value_error("shmq: commit: " + std::to_string(size) + " bytes is more than the " +
+                          std::to_string(bytes_.size()) + " on loan");
+    std::exchange(ch_, nullptr)->commit_loan(size);
+    bytes_ = {};
+}
+
+Connection::View::View(View&& other) noexcept
+    : ch_(std::exchange(other.ch_, nullptr)),
+      poll_(std::exchange(other.poll_, nullptr)),
+      bytes_(std::exchange(other.bytes_, {})),
+      own_(std::move(other.own_)) {
+    if (!ch_) bytes_ = std::span<const std::byte>(own_.data(), own_.size());
+}
+
+Connection::View& Connection::View::operator=(View&& other) noexcept {
+    if (this != &other) {
+        release();
+        ch_ = std::exchange(other.ch_, nullptr);
+        poll_ = std::exchange(other.poll_, nullptr);
+        bytes_ = std::exchange(other.bytes_, {});
+        own_ = std::move(other.own_);
+        if (!ch_) bytes_ = std::span<const std::byte>(own_.data(), own_.size());
+    }
+    return *this;
+}
+
+void Connection::View::release() noexcept {
+    if (ch_) std::exchange(ch_, nullptr)->release_view();
+    if (poll_)
+        if (detail::poller* p = std::exchange(poll_, nullptr)->active()) p->rearm();
+    bytes_ = {};
+    own_.clear();
+}
+
+void Connection::throw_bad_range(std::size_t length, std::size_t offset, std::size_t size) {
+    if (offset > length)
+        throw value_error("shmq: send_bytes: buffer length " + std::to_string(length) +
                           " < offset " + std::to_string(offset));
-    std::size_t n = size.value_or(buf.size() - offset);
-    if (n > buf.size() - offset)
-        throw value_error("shmq: send_bytes: buffer length " + std::to_string(buf.size()) +
-                          " < offset + size " + std::to_string(offset) + " + " + std::to_string(n));
-    send_raw(buf.subspan(offset, n));
+    throw value_error("shmq: send_bytes: buffer length " + std::to_string(length) +
+                      " < offset + size " + std::to_string(offset) + " + " + std::to_string(size));
 }
 
 std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxlength) {

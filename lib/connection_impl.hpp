@@ -18,15 +18,20 @@ namespace shmq::detail {
 
 class connection_impl {
 public:
+    /// adopt: the segment was created with these ends pre-attached (segment_params::attach_creator).
     connection_impl(std::shared_ptr<segment> seg, std::optional<std::uint32_t> rx,
-                    std::optional<std::uint32_t> tx)
+                    std::optional<std::uint32_t> tx, bool adopt = false)
         : readable_(rx.has_value()), writable_(tx.has_value()), rx_index_(rx.value_or(0)) {
+        const end_counts counts = counts_for(rx, tx);
+        if (rx) rx_.emplace(seg, *rx, true);
+        if (tx) tx_.emplace(seg, *tx, true);
+        ep_.emplace(std::move(seg), counts, adopt);
+    }
+    static end_counts counts_for(std::optional<std::uint32_t> rx, std::optional<std::uint32_t> tx) noexcept {
         end_counts counts{};
         if (rx) counts[reader_end(*rx)] = 1;
         if (tx) counts[writer_end(*tx)] = 1;
-        if (rx) rx_.emplace(seg, *rx, true);
-        if (tx) tx_.emplace(seg, *tx, true);
-        ep_.emplace(std::move(seg), counts);
+        return counts;
     }
     ~connection_impl() { close(); }
 
@@ -64,6 +69,11 @@ public:
     poll_slot poll_;
     std::optional<channel> rx_, tx_;
     std::optional<endpoint> ep_;
+};
+
+/// Makes a Connection from its parts (Listener and Client, lib/listener.cpp).
+struct connection_factory {
+    static Connection make(std::unique_ptr<connection_impl> impl) noexcept { return Connection(std::move(impl)); }
 };
 
 } // namespace shmq::detail

@@ -121,12 +121,12 @@ void install_fork_handlers() noexcept {
     });
 }
 
-endpoint::endpoint(std::shared_ptr<segment> seg, const end_counts& counts)
+endpoint::endpoint(std::shared_ptr<segment> seg, const end_counts& counts, bool adopt)
     : seg_(std::move(seg)), counts_(counts) {
     install_fork_handlers();
     // Attach and list under one lock, so a concurrent fork sees either neither or both.
     std::lock_guard<std::mutex> lock(endpoint_list::mutex());
-    registry::attach(*seg_, self(), counts_);
+    if (!adopt) registry::attach(*seg_, self(), counts_);
     endpoint_list::insert(this);
     announce_holder(*seg_);   // pollers watch holders' deaths: make them look again (poller.hpp)
 }

@@ -22,7 +22,9 @@ namespace shmq::detail {
 
 class endpoint {
 public:
-    endpoint(std::shared_ptr<segment> seg, const end_counts& counts);
+    /// Attaches counts for this process. adopt: the creator's registration is already in the
+    /// segment (segment_params::attach_creator), so only take it over. Throws as registry::attach.
+    endpoint(std::shared_ptr<segment> seg, const end_counts& counts, bool adopt = false);
     ~endpoint() { release(); }
     endpoint(const endpoint&) = delete;
     endpoint& operator=(const endpoint&) = delete;

@@ -84,6 +84,7 @@ void feeder::reset_after_fork() noexcept {
     // its thread does not exist here: forget both without destroying what the parent's thread
     // was using (a condition variable may have had that thread as a waiter).
     backlog_.clear();
+    spare_.clear();
     in_flight_ = 0;
     pending_.store(0, std::memory_order_release);
     unpublished_.store(nullptr, std::memory_order_release);   // the parent's slot, not ours
@@ -110,20 +111,37 @@ void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& o
     if (unpublished_.load(std::memory_order_relaxed) != unpublished)
         unpublished_.store(unpublished, std::memory_order_release);
     // Fast path: nothing of ours is pending, so writing now keeps FIFO order; don't wait for room.
-    if (pending_.load(std::memory_order_acquire) == 0 && item.size() <= ch_.whole_limit()) {
+    // Any size: a message larger than the free space is refused whole by the zero deadline
+    // (channel::stream writes all of it or nothing), and only then copied into the backlog.
+    if (pending_.load(std::memory_order_acquire) == 0) {
         static const deadline now(timeout_t(std::chrono::duration<double>(0)));
         const uncounter shared_only{nullptr, unpublished};
         if (ch_.write(item, now, max_messages_, &shared_only) == io_status::ok) return;
     }
-    std::lock_guard<std::mutex> lock(m_);
+    // A large item is copied outside m_: the thread takes m_ between batches, and a copy of
+    // a megabyte under it held the thread (sharing this process's CPU) off the ring for ~0.1 ms
+    // per item. Small items are copied under it: one lock instead of two.
+    const bool copy_unlocked = item.size() >= channel::large_item;
+    std::unique_lock<std::mutex> lock(m_);
     if (failed_.load(std::memory_order_acquire)) throw broken_error(failure_);
+    std::vector<std::byte> buf;
+    if (!spare_.empty()) {
+        buf = std::move(spare_.back());   // its capacity is reused
+        spare_.pop_back();
+    }
+    if (copy_unlocked) lock.unlock();
     try {
-        backlog_.emplace_back(item.begin(), item.end());
+        buf.assign(item.begin(), item.end());
     } catch (const std::bad_alloc&) {
         throw error(what_ + ": no memory to keep a " + std::to_string(item.size()) +
                     "-byte item in this process's backlog: " + std::strerror(ENOMEM) + " (errno " +
                     std::to_string(ENOMEM) + ")");
     }
+    if (copy_unlocked) {
+        lock.lock();
+        if (failed_.load(std::memory_order_acquire)) throw broken_error(failure_);
+    }
+    backlog_.push_back(std::move(buf));
     pending_.fetch_add(1, std::memory_order_acq_rel);
     if (!running_) {
         if (thread_.joinable()) thread_.join();   // a previous thread that ran dry and ended
@@ -186,8 +204,13 @@ void feeder::run_loop() {
         // cancel() does not stop delivery (as in Python, it only stops others waiting for it).
         if (backlog_.empty()) {
             running_ = false;
+            std::vector<std::vector<std::byte>>().swap(spare_);
             drained_.notify_all();
             return;
+        }
+        for (auto& done : batch) {
+            if (spare_.size() == spare_max) break;
+            spare_.push_back(std::move(done));
         }
         batch.clear();
         while (!backlog_.empty() && batch.size() < batch_max) {
@@ -202,13 +225,13 @@ void feeder::run_loop() {
         while (done < batch.size()) {
             const auto& item = batch[done];
             std::size_t n = 0;
-            if (item.size() > ch_.whole_limit()) {
+            if (item.size() > ch_.stream_limit()) {
                 // Streamed. No deadline: giving up between pieces would throw away the pieces a
                 // reader already has, and starting over could repeat that for ever.
                 if (ch_.write(item, deadline(), max_messages_, &unc) == io_status::ok) n = 1;
             } else {
                 views.clear();
-                for (std::size_t i = done; i < batch.size() && batch[i].size() <= ch_.whole_limit(); ++i)
+                for (std::size_t i = done; i < batch.size() && batch[i].size() <= ch_.stream_limit(); ++i)
                     views.emplace_back(batch[i].data(), batch[i].size());
                 n = ch_.write_some(views, deadline(timeout_t(feeder_slice)), max_messages_, &unc);
                 // No room: wait for some, a slice at a time.

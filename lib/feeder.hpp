@@ -81,6 +81,11 @@ private:
     std::condition_variable work_;      // the thread waits here for items or stop
     std::condition_variable drained_;   // flush() waits here
     std::deque<std::vector<std::byte>> backlog_;
+    // Under m_: buffers of items the thread has published, for put() to copy the next items
+    // into: a burst of large puts then allocates (and page-faults) only its first few buffers.
+    // At most spare_max; dropped when the thread runs dry, so an idle queue holds no memory.
+    std::vector<std::vector<std::byte>> spare_;
+    static constexpr std::size_t spare_max = 8;
     // For qsize(): items of this process not yet visible in the ring. The channel decrements it
     // just before it publishes them (so it never overlaps the ring's count).
     std::atomic<std::size_t> pending_{0};

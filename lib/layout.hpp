@@ -25,7 +25,7 @@
 namespace shmq::detail {
 
 inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
-inline constexpr std::uint32_t layout_version = 5;   // bump on any change below
+inline constexpr std::uint32_t layout_version = 6;   // bump on any change below
 inline constexpr std::size_t cache_line = 64;
 
 /// segment_header::flags.
@@ -74,6 +74,15 @@ struct segment_header {
     // lease words then may belong to another namespace, so a lease owner that looks dead is not
     // taken over (liveness::unknown); registry slots carry their own namespace and stay exact.
     std::atomic<std::uint32_t> foreign_pidns;
+    // Named objects with a registry (not the object kinds): set once, 0 -> 1, under the registry
+    // lock, by a process that found no live holder and is about to unlink or replace the name
+    // (lib/lifecycle.cpp: `shmq gc --yes`, create with if_exists::replace_stale). Read under the
+    // same lock by registry::attach, which then refuses (retired_error) so an opener that
+    // mapped the old object goes back to the name and finds the new one or none. Never cleared:
+    // a retired segment is never used again. A retirer killed after setting it leaves the name
+    // in place with a segment nobody can open (not_found_error); the next gc or replace_stale
+    // removes it, since a retired segment is stale by definition.
+    std::atomic<std::uint32_t> retired;
 };
 
 /// Endpoint accounting. An "end" is the writer (2c) or reader (2c+1) side of channel c.
@@ -120,6 +129,11 @@ struct pending_fork {
 struct alignas(cache_line) registry_state {
     robust_mutex lock;
     std::atomic<std::uint32_t> holders[max_ends];   // slots' counts plus pending forks' counts
+    // How many times registry::attach() succeeded (opens and creations; fork settlements do not
+    // count). Written under `lock`, only grows. Read without the lock by a Client waiting for
+    // its connection to be accepted (listener.cpp): a sticky "someone opened the other ends",
+    // which a holder count is not (an accepter may close again before the client looks).
+    std::atomic<std::uint64_t> opens;
     holder_slot slots[max_holders];
     pending_fork pending[max_pending_forks];
 };
@@ -191,6 +205,13 @@ struct alignas(cache_line) channel_state {
     alignas(cache_line) robust_mutex rlock;
     // The same for readers and their cached copy of tail.
     std::atomic<std::uint64_t> rgen;
+    // Written by the reader-lease holder: head + 1 while it lends the record at head in place
+    // (Connection::recv_view), 0 otherwise (records start 8-aligned, so head + 1 is never 0).
+    // Set after the pads in front are consumed, cleared after head moves past the record. A
+    // reader that takes the lease and finds it equal to head + 1 knows the viewer died holding
+    // the view and skips that record: a message that killed its reader is not handed to the
+    // next one (at most once, channel.cpp skip_dead_view).
+    std::atomic<std::uint64_t> viewing;
     // Written by the writer-lease holder after each publication, read by readers that run dry.
     alignas(cache_line) std::atomic<std::uint64_t> tail;   // packed position: end of published records
     // Written by the reader-lease holder after each consumption, read by writers that run out of room.

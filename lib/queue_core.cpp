@@ -37,6 +37,7 @@
 #include "channel.hpp"
 #include "endpoint.hpp"
 #include "feeder.hpp"
+#include "lifecycle.hpp"
 #include "registry.hpp"
 #include "retained.hpp"
 #include "liveness.hpp"
@@ -134,11 +135,12 @@ std::optional<quiet_snapshot> quiet(const segment& seg) noexcept {
 
 class queue_impl : public std::enable_shared_from_this<queue_impl> {
 public:
-    queue_impl(std::shared_ptr<segment> seg, queue_flavor flavor)
+    /// adopt: seg was just created with this process pre-attached (lifecycle::create).
+    queue_impl(std::shared_ptr<segment> seg, queue_flavor flavor, bool adopt = false)
         : seg_(std::move(seg)),
           flavor_(flavor),
           maxsize_(seg_->header().maxsize),
-          ep_(seg_, handle_counts()),
+          ep_(seg_, handle_counts(), adopt),
           ch_(seg_, 0, false) {
         if (maxsize_ < 0 || maxsize_ > maxsize_limit)
             throw broken_error("shmq: corrupt queue header (maxsize)");
@@ -215,17 +217,27 @@ queue_core::queue_core(queue_flavor flavor, std::int64_t maxsize, const options&
 
 queue_core queue_core::create(queue_flavor flavor, std::string_view name, std::int64_t maxsize,
                               const options& opts, std::uint64_t fp) {
-    auto seg = segment::create_named(name, params_for(flavor, maxsize, opts, fp), opts.mode);
-    return queue_core(std::make_shared<queue_impl>(std::move(seg), flavor));
+    segment_params p = params_for(flavor, maxsize, opts, fp);
+    p.creator_counts = queue_impl::handle_counts();
+    return lifecycle::reopen([&] {
+        auto made = lifecycle::create(name, p, opts);
+        return queue_core(std::make_shared<queue_impl>(std::move(made.seg), flavor, made.fresh));
+    });
 }
 
 queue_core queue_core::open(queue_flavor flavor, std::string_view name, std::uint64_t fp,
                             const options& opts) {
-    auto seg = segment::open_named(name, static_cast<segment_kind>(flavor), fp, opts.trust_foreign);
-    return queue_core(std::make_shared<queue_impl>(std::move(seg), flavor));
+    return lifecycle::reopen([&] {
+        auto seg = segment::open_named(name, static_cast<segment_kind>(flavor), fp, opts.trust_foreign);
+        return queue_core(std::make_shared<queue_impl>(std::move(seg), flavor));
+    });
 }
 
 bool queue_core::remove(std::string_view name) noexcept { return segment::remove(name); }
+
+bool queue_core::remove_if_named_here() const noexcept {
+    return impl_ && impl_->seg_->named_here() && segment::remove(impl_->seg_->name());
+}
 
 queue_core::queue_core(queue_core&&) noexcept = default;
 
@@ -277,7 +289,8 @@ void queue_core::put(std::span<const std::byte> item, bool block, const timeout_
             q.seg_->check_lost();   // written into a truncated segment's stand-in: not delivered
             return;
         }
-        deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
+        // SimpleQueue's facade always waits (Python's has no timeouts); the `shmq` tool passes one.
+        deadline until = deadline::from(block, timeout);
         const uncounter unc{nullptr, unpublished};
         const io_status st = q.ch_.write(item, until, static_cast<std::uint64_t>(q.maxsize_), &unc);
         handed_over = st == io_status::ok;
@@ -296,7 +309,7 @@ void queue_core::put(std::span<const std::byte> item, bool block, const timeout_
 void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
     check_open();
     queue_impl& q = *impl_;
-    deadline until = q.flavor_ == queue_flavor::simple ? deadline() : deadline::from(block, timeout);
+    deadline until = deadline::from(block, timeout);   // SimpleQueue: always forever (see put)
     // A JoinableQueue item is ours to task_done once read: the channel counts it in our slot
     // under the reader lease (see the crash windows above); retained records are also marked.
     std::optional<taker> tk;

@@ -196,6 +196,8 @@ static void attach_locked(registry_state& r, const process_identity& who, const 
 void attach(const segment& s, const process_identity& who, const end_counts& counts) {
     registry_state& r = s.registry();
     locked guard(r, holder_deadline());
+    if (guard.owns() && s.header().retired.load(std::memory_order_acquire) != 0)
+        throw retired_error("shmq: '" + s.name() + "' was removed or replaced while being opened");
     if (!guard.owns())
         throw error("shmq: " + (s.name().empty() ? std::string("an anonymous object") : "'" + s.name() + "'") +
                     ": its registry lock has been held by process " +
@@ -203,6 +205,7 @@ void attach(const segment& s, const process_identity& who, const end_counts& cou
                     std::to_string(holder_wait.count()) +
                     " s (stopped, or in another pid namespace, or the segment is corrupt)");
     attach_locked(r, who, counts, queue_of(s));
+    r.opens.fetch_add(1, std::memory_order_release);
 }
 
 bool park_for_fork(const segment& s, std::uint64_t token, const process_identity& parent,
@@ -304,6 +307,33 @@ std::uint32_t reap_any(const segment& s) noexcept {
     locked guard(r, deadline(timeout_t(std::chrono::duration<double>(0))));
     if (!guard.owns()) return 0;
     return drop_dead(r, any_end, queue_of(s));
+}
+
+verdict retire(const segment& s, bool need_dead, const std::function<bool()>& then,
+               process_identity* live) noexcept {
+    registry_state& r = s.registry();
+    locked guard(r, holder_deadline());
+    if (!guard.owns()) return verdict::busy;
+    auto& retired = s.header().retired;
+    const bool again = retired.load(std::memory_order_acquire) != 0;
+    const std::uint32_t dead = drop_dead(r, any_end, queue_of(s));
+    for (auto& slot : r.slots)
+        if (slot.pid.load(std::memory_order_relaxed) != 0) {
+            if (live) *live = holder_of(slot);
+            return verdict::held;
+        }
+    for (auto& p : r.pending)
+        if (p.token.load(std::memory_order_relaxed) != 0) {
+            if (live) *live = parent_of(p);
+            return verdict::held;
+        }
+    if (need_dead && dead == 0 && !again) return verdict::unheld;
+    retired.store(1, std::memory_order_release);
+    SHMQ_TEST_HOOK("registry.retired");
+    if (then()) return verdict::retired;
+    // Nobody attached meanwhile (attach needs this lock), so clearing it is unobservable.
+    if (!again) retired.store(0, std::memory_order_release);
+    return verdict::kept;
 }
 
 holder_slot* slot_of(const segment& s, const process_identity& who) noexcept {

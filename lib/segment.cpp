@@ -2,6 +2,7 @@
 #include "segment.hpp"
 
 #include "liveness.hpp"
+#include "registry.hpp"
 #include "test_hook.hpp"
 
 #include <shmq/errors.hpp>
@@ -157,7 +158,7 @@ void segment::check_lost() const {
 
 void segment::map(int fd, std::uint64_t bytes) {
     unmap();
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void* p = ::mmap(nullptr, bytes, read_only_ ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
         const int err = errno;
         throw error((name_.empty() ? std::string("shmq") : describe(name_)) + ": cannot map " +
@@ -194,6 +195,25 @@ void segment::unmap() noexcept {
 }
 
 segment::~segment() { unmap(); }
+
+void segment::remember_file(int fd) noexcept {
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) {
+        dev_ = static_cast<std::uint64_t>(st.st_dev);
+        ino_ = static_cast<std::uint64_t>(st.st_ino);
+    }
+}
+
+bool segment::named_here() const noexcept {
+    if (name_.empty() || ino_ == 0) return false;
+    try {
+        struct stat st {};
+        if (::lstat(file_path(system_name(name_)).c_str(), &st) != 0) return false;
+        return static_cast<std::uint64_t>(st.st_dev) == dev_ && static_cast<std::uint64_t>(st.st_ino) == ino_;
+    } catch (...) {
+        return false;
+    }
+}
 
 std::uint64_t ring_capacity_for(std::uint64_t requested) {
     if (requested > max_capacity)
@@ -255,6 +275,8 @@ void segment::initialize(const segment_params& p, std::uint64_t capacity) {
             channel(c).release.store(start, std::memory_order_relaxed);
         }
     if (p.init_object) p.init_object(object());
+    // The creator is a holder from the first instant anyone can see the object (segment.hpp).
+    if (p.attach_creator && !is_object_kind(p.kind)) registry::attach(*this, self(), p.creator_counts);
     h.ready.store(1, std::memory_order_release);
 }
 
@@ -323,11 +345,16 @@ std::string segment::system_name(std::string_view name) { return "shmq." + std::
 std::shared_ptr<segment> segment::create_named(std::string_view name, const segment_params& p,
                                                unsigned mode) {
     check_name(name);
+    return create_named_at(name, "/" + system_name(name), p, mode);
+}
+
+std::shared_ptr<segment> segment::create_named_at(std::string_view name, const std::string& sys,
+                                                  const segment_params& p, unsigned mode) {
+    check_name(name);
     std::uint64_t cap = 0;
     std::shared_ptr<segment> s(new segment);
     s->size_ = s->plan_for(p, cap);
     s->name_ = std::string(name);
-    const std::string sys = "/" + system_name(name);
     // O_EXCL fails on any existing entry, a symbolic link included (never followed).
     const int fd = ::shm_open(sys.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                               static_cast<mode_t>(mode & 0777));
@@ -338,6 +365,7 @@ std::shared_ptr<segment> segment::create_named(std::string_view name, const segm
         throw error(describe(name) + ": cannot create shared memory: " + errno_text(err));
     }
     fd_closer closer{fd};
+    s->remember_file(fd);
     try {
         // Apply the mode exactly: shm_open's mode is narrowed by the umask.
         if (::fchmod(fd, static_cast<mode_t>(mode & 07777)) != 0)
@@ -358,19 +386,20 @@ std::shared_ptr<segment> segment::create_named(std::string_view name, const segm
 
 std::shared_ptr<segment> segment::open_named(std::string_view name, segment_kind kind,
                                              std::uint64_t type_fingerprint, bool trust_foreign) {
-    return open_checked(name, &kind, &type_fingerprint, trust_foreign);
+    return open_checked(name, &kind, &type_fingerprint, trust_foreign,
+                        inspect_mode{.read_only = false, .wait = true});
 }
 
-std::shared_ptr<segment> segment::inspect(std::string_view name) {
-    return open_checked(name, nullptr, nullptr, true);
+std::shared_ptr<segment> segment::inspect(std::string_view name, inspect_mode how) {
+    return open_checked(name, nullptr, nullptr, true, how);
 }
 
 std::shared_ptr<segment> segment::open_checked(std::string_view name, const segment_kind* kind,
                                                const std::uint64_t* type_fingerprint,
-                                               bool trust_foreign) {
+                                               bool trust_foreign, inspect_mode how) {
     check_name(name);
     const std::string sys = "/" + system_name(name);
-    const int fd = ::shm_open(sys.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+    const int fd = ::shm_open(sys.c_str(), (how.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC, 0);
     if (fd < 0) {
         const int err = errno;
         if (err == ENOENT) throw not_found_error(describe(name) + " does not exist");
@@ -397,10 +426,13 @@ std::shared_ptr<segment> segment::open_checked(std::string_view name, const segm
                                "); pass options::trust_foreign to open it anyway");
     }
 
-    // The creator may still be sizing and initializing it: wait a little for `ready`.
-    auto give_up = std::chrono::steady_clock::now() + creator_grace;
+    // The creator may still be sizing and initializing it: wait a little for `ready` (tools
+    // do not wait: `shmq ls` must never block on a half-made object).
+    auto give_up = std::chrono::steady_clock::now() + (how.wait ? creator_grace : decltype(creator_grace)(0));
     std::shared_ptr<segment> s(new segment);
     s->name_ = std::string(name);
+    s->read_only_ = how.read_only;
+    s->remember_file(fd);
     for (;;) {
         if (::fstat(fd, &st) != 0) throw error(describe(name) + ": fstat: " + errno_text(errno));
         const auto size = static_cast<std::uint64_t>(st.st_size);
@@ -409,8 +441,9 @@ std::shared_ptr<segment> segment::open_checked(std::string_view name, const segm
             s->size_ = size;
             if (s->header().ready.load(std::memory_order_acquire) == 1 && !s->lost()) break;
         }
-        if (std::chrono::steady_clock::now() > give_up)
-            throw broken_error(describe(name) + ": segment was never initialized by its creator");
+        if (std::chrono::steady_clock::now() >= give_up)
+            throw uninitialized_error(describe(name) + (how.wait ? ": segment was never initialized by its creator"
+                                                                 : ": its creator has not initialized it (yet)"));
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
 
@@ -448,7 +481,7 @@ std::shared_ptr<segment> segment::open_checked(std::string_view name, const segm
         throw broken_error(describe(name) + ": corrupt header (channels or capacity)");
     // A process of another pid namespace: pids in lease words may now name processes we cannot
     // see, so nobody may take a lease over on the word of /proc alone (layout.hpp).
-    if (h.pidns != 0 && self().pidns != 0 && h.pidns != self().pidns)
+    if (h.pidns != 0 && self().pidns != 0 && h.pidns != self().pidns && !how.read_only)
         s->header().foreign_pidns.store(1, std::memory_order_release);
     const std::uint64_t expect = s->plan(channels, cap);
     if (h.total_size != expect || s->size_ < expect)

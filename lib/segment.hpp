@@ -30,6 +30,9 @@
 
 #include "layout.hpp"
 
+#include <shmq/errors.hpp>
+
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -50,6 +53,24 @@ struct segment_params {
     /// Object kinds: writes the object area's initial state (it is zero-filled) before the
     /// segment is published as ready, so an opener never sees it half-made. Must not throw.
     std::function<void(void* object)> init_object;
+    /// Named kinds with a registry: registers the creating process as a holder of these ends
+    /// before the segment is published as ready, so no instant exists at which a live creator's
+    /// object looks unheld (and stale) to `shmq gc` or a replace_stale. The handle's endpoint then
+    /// adopts that registration (endpoint.hpp) instead of attaching again.
+    bool attach_creator = false;
+    std::array<std::uint32_t, max_ends> creator_counts{};
+};
+
+/// How segment::inspect opens (tools and lifecycle decisions).
+struct inspect_mode {
+    bool read_only = true;   // O_RDONLY + PROT_READ: works on an object the user may only read
+    bool wait = false;       // wait creator_grace (2 s) for a creator still initializing
+};
+
+/// Thrown when a segment's creator has not (yet) published it as ready.
+class uninitialized_error : public broken_error {
+public:
+    using broken_error::broken_error;
 };
 
 class segment {
@@ -61,6 +82,11 @@ public:
     /// A failed create leaves no name behind.
     static std::shared_ptr<segment> create_named(std::string_view name, const segment_params& p,
                                                  unsigned mode);
+    /// As create_named, but at the POSIX name `system_path` ("/shmq.<name>.<suffix>") while the
+    /// segment calls itself `name`: lifecycle.cpp builds a replacement there, then renames it
+    /// over the name. Throws as create_named.
+    static std::shared_ptr<segment> create_named_at(std::string_view name, const std::string& system_path,
+                                                    const segment_params& p, unsigned mode);
     /// Opens and validates. Throws value_error (bad name), not_found_error, permission_error
     /// (symbolic link, not a regular file, another owner or writable by group/others without
     /// trust_foreign; EACCES), type_error (another kind of object or another T), broken_error
@@ -68,15 +94,24 @@ public:
     static std::shared_ptr<segment> open_named(std::string_view name, segment_kind kind,
                                                std::uint64_t type_fingerprint,
                                                bool trust_foreign = false);
-    /// Opens and validates any kind of shmq segment, for tools (which only read): trusts any
-    /// owner. Throws as open_named.
-    static std::shared_ptr<segment> inspect(std::string_view name);
+    /// Opens and validates any kind of shmq segment, for tools and lifecycle decisions: trusts
+    /// any owner. By default read-only and without waiting: a segment whose creator has not
+    /// published it yet gives uninitialized_error at once. A read-only segment must not be
+    /// written through (no registry lock, no attach). Throws as open_named.
+    static std::shared_ptr<segment> inspect(std::string_view name, inspect_mode how = {});
     /// Unlinks the name. Never throws; false when there was nothing to remove or the name is bad.
     static bool remove(std::string_view name) noexcept;
     /// Throws value_error for an empty name, one containing '/' or NUL, or longer than 200.
     static void check_name(std::string_view name);
     /// The POSIX shared memory name of a user's name ("shmq.<name>").
     static std::string system_name(std::string_view name);
+    /// Where POSIX shared memory names live as files (glibc's shm_open: /dev/shm).
+    static std::string file_path(std::string_view system_name) { return "/dev/shm/" + std::string(system_name); }
+
+    /// True while the user name still names this very segment (same device and inode), not a
+    /// replacement or nothing. Never throws.
+    bool named_here() const noexcept;
+    bool read_only() const noexcept { return read_only_; }
 
     segment_header& header() const noexcept { return *static_cast<segment_header*>(base_); }
     registry_state& registry() const noexcept { return *at<registry_state>(registry_off_); }
@@ -118,10 +153,11 @@ private:
     void initialize(const segment_params& p, std::uint64_t capacity);
     static std::shared_ptr<segment> open_checked(std::string_view name, const segment_kind* kind,
                                                  const std::uint64_t* type_fingerprint,
-                                                 bool trust_foreign);
+                                                 bool trust_foreign, inspect_mode how);
     /// Maps `bytes` of fd (replacing any earlier view) and, for named segments, registers the
     /// view with the SIGBUS guard. Throws error with errno.
     void map(int fd, std::uint64_t bytes);
+    void remember_file(int fd) noexcept;
     void unmap() noexcept;
     /// Tells the SIGBUS guard where the channel positions are (after plan()).
     void set_guard_layout() noexcept;
@@ -134,6 +170,8 @@ private:
     std::uint64_t registry_off_ = 0, queue_off_ = 0, channels_off_ = 0, rings_off_ = 0;
     std::uint64_t object_off_ = 0, object_bytes_ = 0;
     std::string name_;
+    bool read_only_ = false;
+    std::uint64_t dev_ = 0, ino_ = 0;   // of the named file, for named_here()
 };
 
 /// Rounds a requested ring size up to a valid capacity. Throws value_error when too large.

@@ -298,6 +298,28 @@ private:
     std::vector<std::string> names_;
 };
 
+/// Forks a child that runs make(), keeps what it returns (a handle: never closed) and SIGKILLs
+/// itself once make() has returned: a creator that died holding its object. Returns the child's
+/// status from wait_child (-SIGKILL when all went as planned; make() failing gives its exit code).
+template <class Make> int die_holding(Make make) {
+    int fds[2];
+    if (::pipe(fds) != 0) return child_wait_failed;
+    scoped_child child([&] {
+        ::close(fds[0]);
+        auto keep = make();
+        char c = 1;
+        if (::write(fds[1], &c, 1) != 1) return 3;
+        ::raise(SIGKILL);
+        return 4;
+    });
+    ::close(fds[1]);
+    char c = 0;
+    const bool made = ::read(fds[0], &c, 1) == 1;   // EOF when the child ended without it
+    ::close(fds[0]);
+    const int status = child.wait(10s);
+    return made || status != -SIGKILL ? status : child_wait_failed;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shared scratch memory for children to report through (counters, flags, results).
 

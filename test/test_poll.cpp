@@ -325,6 +325,53 @@ BOOST_AUTO_TEST_CASE(a_forked_child_gets_its_own_descriptor, *utf::timeout(30))
     BOOST_TEST(!ep.readable(0));
 }
 
+BOOST_AUTO_TEST_CASE(a_view_released_re_arms_the_descriptor, *utf::timeout(30))
+{
+    auto [rx, tx] = shmq::Pipe(false);
+    epoll_on ep(rx.fileno());
+    tx.send_bytes(bytes_of("in place"));
+    BOOST_TEST(ep.readable(2000));
+    {
+        auto v = rx.recv_view();
+        BOOST_TEST(to_string(v.bytes()) == "in place");
+        BOOST_TEST(ep.readable());   // not consumed until release
+    }
+    BOOST_TEST(!ep.readable());      // released: gone, and the descriptor knows
+}
+
+BOOST_AUTO_TEST_CASE(listener_connections_poll_across_unrelated_processes, *utf::timeout(60))
+{
+    // The client is forked before the listener exists and connects by name, as another program
+    // would. Its connection's fileno() in the server wakes for its messages and for its death;
+    // send_handle has no descriptor socket between unrelated processes and says so.
+    const std::string name = unique_name("pollsrv");
+    shm_remover cleanup(name);
+    go_pipe listening, go;
+    scoped_child client([&] {
+        if (!listening.wait_go()) return 2;
+        shmq::Connection c = shmq::Client(name, 10s);
+        if (!go.wait_go()) return 3;
+        c.send(std::string("hello"));
+        for (;;) ::pause();   // killed by the server
+        return 0;
+    });
+    shmq::Listener l(name);
+    listening.go();
+    shmq::Connection c = l.accept(10s);
+    epoll_on ep(c.fileno());
+    BOOST_TEST(!c.poll());
+    BOOST_TEST(!ep.readable(100));
+    go.go();
+    BOOST_TEST(ep.readable(5000));
+    BOOST_TEST(c.recv<std::string>() == "hello");
+    BOOST_TEST(!ep.readable());
+    BOOST_CHECK_THROW(c.send_handle(0), shmq::value_error);
+    client.kill();
+    BOOST_TEST(ep.readable(5000));
+    BOOST_CHECK_THROW(c.recv<std::string>(), shmq::eof_error);
+    BOOST_TEST(client.wait(5s) == -SIGKILL);
+}
+
 // ---- Queue::fileno ---------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(queue_fileno_is_readable_exactly_when_get_would_not_block, *utf::timeout(30))

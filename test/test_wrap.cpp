@@ -92,7 +92,7 @@ BOOST_AUTO_TEST_CASE(stale_reader_cache_after_byte_wrap)
     w.put(m2);
     BOOST_REQUIRE(r1.get(true, 2s) == m1);   // r1's cached tail is past m2 now
 
-    auto seg = sd::segment::inspect(name);
+    auto seg = sd::segment::inspect(name, sd::inspect_mode{.read_only = false, .wait = true});   // writes positions
     auto& st = seg->channel(0);
     const std::uint64_t h1 = st.head.load();   // where m2 starts
     BOOST_REQUIRE(r2.get(true, 2s) == m2);
@@ -145,7 +145,7 @@ BOOST_AUTO_TEST_CASE(stale_writer_cache_after_message_wrap)
     w1.put("a");
     BOOST_REQUIRE(r.get(true, 2s) == "a");
 
-    auto seg = sd::segment::inspect(name);
+    auto seg = sd::segment::inspect(name, sd::inspect_mode{.read_only = false, .wait = true});   // writes positions
     auto& st = seg->channel(0);
     const std::uint64_t p = st.tail.load();
     BOOST_REQUIRE_EQUAL(st.head.load(), p);

@@ -19,6 +19,11 @@ public:
                                                         base::to_maxsize(maxsize), opts,
                                                         base::fingerprint()));
     }
+    /// As Queue::open_or_create.
+    static JoinableQueue open_or_create(std::string_view name, std::size_t maxsize = 0, options opts = {}) {
+        opts.if_exists = if_exists::open;
+        return create(name, maxsize, opts);
+    }
     /// Throws as Queue::open; the second form takes options::trust_foreign.
     static JoinableQueue open(std::string_view name) { return open(name, options{}); }
     static JoinableQueue open(std::string_view name, const options& opts) {

@@ -13,6 +13,25 @@ namespace shmq {
 /// Timeouts are measured on std::chrono::steady_clock: a wall-clock jump changes nothing.
 using timeout_t = std::optional<std::chrono::duration<double>>;
 
+/// What create() does when the name exists (options::if_exists). Applies to Queue, SimpleQueue,
+/// JoinableQueue and Listener; the synchronization objects and shared values keep no holders,
+/// so they accept only `fail` (value_error otherwise).
+enum class if_exists {
+    /// exists_error, as always.
+    fail,
+    /// Open the existing object instead (Boost.Interprocess's open_or_create). Its creator's
+    /// settings stand (maxsize, capacity, mode, redeliver); a different kind or T is type_error.
+    open,
+    /// Replace the existing object if no live process holds it (every holder dead, or none left:
+    /// a restarted server's own queue after a SIGKILL). Decided under the old object's registry
+    /// lock, so a process opening the old object at that moment either registered first (then
+    /// it is a live holder and create() throws exists_error naming it) or is sent back to the
+    /// name, where it finds the new object: the replacement is renamed over the name, which
+    /// never goes missing. What the old object held is discarded. An object its creator never
+    /// finished initializing (killed mid-create) is replaced once it is 2 s old.
+    replace_stale,
+};
+
 /// Options for every object that owns channels (Pipe, Queue, SimpleQueue, JoinableQueue).
 struct options {
     /// Ring bytes per direction, rounded up to a power of two (at least 4 KiB). Messages larger
@@ -32,6 +51,8 @@ struct options {
     /// an item must fit in half the ring (larger ones are refused with value_error at put).
     /// Fixed at create (or construction); open() uses the creator's choice.
     bool redeliver = false;
+    /// For create(): what to do when the name exists (see if_exists). Ignored by open().
+    shmq::if_exists if_exists = shmq::if_exists::fail;
 };
 
 } // namespace shmq

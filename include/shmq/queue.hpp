@@ -40,9 +40,18 @@ public:
         : core_(detail::queue_flavor::queue, to_maxsize(maxsize), opts, fingerprint()) {}
 
     /// Creates the named queue /dev/shm/shmq.<name>. Throws exists_error, value_error (bad name).
+    /// When the name exists, opts.if_exists decides: fail (exists_error), open it, or replace it
+    /// if no live process holds it (if_exists::replace_stale; exists_error naming a live holder
+    /// otherwise). Every handle, the creator's too, is a registered holder (`shmq stat`).
     static Queue create(std::string_view name, std::size_t maxsize = 0, options opts = {}) {
         return Queue(detail::queue_core::create(detail::queue_flavor::queue, name,
                                                 to_maxsize(maxsize), opts, fingerprint()));
+    }
+    /// create() with if_exists::open: the existing queue (its creator's maxsize and options
+    /// stand; type_error for another T or kind) or a new one. Throws as create() and open().
+    static Queue open_or_create(std::string_view name, std::size_t maxsize = 0, options opts = {}) {
+        opts.if_exists = if_exists::open;
+        return create(name, maxsize, opts);
     }
     /// Opens a named queue. Throws not_found_error, type_error (another T or kind), broken_error
     /// (bad header, or smaller than it says), permission_error (a symbolic link at the name, or
@@ -66,17 +75,14 @@ public:
     }
     /// Throws closed_error, empty_error, codec_error, broken_error.
     T get(bool block = true, timeout_t timeout = std::nullopt) {
-        if constexpr (detail::decodes_in_place_v<T>) {
-            T out;   // std::string or a byte vector: the item is copied straight into it
-            detail::container_sink<T> sink(out);
-            core_.get(sink, block, timeout);
-            return out;
-        } else {
-            auto& buf = detail::decode_scratch();
-            detail::container_sink<std::vector<std::byte>> sink(buf);
-            core_.get(sink, block, timeout);
-            return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
-        }
+        return detail::get_item<T>(core_, block, timeout);
+    }
+    /// As get(), into `out`: a std::string or byte vector keeps its capacity, so a consumer that
+    /// reuses one container allocates nothing once it has held the largest item (get() allocates
+    /// and fills a new one for every item). Other types are move-assigned. On an exception `out`
+    /// holds unspecified contents. Throws as get().
+    void get_into(T& out, bool block = true, timeout_t timeout = std::nullopt) {
+        detail::get_item_into(core_, out, block, timeout);
     }
     void put_nowait(const T& obj) { put(obj, false); }
     T get_nowait() { return get(false); }

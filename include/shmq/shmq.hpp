@@ -8,6 +8,7 @@
 #include <shmq/connection.hpp>
 #include <shmq/errors.hpp>
 #include <shmq/joinable_queue.hpp>
+#include <shmq/listener.hpp>
 #include <shmq/options.hpp>
 #include <shmq/pool.hpp>
 #include <shmq/process.hpp>

@@ -24,6 +24,11 @@ public:
         return SimpleQueue(detail::queue_core::create(detail::queue_flavor::simple, name, 0, opts,
                                                       detail::type_fingerprint<T>()));
     }
+    /// As Queue::open_or_create.
+    static SimpleQueue open_or_create(std::string_view name, options opts = {}) {
+        opts.if_exists = if_exists::open;
+        return create(name, opts);
+    }
     /// Throws as Queue::open; the second form takes options::trust_foreign.
     static SimpleQueue open(std::string_view name) { return open(name, options{}); }
     static SimpleQueue open(std::string_view name, const options& opts) {
@@ -43,18 +48,10 @@ public:
     }
     /// Throws closed_error, codec_error, broken_error.
     T get() {
-        if constexpr (detail::decodes_in_place_v<T>) {
-            T out;   // std::string or a byte vector: the item is copied straight into it
-            detail::container_sink<T> sink(out);
-            core_.get(sink, true, std::nullopt);
-            return out;
-        } else {
-            auto& buf = detail::decode_scratch();
-            detail::container_sink<std::vector<std::byte>> sink(buf);
-            core_.get(sink, true, std::nullopt);
-            return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
-        }
+        return detail::get_item<T>(core_, true, std::nullopt);
     }
+    /// As get(), into `out`, reusing its capacity (Queue::get_into).
+    void get_into(T& out) { detail::get_item_into(core_, out, true, std::nullopt); }
     /// Throws closed_error.
     bool empty() const {
         core_.check_open();

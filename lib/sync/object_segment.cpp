@@ -27,6 +27,11 @@ std::shared_ptr<segment> make_object(const object_spec& spec) {
 
 std::shared_ptr<segment> create_object(std::string_view name, const object_spec& spec,
                                        const options& opts) {
+    // No registry, so nothing can tell a stale object from a live one (lifecycle.hpp).
+    if (opts.if_exists != if_exists::fail)
+        throw value_error("shmq: '" + std::string(name) +
+                          "': options::if_exists applies to queues and Listener only; "
+                          "synchronization objects and shared values keep no holders");
     return segment::create_named(name, params_of(spec), opts.mode);
 }
 

@@ -47,10 +47,11 @@ public:
         if (n_ == 0) start_ = clock::now();
         ++n_;
         if (busy_) {
-            // Back off exponentially: every look at the other side's position pulls its cache
-            // line away from the writer of it, so looking less often lets it publish several
-            // records, which are then taken in a row from the cached position.
-            for (unsigned i = 0, k = 1u << std::min(n_, 4u); i < k; ++i) cpu_relax();
+            // One pause between looks. Backing off exponentially (up to 16 pauses, ~400 ns)
+            // was meant to let the other side publish several records per look, but it added
+            // half of a small message's round trip: the record is there long before the next
+            // look.
+            cpu_relax();
             if ((n_ & 7) == 0 && clock::now() - start_ > busy_time) {
                 busy_ = false;
                 if (start_.time_since_epoch().count() < contended_until.load(std::memory_order_relaxed))

@@ -289,7 +289,7 @@ void run_one(std::span<const std::uint8_t> in) {
 
     if (in.size() > 2) {
         // The view stays mapped while its shared_ptr lives: corrupt, then let go before open.
-        const auto seg = segment::inspect(name);
+        const auto seg = segment::inspect(name, shmq::detail::inspect_mode{.read_only = false, .wait = true});
         apply_patches(*seg, in.subspan(2));
         // A segment whose `ready` flag is not set looks like one still being initialized, and
         // open waits seconds (by design) for its creator: every input that touched the flag
@@ -350,7 +350,7 @@ std::vector<std::uint8_t> snapshot(std::uint8_t setup_byte, std::uint8_t ops_byt
     {
         auto q = shmq::Queue<std::string>::create(name, 0, shmq::options{.capacity = 4096});
         traffic(q);
-        const auto seg = segment::inspect(name);
+        const auto seg = segment::inspect(name, shmq::detail::inspect_mode{.read_only = false, .wait = true});
         put_patch(in, 3, 0, &seg->channel(0), sizeof(shmq::detail::channel_state));
         put_patch(in, 4, 0, seg->ring(0), static_cast<std::size_t>(seg->capacity()));
         q.cancel_join_thread();

@@ -5,6 +5,7 @@
 
 #include <shmq/export.hpp>
 
+#include <shmq/codec.hpp>
 #include <shmq/detail/message_sink.hpp>
 #include <shmq/errors.hpp>
 #include <shmq/options.hpp>
@@ -60,6 +61,8 @@ public:
     bool join(const timeout_t& timeout);
     /// Items got by processes that died before their task_done (JoinableQueue).
     std::uint64_t lost_to_dead_consumers() const noexcept;
+    /// Unlinks the name if it still names this handle's segment (not a replacement). Never throws.
+    bool remove_if_named_here() const noexcept;
     /// Throws closed_error when closed (SimpleQueue's empty() after close).
     void check_open() const;
 
@@ -67,5 +70,34 @@ private:
     explicit queue_core(std::shared_ptr<queue_impl> impl) noexcept;
     std::shared_ptr<queue_impl> impl_;
 };
+
+/// One item from `core`, for the queue facades' get(): a string or a byte vector receives the
+/// item's bytes directly; any other T decodes from the thread's scratch buffer (T need not be
+/// default-constructible).
+template <class T> T get_item(queue_core& core, bool block, const timeout_t& timeout) {
+    if constexpr (decodes_in_place_v<T>) {
+        T out;
+        container_sink<T> sink(out);
+        core.get(sink, block, timeout);
+        return out;
+    } else {
+        auto& buf = decode_scratch();
+        container_sink<std::vector<std::byte>> sink(buf);
+        core.get(sink, block, timeout);
+        return codec<T>::decode(std::span<const std::byte>(buf.data(), buf.size()));
+    }
+}
+
+/// The same into `out`, for get_into(): a string or a byte vector keeps its capacity (and its
+/// size: one already as large as the item is not zero-filled again); other types are
+/// move-assigned.
+template <class T> void get_item_into(queue_core& core, T& out, bool block, const timeout_t& timeout) {
+    if constexpr (decodes_in_place_v<T>) {
+        container_sink<T> sink(out);
+        core.get(sink, block, timeout);
+    } else {
+        out = get_item<T>(core, block, timeout);
+    }
+}
 
 } // namespace shmq::detail

@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: BSL-1.0
+// Large items: messages streamed in pieces, get_into reusing the caller's container, an
+// unbounded put that writes a large item directly when nothing is pending, and a put that may
+// not wait writing all of a streamed item or nothing.
+#define BOOST_TEST_MODULE large_items
+#include <boost/test/unit_test.hpp>
+
+#include "queue_fixtures.hpp"
+
+#include <shmq/connection.hpp>
+#include <shmq/queue.hpp>
+#include <shmq/serialization.hpp>
+#include <shmq/simple_queue.hpp>
+
+#include "test_hook.hpp"
+
+#include <atomic>
+#include <thread>
+#include <cstring>
+#include <dirent.h>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using namespace shmq::test;
+
+namespace {
+
+std::size_t threads_of_this_process() {
+    std::size_t n = 0;
+    if (DIR* d = ::opendir("/proc/self/task")) {
+        while (const dirent* e = ::readdir(d))
+            if (e->d_name[0] != '.') ++n;
+        ::closedir(d);
+    }
+    return n;
+}
+
+shmq::options ring(std::size_t bytes) {
+    shmq::options o;
+    o.capacity = bytes;
+    return o;
+}
+
+#ifndef NDEBUG
+std::atomic<int> pieces{0};
+void count_pieces(const char* point) {
+    if (std::strcmp(point, "channel.stream.piece") == 0) pieces.fetch_add(1);
+}
+struct piece_counter {
+    piece_counter() {
+        pieces = 0;
+        shmq::detail::test_hook::install(count_pieces);
+    }
+    ~piece_counter() { shmq::detail::test_hook::install(nullptr); }
+};
+#endif
+
+// Sent with Boost.Serialization.
+struct record {
+    int value = 0;
+    std::string text;
+    template <class Ar> void serialize(Ar& ar, unsigned) { ar& value& text; }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(get_into_reuses_the_callers_string) {
+    shmq::Queue<std::string> q(0, ring(1 << 20));
+    q.put(pattern_string(200'000, 1));
+    q.put(pattern_string(1'000, 2));
+    q.put(pattern_string(150'000, 3));
+    std::string s;
+    q.get_into(s, true, 2s);
+    BOOST_TEST(matches_pattern(s, 1));
+    const char* storage = s.data();
+    const std::size_t capacity = s.capacity();
+    q.get_into(s, true, 2s);
+    BOOST_TEST(matches_pattern(s, 2));
+    q.get_into(s, true, 2s);
+    BOOST_TEST(matches_pattern(s, 3));
+    // No reallocation: smaller items fit the capacity the first one left.
+    BOOST_TEST(static_cast<const void*>(s.data()) == static_cast<const void*>(storage));
+    BOOST_TEST(s.capacity() == capacity);
+    BOOST_CHECK_THROW(q.get_into(s, false), shmq::empty_error);
+}
+
+BOOST_AUTO_TEST_CASE(get_into_bytes_and_serialized_types) {
+    shmq::SimpleQueue<std::vector<std::byte>> bytes;
+    std::vector<std::byte> v(300'000, std::byte{7});
+    bytes.put(v);
+    std::vector<std::byte> out(10, std::byte{1});
+    bytes.get_into(out);
+    BOOST_TEST(out.size() == v.size());
+    BOOST_TEST((out == v));
+
+    shmq::Queue<record> q;
+    record a;
+    a.value = 41;
+    a.text = pattern_string(100'000, 9);
+    q.put(a);
+    q.put(a);
+    record got = q.get(true, 2s);
+    BOOST_TEST(got.value == 41);
+    BOOST_TEST(matches_pattern(got.text, 9));
+    record into;
+    q.get_into(into, true, 2s);
+    BOOST_TEST(into.value == 41);
+    BOOST_TEST(matches_pattern(into.text, 9));
+}
+
+// An unbounded put of an item larger than half the ring but smaller than its free space writes
+// it directly: no feeder thread starts.
+BOOST_AUTO_TEST_CASE(unbounded_put_of_a_large_item_writes_directly_when_it_fits) {
+    shmq::Queue<std::string> q(0, ring(1 << 20));
+    const std::size_t before = threads_of_this_process();
+    q.put(pattern_string(700'000, 4));   // > half of the 1 MiB ring, < its free space
+    BOOST_TEST(threads_of_this_process() == before);
+    BOOST_TEST(q.qsize() == 1u);
+    std::string s;
+    q.get_into(s, true, 2s);
+    BOOST_TEST(matches_pattern(s, 4));
+    // Larger than the ring: it must go through the backlog (and still arrive whole).
+    q.put(pattern_string(3'000'000, 5));
+    q.get_into(s, true, 5s);
+    BOOST_TEST(matches_pattern(s, 5));
+}
+
+// A burst of puts larger than the ring goes through the backlog, whose buffers are reused:
+// every item arrives whole and in order whatever the sizes of the buffers it lands in.
+BOOST_AUTO_TEST_CASE(backlog_buffers_are_reused_without_mixing_items) {
+    shmq::Queue<std::string> q(0, ring(64 << 10));
+    std::vector<std::size_t> sizes;
+    for (int i = 0; i < 40; ++i) sizes.push_back(i % 3 == 0 ? 300'000 : (i % 3 == 1 ? 70'000 : 5'000));
+    for (std::size_t i = 0; i < sizes.size(); ++i) q.put(pattern_string(sizes[i], 100 + i));
+    std::string s;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        q.get_into(s, true, 5s);
+        BOOST_TEST_REQUIRE(s.size() == sizes[i]);
+        BOOST_TEST_REQUIRE(matches_pattern(s, 100 + i));
+    }
+    BOOST_CHECK_THROW(q.get(false), shmq::empty_error);
+}
+
+// Sizes around the whole-record limit (half the ring) and the piece boundaries (a quarter ring),
+// and several times the ring, arrive whole through a Pipe (a thread receives while this one
+// sends: a message larger than the free room waits for the reader).
+BOOST_AUTO_TEST_CASE(sizes_around_the_piece_boundaries_arrive_whole) {
+    auto [a, b] = shmq::Pipe(true, ring(256 << 10));
+    const std::size_t whole = (128 << 10) - 8, piece = (64 << 10) - 8;
+    const std::vector<std::size_t> sizes{piece - 1, piece, whole - 1, whole, whole + 1,
+                                         whole + piece - 16, whole + piece - 15, 2 * whole + 9,
+                                         std::size_t{1} << 20, (std::size_t{3} << 20) + 5};
+    std::atomic<int> bad{-1};
+    std::thread receiver([&, &b = b] {
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+            if (!b.poll(10s)) return bad.store(static_cast<int>(i));
+            const auto got = b.recv<std::string>();
+            if (got.size() != sizes[i] || !matches_pattern(got, sizes[i])) return bad.store(static_cast<int>(i));
+        }
+        bad.store(static_cast<int>(sizes.size()));
+    });
+    for (std::size_t n : sizes) a.send(pattern_string(n, n));
+    receiver.join();
+    BOOST_TEST(bad.load() == static_cast<int>(sizes.size()));   // else: the index that failed
+}
+
+#ifndef NDEBUG
+// A put that may not wait (block=false) of an item that must be streamed writes nothing unless
+// all of it fits: no half-written stream for the reader to skip.
+BOOST_AUTO_TEST_CASE(nonblocking_put_of_a_streamed_item_is_all_or_nothing) {
+    shmq::Queue<std::string> q(100, ring(64 << 10));
+    q.put(pattern_string(20'000, 6));
+    piece_counter counter;
+    BOOST_CHECK_THROW(q.put(pattern_string(60'000, 7), false), shmq::full_error);
+    BOOST_TEST(pieces.load() == 0);   // not one piece was published
+    BOOST_TEST(matches_pattern(q.get(true, 2s), 6));
+    BOOST_CHECK_THROW(q.get(false), shmq::empty_error);
+    // Now it fits: streamed in pieces, and whole.
+    pieces = 0;
+    q.put(pattern_string(40'000, 8), false);
+    BOOST_TEST(pieces.load() > 0);
+    BOOST_TEST(matches_pattern(q.get(true, 2s), 8));
+}
+#endif

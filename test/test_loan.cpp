@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: BSL-1.0
+// Zero-copy Connection::loan / commit and recv_view / release: what they deliver, around every
+// wrap of the ring, and what a process killed while holding one leaves behind (a writer killed
+// mid-loan publishes nothing; a reader killed holding a view loses only that message).
+#define BOOST_TEST_MODULE loan
+#include <boost/test/unit_test.hpp>
+
+#include "test_fixtures.hpp"
+
+#include <shmq/connection.hpp>
+
+#include "layout.hpp"
+#include "test_hook.hpp"
+
+#include <csignal>
+#include <cstring>
+#include <random>
+#include <thread>
+
+using namespace std::chrono_literals;
+using namespace shmq::test;
+using shmq::Connection;
+
+namespace {
+
+shmq::options ring(std::size_t bytes) {
+    shmq::options o;
+    o.capacity = bytes;
+    return o;
+}
+
+// Sends `n` bytes of pattern `seed` through a loan.
+void loan_send(Connection& c, std::size_t n, std::uint64_t seed) {
+    Connection::Loan l = c.loan(n);
+    fill_pattern(l.bytes(), seed);
+    l.commit();
+}
+
+#ifndef NDEBUG
+const char* kill_at = nullptr;
+void kill_here(const char* point) {
+    if (kill_at && std::strcmp(point, kill_at) == 0) ::raise(SIGKILL);
+}
+#endif
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(loan_commit_delivers_the_committed_prefix) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    Connection::Loan l = w.loan(1000);
+    BOOST_TEST(l.bytes().size() == 1000u);
+    BOOST_TEST(reinterpret_cast<std::uintptr_t>(l.bytes().data()) % 8 == 0u);
+    fill_pattern(l.bytes(), 7);
+    l.commit(600);
+    BOOST_TEST(l.bytes().empty());
+    BOOST_CHECK_THROW(l.commit(1), shmq::value_error);   // nothing on loan any more
+    auto got = r.recv_bytes();
+    BOOST_TEST(got.size() == 600u);
+    BOOST_TEST(matches_pattern(got, 7));
+
+    BOOST_TEST(w.max_loan() < (32u << 10));
+    BOOST_TEST(w.max_loan() > (31u << 10));
+    BOOST_CHECK_THROW(w.loan(w.max_loan() + 1), shmq::value_error);
+    BOOST_CHECK_THROW(r.loan(10), shmq::value_error);   // read-only end
+    BOOST_CHECK_THROW(w.recv_view(), shmq::value_error);
+    Connection::Loan big = w.loan(w.max_loan());
+    BOOST_CHECK_THROW(big.commit(w.max_loan() + 1), shmq::value_error);
+    big.commit(0);   // an empty message
+    BOOST_TEST(r.recv_bytes().empty());
+}
+
+BOOST_AUTO_TEST_CASE(an_abandoned_loan_publishes_nothing) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    {
+        Connection::Loan l = w.loan(500);
+        fill_pattern(l.bytes(), 1);
+        Connection::Loan moved = std::move(l);   // the move keeps one loan
+        BOOST_TEST(l.bytes().empty());
+    }
+    BOOST_TEST(!r.poll(0.1s));
+    w.send_bytes(to_bytes("after"));
+    BOOST_TEST(to_string(r.recv_bytes()) == "after");
+}
+
+BOOST_AUTO_TEST_CASE(recv_view_reads_in_place_and_release_consumes) {
+    auto [a, b] = shmq::Pipe(true, ring(1 << 20));
+    a.send_bytes(make_pattern(3000, 1));
+    loan_send(a, 200'000, 2);                 // loaned: one record, viewed in place
+    a.send_bytes(make_pattern(300'000, 3));   // sent: in pieces, assembled by the view
+    {
+        Connection::View v = b.recv_view();
+        BOOST_TEST(v.bytes().size() == 3000u);
+        BOOST_TEST(matches_pattern(v.bytes(), 1));
+        v.release();
+        BOOST_TEST(v.bytes().empty());
+        v.release();   // idempotent
+    }
+    {
+        Connection::View v = b.recv_view();
+        BOOST_TEST(v.bytes().size() == 200'000u);
+        BOOST_TEST(matches_pattern(v.bytes(), 2));
+        Connection::View moved = std::move(v);
+        BOOST_TEST(matches_pattern(moved.bytes(), 2));
+    }
+    {
+        Connection::View v = b.recv_view();
+        BOOST_TEST(v.bytes().size() == 300'000u);
+        BOOST_TEST(matches_pattern(v.bytes(), 3));
+    }
+    BOOST_TEST(!b.poll(0s));
+    a.close();
+    BOOST_CHECK_THROW(b.recv_view(), shmq::eof_error);
+}
+
+// Loans and views of random sizes in a small ring: records land on every offset, across the end
+// of the ring (with a pad in front) and, with the start position below the 36-bit wrap of the
+// packed positions, across that wrap too.
+BOOST_AUTO_TEST_CASE(loans_and_views_across_every_wrap) {
+    for (std::uint64_t start : {std::uint64_t{0}, (std::uint64_t{1} << shmq::detail::position_byte_bits) - 4096}) {
+#ifndef NDEBUG
+        shmq::detail::test_hook::start_position(start);
+#else
+        if (start) continue;
+#endif
+        auto [r, w] = shmq::Pipe(false, ring(4096));
+        shmq::detail::test_hook::start_position(0);
+        std::mt19937_64 rng(start + 1);
+        const std::size_t max = w.max_loan();
+        for (std::uint64_t i = 0; i < 3000; ++i) {
+            const std::size_t n = rng() % (max + 1);
+            if (i % 3 == 0) w.send_bytes(make_pattern(n, i));
+            else loan_send(w, n, i);
+            Connection::View v = r.recv_view();
+            BOOST_TEST_REQUIRE(v.bytes().size() == n);
+            BOOST_TEST_REQUIRE(matches_pattern(v.bytes(), i));
+        }
+    }
+}
+
+#ifndef NDEBUG
+// A writer killed after filling its loan and writing the record header, before it publishes:
+// nothing arrives, and the next writer takes the dead writer's lease over.
+BOOST_AUTO_TEST_CASE(a_writer_killed_mid_loan_publishes_nothing) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    w.send_bytes(to_bytes("before"));
+    scoped_child child([&] {
+        kill_at = "channel.loan.filled";
+        shmq::detail::test_hook::install(kill_here);
+        loan_send(w, 4000, 5);
+        return 1;   // not reached
+    });
+    BOOST_TEST(child.wait(10s) == -SIGKILL);
+    BOOST_TEST(to_string(r.recv_bytes()) == "before");
+    BOOST_TEST(!r.poll(0.2s));
+    w.send_bytes(to_bytes("after"));   // takes over the dead child's writer lease
+    BOOST_TEST(r.poll(2s));
+    BOOST_TEST(to_string(r.recv_bytes()) == "after");
+}
+
+// A reader killed holding a view: that message is gone, the next one arrives, and the channel
+// goes on.
+BOOST_AUTO_TEST_CASE(a_reader_killed_holding_a_view_loses_only_that_message) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    w.send_bytes(to_bytes("poison"));
+    w.send_bytes(to_bytes("next"));
+    scoped_child child([&] {
+        Connection::View v = r.recv_view();
+        if (to_string(v.bytes()) != "poison") return 2;
+        ::raise(SIGKILL);   // dies holding the view
+        return 1;
+    });
+    BOOST_TEST(child.wait(10s) == -SIGKILL);
+    BOOST_TEST(r.poll(2s));
+    BOOST_TEST(to_string(r.recv_bytes()) == "next");
+    BOOST_TEST(!r.poll(0.1s));
+    loan_send(w, 100, 9);
+    Connection::View v = r.recv_view();
+    BOOST_TEST(matches_pattern(v.bytes(), 9));
+}
+
+// Killed after the lease was taken and the mark set, before the view reached the caller: the
+// same (the mark is what the next reader goes by).
+BOOST_AUTO_TEST_CASE(a_reader_killed_as_it_lends_loses_only_that_message) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    w.send_bytes(to_bytes("first"));
+    w.send_bytes(to_bytes("second"));
+    scoped_child child([&] {
+        kill_at = "channel.view.lent";
+        shmq::detail::test_hook::install(kill_here);
+        Connection::View v = r.recv_view();
+        return 1;
+    });
+    BOOST_TEST(child.wait(10s) == -SIGKILL);
+    BOOST_TEST(to_string(r.recv_bytes()) == "second");
+}
+#endif
+
+// A view released normally leaves no mark: a later takeover of the reader lease (a reader killed
+// waiting) skips nothing.
+BOOST_AUTO_TEST_CASE(a_released_view_is_not_skipped_again_after_a_takeover) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    w.send_bytes(to_bytes("one"));
+    { Connection::View v = r.recv_view(); }
+    scoped_child child([&] {
+        Connection::View v = r.recv_view();   // waits (holding the lease) until killed
+        return 1;
+    });
+    std::this_thread::sleep_for(100ms);
+    child.kill();
+    w.send_bytes(to_bytes("two"));
+    BOOST_TEST(r.poll(2s));
+    BOOST_TEST(to_string(r.recv_bytes()) == "two");
+}
+
+// A child forked while its parent holds a loan inherits the object: destroying it there must not
+// release or publish the parent's loan.
+BOOST_AUTO_TEST_CASE(a_forked_child_leaves_its_parents_loan_alone) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    Connection::Loan l = w.loan(64);
+    fill_pattern(l.bytes(), 11);
+    scoped_child child([&] {
+        { Connection::Loan mine = std::move(l); }   // abandons in the child only
+        return 0;
+    });
+    BOOST_TEST(child.wait(10s) == 0);
+    BOOST_TEST(!r.poll(0.05s));   // not published by the child's abandon
+    l.commit();
+    auto got = r.recv_bytes();
+    BOOST_TEST(got.size() == 64u);
+    BOOST_TEST(matches_pattern(got, 11));
+    w.send_bytes(to_bytes("still mine"));   // the lease was given back by the commit
+    BOOST_TEST(to_string(r.recv_bytes()) == "still mine");
+}
