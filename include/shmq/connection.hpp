@@ -151,7 +151,8 @@ public:
     /// Needs a Pipe made by shmq::Pipe() in this process or in an ancestor it was forked from:
     /// each such Pipe carries an AF_UNIX socketpair, made with it (forked children inherit it;
     /// a socket made later could not reach them). There is no such channel between unrelated
-    /// processes (named objects): connect an AF_UNIX socket yourself and use SCM_RIGHTS there.
+    /// processes (a Listener/Client connection: value_error): connect an AF_UNIX socket
+    /// yourself and use SCM_RIGHTS there.
     /// Throws closed_error, value_error (read-only, fd < 0, no descriptor socket: a Pipe made
     /// while this process was out of descriptors), broken_pipe_error, error (sendmsg: EBADF...).
     /// Pair it with recv_handle(): a recv of that message gets the marker's bytes and leaves the
