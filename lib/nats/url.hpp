@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSL-1.0
-// shmq — the name of a queue that lives in NATS JetStream (doc/design.md §13):
+// shmq — the name of a queue that lives in NATS JetStream (doc/design.md §15):
 //
 //   nats://[credentials@]host[:port][,host[:port]...]/name[?key=value[&key=value...]]
 //
