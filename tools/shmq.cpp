@@ -8,8 +8,17 @@
 //   shmq rm NAME...     unlink names (handles already open keep working)
 //   shmq --version      the shmq version it was built from (include/shmq/version.hpp)
 //
+//   A NATS URL (lib/nats/url.hpp) in place of a name reaches queues in NATS JetStream instead:
+//   shmq ls nats://host:port          the shmq queues of that engine, with their counts
+//   shmq stat nats://host:port/name   depth, pending acknowledgements, consumers, limits
+//   shmq rm nats://host:port/name     deletes the queue's stream (and its items)
+//
 // It reads the shared header exactly as the library does (validated first), and never writes.
 #include "liveness.hpp"
+#include "nats/client.hpp"
+#include "nats/stream.hpp"
+#include "nats/url.hpp"
+#include "queue_impl.hpp"
 #include "ring.hpp"
 #include "segment.hpp"
 #include "sync/object_layout.hpp"
@@ -255,8 +264,65 @@ int stat(const std::string& n) {
     }
 }
 
+// The queue_flavor stored in a NATS queue's stream (include/shmq/detail/queue_core.hpp).
+const char* nats_kind_name(const nats_queue_counts& n) {
+    static const char* const kinds[] = {"?", "?", "queue", "simple_queue", "joinable_queue"};
+    const std::uint32_t k = n.tag ? n.tag->flavor : 0;
+    return k < 5 ? kinds[k] : "?";
+}
+
+// One NATS queue's counts, as the server has them (lib/nats/stream.hpp).
+void print_nats_counts(const nats_queue_counts& n) {
+    std::printf("kind:        %s (NATS JetStream)\n", nats_kind_name(n));
+    std::printf("maxsize:     %lld%s\n", static_cast<long long>(n.max_msgs > 0 ? n.max_msgs : 0),
+                n.max_msgs <= 0 ? " (unbounded)" : "");
+    if (n.tag) std::printf("type:        %016llx\n", static_cast<unsigned long long>(n.tag->fingerprint));
+    std::printf("replicas:    %lld\n", static_cast<long long>(n.replicas));
+    std::printf("items:       %llu in the stream, %llu not yet delivered\n",
+                static_cast<unsigned long long>(n.messages), static_cast<unsigned long long>(n.undelivered));
+    std::printf("ack pending: %lld (got, not yet acknowledged; %lld redelivered)\n",
+                static_cast<long long>(n.ack_pending), static_cast<long long>(n.redelivered));
+    std::printf("ack wait:    %.3f s\n", static_cast<double>(n.ack_wait_ns) * 1e-9);
+    std::printf("consumers:   %lld\n", static_cast<long long>(n.consumers));
+}
+
+int nats_ls(const std::string& text) {
+    try {
+        const nats_url url = parse_nats_servers(text);
+        nats_client c(url, url.timeout);
+        const std::int64_t wait = to_ms(url.timeout);
+        std::printf("%-40s %-15s %10s %10s %10s\n", "NAME", "KIND", "ITEMS", "ACKPEND", "MAXSIZE");
+        for (const std::string& name : nats_queue_names(c, url, wait)) {
+            nats_url one = url;
+            one.name = name;
+            const nats_queue_counts n = nats_counts(c, one, wait);
+            std::printf("%-40s %-15s %10llu %10lld %10lld\n", name.c_str(), nats_kind_name(n),
+                        static_cast<unsigned long long>(n.messages), static_cast<long long>(n.ack_pending),
+                        static_cast<long long>(n.max_msgs > 0 ? n.max_msgs : 0));
+        }
+        return 0;
+    } catch (const shmq::error& e) {
+        std::fprintf(stderr, "shmq: %s\n", e.what());
+        return 1;
+    }
+}
+
+int nats_stat(const std::string& text) {
+    try {
+        const nats_url url = parse_nats_url(text);
+        nats_client c(url, url.timeout);
+        std::printf("name:        %s\n", url.display().c_str());
+        print_nats_counts(nats_counts(c, url, to_ms(url.timeout)));
+        return 0;
+    } catch (const shmq::error& e) {
+        std::fprintf(stderr, "shmq: %s\n", e.what());
+        return 1;
+    }
+}
+
 int usage(FILE* to) {
-    std::fputs("usage: shmq ls | shmq stat NAME... | shmq rm NAME... | shmq --version\n", to);
+    std::fputs("usage: shmq ls [nats://host:port] | shmq stat NAME|URL... | shmq rm NAME|URL... | "
+               "shmq --version\n", to);
     return to == stdout ? 0 : 2;
 }
 
@@ -270,15 +336,16 @@ int main(int argc, char** argv) {
         std::printf("shmq %s\n", SHMQ_VERSION_STRING);
         return 0;
     }
-    if (cmd == "ls") return ls();
+    if (cmd == "ls" && argc == 2) return ls();
+    if (cmd == "ls" && argc == 3 && is_nats_url(argv[2])) return nats_ls(argv[2]);
     int rc = 0;
     if (cmd == "stat" && argc > 2) {
-        for (int i = 2; i < argc; ++i) rc |= stat(argv[i]);
+        for (int i = 2; i < argc; ++i) rc |= is_nats_url(argv[i]) ? nats_stat(argv[i]) : stat(argv[i]);
         return rc;
     }
     if (cmd == "rm" && argc > 2) {
         for (int i = 2; i < argc; ++i)
-            if (!segment::remove(argv[i])) {
+            if (!(is_nats_url(argv[i]) ? nats_queue_remove(argv[i]) : segment::remove(argv[i]))) {
                 std::fprintf(stderr, "shmq: cannot remove '%s': no such object\n", argv[i]);
                 rc = 1;
             }

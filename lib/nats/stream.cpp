@@ -51,3 +51,25 @@ nats_queue_counts nats_counts(const nats_client& c, const nats_url& url, std::in
 }
 
 } // namespace shmq::detail
+
+namespace shmq::detail {
+
+std::vector<std::string> nats_queue_names(const nats_client& c, const nats_url& url, std::int64_t wait_ms) {
+    jsOptions jo = js_wait(wait_ms);
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    jsStreamInfoList* list = nullptr;
+    const natsStatus s = js_Streams(&list, c.js(), &jo, &jerr);
+    std::vector<std::string> names;
+    if (s == NATS_NOT_FOUND) return names;   // no stream at all
+    if (s != NATS_OK)
+        throw error("shmq: NATS at '" + url.display() + "': cannot list streams (" + nats_error_text(s) + ")");
+    for (int i = 0; i < list->Count; ++i) {
+        const jsStreamInfo* si = list->List[i];
+        if (si && si->Config && parse_nats_description(si->Config->Description))
+            names.emplace_back(si->Config->Name);
+    }
+    jsStreamInfoList_Destroy(list);
+    return names;
+}
+
+} // namespace shmq::detail

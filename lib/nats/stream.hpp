@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace shmq::detail {
 
@@ -43,5 +44,13 @@ struct nats_queue_counts {
     std::optional<nats_stream_tag> tag;
 };
 nats_queue_counts nats_counts(const nats_client& c, const nats_url& url, std::int64_t wait_ms);
+
+} // namespace shmq::detail
+
+namespace shmq::detail {
+
+/// The shmq queues of an engine (streams whose description is a shmq queue's), by name.
+/// Throws error naming the URL.
+std::vector<std::string> nats_queue_names(const nats_client& c, const nats_url& url, std::int64_t wait_ms);
 
 } // namespace shmq::detail
