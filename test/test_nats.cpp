@@ -181,19 +181,32 @@ BOOST_AUTO_TEST_CASE(a_blocked_put_waits_for_room) {
     BOOST_TEST(q.get(true, 5s) == 2);
 }
 
-BOOST_AUTO_TEST_CASE(names_exist_are_missing_and_are_typed) {
-    const std::string url = srv.url(qname());
-    BOOST_CHECK_THROW(Queue<int>::open(url), not_found_error);
+// Unlike shared memory, remove() deletes the stream and its items: handles still open then
+// fail (error), within their timeout, instead of working on.
+BOOST_AUTO_TEST_CASE(remove_deletes_the_queue_under_open_handles) {
+    const std::string url = srv.url(qname(), "timeout=1");
     auto q = Queue<int>::create(url);
-    BOOST_CHECK_THROW(Queue<int>::create(url), exists_error);
-    BOOST_CHECK_THROW(Queue<float>::open(url), type_error);          // same size, other type
-    BOOST_CHECK_THROW(JoinableQueue<int>::open(url), type_error);    // other kind
-    BOOST_CHECK_THROW(SimpleQueue<int>::open(url), type_error);
-    BOOST_CHECK_NO_THROW(Queue<int>::open(url));
+    q.put(1);
     BOOST_TEST(Queue<int>::remove(url));
+    const auto t0 = clk::now();
+    // error itself: not full_error or empty_error, which would say the queue still exists.
+    auto thrown = [](auto f) -> std::string {
+        try {
+            f();
+            return "nothing";
+        } catch (const empty_error&) {
+            return "empty_error";
+        } catch (const full_error&) {
+            return "full_error";
+        } catch (const error&) {
+            return "error";
+        }
+    };
+    BOOST_TEST(thrown([&] { q.put(2, true, 1s); }) == "error");
+    BOOST_TEST(thrown([&] { q.get(true, 1s); }) == "error");
+    BOOST_TEST(seconds_since(t0) < 8.0);
     BOOST_CHECK_THROW(Queue<int>::open(url), not_found_error);
 }
-
 BOOST_AUTO_TEST_CASE(closed_handles_and_shutdown_calls) {
     auto q = Queue<int>::create(srv.url(qname()));
     BOOST_CHECK_THROW(q.join_thread(), value_error);
@@ -258,6 +271,19 @@ BOOST_AUTO_TEST_CASE(joinable_task_done_and_join) {
     BOOST_CHECK_THROW(q.task_done(), value_error);
 }
 
+BOOST_AUTO_TEST_SUITE_END()
+
+// The named-queue contract shared with test_named_queue.cpp, run against URLs (each case on a
+// server of its own).
+// Not in an anonymous namespace: the contract cases (an included file) derive from it.
+struct nats_names {
+    nats_server srv;
+    std::string fresh() { return srv.url(qname()); }   // removed with the server's store
+    std::string missing() { return srv.url(qname()); }
+};
+
+BOOST_FIXTURE_TEST_SUITE(named_contract, nats_names)
+#include "named_queue_contract.ipp"
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_FIXTURE_TEST_SUITE(processes, shared_server)

@@ -38,6 +38,7 @@
 //  * The raw codec copies bytes: both ends must have the same ABI. The fingerprint stored with
 //    the stream (type, size, alignment, byte order) refuses a mismatch with type_error at open.
 //    For hosts that differ, use a type that goes through Boost.Serialization.
+//  * remove() deletes the stream with its items: handles still open then fail with error.
 //  * No engine reachable gives error naming the URL (never a hang); create of an existing
 //    stream exists_error, open of a missing one not_found_error. options are ignored.
 #pragma once
