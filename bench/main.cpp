@@ -34,6 +34,7 @@ namespace shmq_bench {
 int memory_check();   // memory.cpp
 int pool_bench(int repeat, bool quick, const std::string& python);   // pool.cpp
 int sync_check(int repeat);   // sync.cpp
+int nats_bench(bool quick);   // nats.cpp
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
@@ -52,6 +53,7 @@ struct options {
     bool memory = false;
     bool pool = false;
     bool sync = false;
+    bool nats = false;
 };
 
 void usage(std::ostream& o) {
@@ -81,6 +83,9 @@ void usage(std::ostream& o) {
          "                      Python's multiprocessing.Pool, in tasks/s\n"
          "  --sync              instead of the suite: Lock acquire/release (uncontended, 2 processes)\n"
          "                      and Event wake latency against Boost, pthread and pipe baselines\n"
+         "  --nats              instead of the suite: Queue<std::string> in shared memory against NATS\n"
+         "                      JetStream on loopback (a nats-server of its own), 64 B and 64 KiB:\n"
+         "                      throughput and round trip\n"
          "  --help              this text\n";
 }
 
@@ -124,6 +129,8 @@ bool parse(int argc, char** argv, options& o) {
             o.pool = true;
         } else if (a == "--sync") {
             o.sync = true;
+        } else if (a == "--nats") {
+            o.nats = true;
         } else {
             throw std::invalid_argument("unknown option " + a);
         }
@@ -226,6 +233,7 @@ int run(int argc, char** argv) {
     if (opt.memory) return memory_check();
     if (opt.pool) return pool_bench(opt.repeat, opt.quick, opt.no_python ? std::string() : opt.python);
     if (opt.sync) return sync_check(opt.repeat);
+    if (opt.nats) return nats_bench(opt.quick);
 
     std::vector<std::unique_ptr<transport>> ts;
     ts.push_back(make_pipe_transport());

@@ -311,8 +311,9 @@ int nats_stat(const std::string& text) {
     try {
         const nats_url url = parse_nats_url(text);
         nats_client c(url, url.timeout);
+        const nats_queue_counts n = nats_counts(c, url, to_ms(url.timeout));
         std::printf("name:        %s\n", url.display().c_str());
-        print_nats_counts(nats_counts(c, url, to_ms(url.timeout)));
+        print_nats_counts(n);
         return 0;
     } catch (const shmq::error& e) {
         std::fprintf(stderr, "shmq: %s\n", e.what());
