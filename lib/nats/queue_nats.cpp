@@ -68,10 +68,12 @@ std::mutex* state_mutex() {
     return m;
 }
 
+// What a retry may cure: the connection (being re-established by libnats) or a server that did
+// not answer in time. A refusal (bad credentials, a limit) is not retried.
 bool network_failure(natsStatus s) noexcept {
     return s == NATS_TIMEOUT || s == NATS_CONNECTION_CLOSED || s == NATS_CONNECTION_DISCONNECTED ||
            s == NATS_NO_RESPONDERS || s == NATS_NO_SERVER || s == NATS_IO_ERROR ||
-           s == NATS_STALE_CONNECTION || s == NATS_CONNECTION_AUTH_FAILED;
+           s == NATS_STALE_CONNECTION;
 }
 
 // Milliseconds left before d (at least 1; "forever" is capped at about 11 days).
