@@ -36,6 +36,7 @@ int memory_check();   // memory.cpp
 int pool_bench(int repeat, bool quick, const std::string& python);   // pool.cpp
 int sync_check(int repeat);   // sync.cpp
 int loan_bench(int repeat, bool quick);   // loan.cpp
+int nats_bench(bool quick);   // nats.cpp
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
@@ -55,6 +56,7 @@ struct options {
     bool pool = false;
     bool sync = false;
     bool loan = false;
+    bool nats = false;
 };
 
 void usage(std::ostream& o) {
@@ -88,6 +90,9 @@ void usage(std::ostream& o) {
          "                      and Event wake latency against Boost, pthread and pipe baselines\n"
          "  --loan              instead of the suite: zero-copy Connection::loan/recv_view against\n"
          "                      send_bytes/recv_bytes_into, 64 KiB and 1 MiB, with work on both sides\n"
+         "  --nats              instead of the suite: Queue<std::string> in shared memory against NATS\n"
+         "                      JetStream on loopback (a nats-server of its own), 64 B and 64 KiB:\n"
+         "                      throughput and round trip\n"
          "  --help              this text\n";
 }
 
@@ -135,6 +140,8 @@ bool parse(int argc, char** argv, options& o) {
             o.sync = true;
         } else if (a == "--loan") {
             o.loan = true;
+        } else if (a == "--nats") {
+            o.nats = true;
         } else {
             throw std::invalid_argument("unknown option " + a);
         }
@@ -238,6 +245,7 @@ int run(int argc, char** argv) {
     if (opt.pool) return pool_bench(opt.repeat, opt.quick, opt.no_python ? std::string() : opt.python);
     if (opt.sync) return sync_check(opt.repeat);
     if (opt.loan) return loan_bench(opt.repeat, opt.quick);
+    if (opt.nats) return nats_bench(opt.quick);
 
     std::vector<std::unique_ptr<transport>> ts;
     ts.push_back(make_pipe_transport());

@@ -2,6 +2,8 @@
 // shmq — SimpleQueue<T>: Python's multiprocessing.SimpleQueue. put, get, empty, close; no
 // maxsize, no timeouts, no feeder: put waits while the ring is full, get waits for an item.
 // After close(), put, get and empty throw closed_error.
+// A nats:// name puts the queue in NATS JetStream (differences: queue.hpp); put and get then
+// wait for the network at most the URL's `timeout` (get waits for an item for ever, as here).
 #pragma once
 
 #include <shmq/codec.hpp>
