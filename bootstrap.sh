@@ -22,6 +22,8 @@ packages=(
     libboost1.81-tools-dev            # b2, the build tool
     gnuplot-nox                       # benchmark charts
     python3                           # benchmark baseline: Python's multiprocessing
+    libnats-dev                       # queues named nats://... (lib/nats/): the NATS C client
+    nats-server                       # test_nats and the --nats benchmark start their own servers
 )
 
 # Only for the fuzzers (test/fuzz/run): libFuzzer ships with clang, and Debian 12's g++ has none.

@@ -37,6 +37,7 @@ int pool_bench(int repeat, bool quick, const std::string& python);   // pool.cpp
 int sync_check(int repeat);   // sync.cpp
 int wake_check(int repeat);   // wake.cpp
 int loan_bench(int repeat, bool quick);   // loan.cpp
+int nats_bench(bool quick);   // nats.cpp
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
@@ -57,6 +58,7 @@ struct options {
     bool sync = false;
     bool wake = false;
     bool loan = false;
+    bool nats = false;
 };
 
 void usage(std::ostream& o) {
@@ -92,6 +94,9 @@ void usage(std::ostream& o) {
          "                      on a Connection's fileno(), against an OS pipe and a blocking recv\n"
          "  --loan              instead of the suite: zero-copy Connection::loan/recv_view against\n"
          "                      send_bytes/recv_bytes_into, 64 KiB and 1 MiB, with work on both sides\n"
+         "  --nats              instead of the suite: Queue<std::string> in shared memory against NATS\n"
+         "                      JetStream on loopback (a nats-server of its own), 64 B and 64 KiB:\n"
+         "                      throughput and round trip\n"
          "  --help              this text\n";
 }
 
@@ -141,6 +146,8 @@ bool parse(int argc, char** argv, options& o) {
             o.wake = true;
         } else if (a == "--loan") {
             o.loan = true;
+        } else if (a == "--nats") {
+            o.nats = true;
         } else {
             throw std::invalid_argument("unknown option " + a);
         }
@@ -245,6 +252,7 @@ int run(int argc, char** argv) {
     if (opt.sync) return sync_check(opt.repeat);
     if (opt.wake) return wake_check(opt.repeat);
     if (opt.loan) return loan_bench(opt.repeat, opt.quick);
+    if (opt.nats) return nats_bench(opt.quick);
 
     std::vector<std::unique_ptr<transport>> ts;
     ts.push_back(make_pipe_transport());

@@ -15,7 +15,9 @@
 //    message is lost and the comparison is like for like;
 //  * no end of stream and no detection of a dead peer: a receiver whose sender died waits
 //    forever (the runner's own end marker and watchdog stand in);
-//  * messages larger than 64 bytes go through a separate chunk store in shared memory.
+//  * messages larger than 64 bytes go through a separate chunk store in shared memory, which
+//    cpp-ipc shares between all its channels on the machine and never removes: after a run,
+//    /dev/shm keeps its __IPC_SHM__* entries (remove them by hand when no cpp-ipc program runs).
 #include "harness.hpp"
 #include "transport.hpp"
 

@@ -583,7 +583,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
         SHMQ_TEST_HOOK("channel.read.consumed");
         // Ours to task_done now. Counted right after the head store, before anything that can
         // take time (the unlock's futex wake), so that a reader killed here almost never leaves
-        // an item consumed but unaccounted (registry reaper, queue_core.cpp's crash windows).
+        // an item consumed but unaccounted (registry reaper, queue_shm.cpp's crash windows).
         count(true);
         lease->unlock();
         st_.space.notify();

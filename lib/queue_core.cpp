@@ -1,242 +1,37 @@
 // SPDX-License-Identifier: BSL-1.0
-// Queue, SimpleQueue and JoinableQueue over one channel (one ring) in one segment.
-//
-//  * maxsize bounds the number of items in the ring (the channel's message bound), as Python's
-//    semaphore does; puts on a bounded queue wait for a free slot up to their timeout.
-//  * Unbounded Queue/JoinableQueue puts never block: see feeder.hpp. SimpleQueue has no feeder:
-//    its put waits for room, as Python's does.
-//  * JoinableQueue counts unfinished items in shared memory; put counts an item before it
-//    becomes visible (so a fast consumer's task_done never finds zero) and uncounts it if the
-//    put fails.
-//  * Every handle registers its process as a holder (endpoint, queue_handle_end), so a forked
-//    child has a slot of its own. In that slot a JoinableQueue process accounts for what it alone
-//    can uncount (layout.hpp holder_slot): `unpublished` (counted at put, not yet in the ring:
-//    its backlog) and `taken` (got, not yet task_done'd). When it dies, the reaper (registry.cpp,
-//    run by join() every liveness slice) takes both off `unfinished` and adds `taken` to
-//    lost_to_dead_consumers, so join() stops waiting for items nobody can finish.
-//    Crash windows left (each a few instructions wide, under SIGKILL of that process):
-//      - put, between `unpublished` += 1 and `unfinished` += 1: the reaper uncounts one item
-//        that was never counted (join() may return one item early). Chosen over the other order,
-//        whose window would leave one item counted for ever (join() would never return).
-//      - publication, between the channel's `unpublished` -= 1 and its tail store (channel.cpp):
-//        the item is counted but never arrives;
-//      - get, between the reader's head store and `taken` += 1 (adjacent, under the reader lease
-//        in channel.cpp): the item is counted but nobody has it.
-//        (Counting before the read instead would uncount items of consumers killed while
-//        blocked in get(), a window as long as the wait.)
-//        These two would leave join() waiting for ever; join() repairs them: once the queue is
-//        quiet (no counts in any slot, the ring empty, no live lease holder: quiet() below) for
-//        two looks a liveness slice apart, whatever `unfinished` still holds belongs to nobody
-//        and is set to 0.
-//      - task_done, between `unfinished` -= 1 and `taken` -= 1: the item is uncounted twice.
-//    And a task_done by another process than the getter leaves the getter's `taken` one too
-//    high (task_done names no item): if the getter then dies, one item is uncounted twice and
-//    counted lost. Uncounting is clamped at zero.
+// queue_core: the handle under Queue, SimpleQueue and JoinableQueue. It picks the backend once, by
+// the name (queue_impl.hpp), and forwards every call to it.
 #include <shmq/detail/queue_core.hpp>
 
-#include "channel.hpp"
-#include "endpoint.hpp"
-#include "feeder.hpp"
-#include "lifecycle.hpp"
-#include "registry.hpp"
-#include "retained.hpp"
-#include "liveness.hpp"
-#include "poller.hpp"
-#include "segment.hpp"
-#include "sync/wait_loop.hpp"
-
-#include <algorithm>
-#include <chrono>
-#include <optional>
+#include "nats/url.hpp"
+#include "queue_impl.hpp"
 
 namespace shmq::detail {
-namespace {
-
-// The message count of a ring position has 28 bits; keep maxsize well inside it.
-constexpr std::int64_t maxsize_limit = (std::int64_t{1} << 27) - 1;
-
-segment_params params_for(queue_flavor flavor, std::int64_t maxsize, const options& opts,
-                          std::uint64_t fp) {
-    if (maxsize > maxsize_limit)
-        throw value_error("shmq: maxsize " + std::to_string(maxsize) + " exceeds the limit of " +
-                          std::to_string(maxsize_limit) + " (use maxsize <= 0 for unbounded)");
-    segment_params p;
-    p.kind = static_cast<segment_kind>(flavor);
-    p.channels = 1;
-    p.capacity = opts.capacity;
-    p.type_fingerprint = fp;
-    p.maxsize = flavor == queue_flavor::simple ? 0 : std::max<std::int64_t>(maxsize, 0);
-    if (opts.redeliver) {
-        if (flavor != queue_flavor::joinable)
-            throw value_error("shmq: options::redeliver applies to JoinableQueue only");
-        p.flags |= retain_records;
-    }
-    return p;
-}
-
-
-// join()'s repair of a count that nothing can bring down any more (the adjacent-step crash
-// windows above, and any other way a process dies between two accounting steps).
-//
-// Every item counted in `unfinished` is, at any instant, in one of these places: a live slot's
-// `unpublished` (its backlog), a lease window (between two steps under the writer or reader
-// lease), the ring (between tail and head, or head and release with retained records), or a live
-// slot's `taken`; or it is counted in no slot yet (put, before `unfinished` += 1: then it is not
-// in `unfinished` either). A snapshot that finds every slot's counters zero, the ring empty, and
-// no lease held by a process that may be alive proves that what `unfinished` holds belongs to
-// nobody: those items died in a window with their process. Taken twice, a liveness slice apart,
-// with nothing moved in between, the count is then set to 0 by a compare-exchange from exactly
-// the value seen, so a put or task_done that lands meanwhile makes it fail.
-//
-// Why the reads need no lock: they run in the order gens+owners, unfinished, slots, positions,
-// gens+owners. Every lease acquisition bumps its gen (channel.cpp claim_lease), so equal gens and
-// free-or-dead owners at both ends mean no live process was inside a lease window at any point of
-// the snapshot. A put's `unpublished` += 1 precedes its `unfinished` += 1, and `unfinished` is
-// read before the slots, so an item the count includes is seen in a slot unless it has left the
-// slot through a lease window (excluded) or a task_done (which lowers `unfinished` first, so the
-// compare-exchange fails).
-struct quiet_snapshot {
-    std::int64_t unfinished;
-    std::uint64_t tail, head, release, wgen, rgen;
-    bool operator==(const quiet_snapshot&) const = default;
-};
-
-std::optional<quiet_snapshot> quiet(const segment& seg) noexcept {
-    const channel_state& ch = seg.channel(0);
-    const std::atomic<std::uint32_t>* foreign = &seg.header().foreign_pidns;
-    auto lease_free = [&](const robust_mutex& m) {
-        const std::uint64_t owner = m.owner();
-        return owner == 0 || robust_mutex::owner_dead(owner, foreign);
-    };
-    const std::uint64_t wgen = ch.wgen.load(std::memory_order_acquire);
-    const std::uint64_t rgen = ch.rgen.load(std::memory_order_acquire);
-    if (!lease_free(ch.wlock) || !lease_free(ch.rlock)) return std::nullopt;
-    quiet_snapshot q{};
-    q.unfinished = seg.queue().unfinished.load(std::memory_order_acquire);
-    if (q.unfinished <= 0) return std::nullopt;
-    for (const holder_slot& s : seg.registry().slots)
-        if (s.unpublished.load(std::memory_order_acquire) != 0 ||
-            s.taken.load(std::memory_order_acquire) != 0)
-            return std::nullopt;
-    if (seg.queue().redeliverable.load(std::memory_order_acquire) != 0) return std::nullopt;
-    q.tail = ch.tail.load(std::memory_order_acquire);
-    q.head = ch.head.load(std::memory_order_acquire);
-    q.release = ch.release.load(std::memory_order_acquire);
-    if (q.head != q.tail) return std::nullopt;
-    if ((seg.header().flags & retain_records) && q.release != q.tail) return std::nullopt;
-    if (!lease_free(ch.wlock) || !lease_free(ch.rlock)) return std::nullopt;
-    q.wgen = ch.wgen.load(std::memory_order_acquire);
-    q.rgen = ch.rgen.load(std::memory_order_acquire);
-    if (q.wgen != wgen || q.rgen != rgen) return std::nullopt;
-    return q;
-}
-
-} // namespace
-
-class queue_impl : public std::enable_shared_from_this<queue_impl> {
-public:
-    /// adopt: seg was just created with this process pre-attached (lifecycle::create).
-    queue_impl(std::shared_ptr<segment> seg, queue_flavor flavor, bool adopt = false)
-        : seg_(std::move(seg)),
-          flavor_(flavor),
-          maxsize_(seg_->header().maxsize),
-          ep_(seg_, handle_counts(), adopt),
-          ch_(seg_, 0, false) {
-        if (maxsize_ < 0 || maxsize_ > maxsize_limit)
-            throw broken_error("shmq: corrupt queue header (maxsize)");
-        if (flavor_ != queue_flavor::simple && maxsize_ == 0)
-            feeder_.emplace(ch_, 0,
-                            seg_->name().empty() ? std::string("shmq: queue")
-                                                 : "shmq: queue '" + seg_->name() + "'",
-                            [this](std::size_t n) noexcept { uncount_unpublished(n); });
-    }
-
-    static end_counts handle_counts() noexcept {
-        end_counts c{};
-        c[queue_handle_end] = 1;
-        return c;
-    }
-
-    bool joinable() const noexcept { return flavor_ == queue_flavor::joinable; }
-
-    // This process's registry slot (its JoinableQueue accounting); null in a forked child that
-    // found the registry full: its items are then not accounted, and if it dies they stay
-    // counted (join() waits for them). Looked up once per process: the slot stays ours while
-    // ep_ holds a count in it.
-    holder_slot* slot() noexcept {
-        const std::uint32_t pid = self_pid();
-        if (slot_pid_.load(std::memory_order_acquire) != pid) {
-            // Not cached when not found: the lookup may have given up on a registry lock held
-            // too long (registry.cpp, holder_wait), and the next call looks again.
-            holder_slot* s = registry::slot_of(*seg_, self());
-            if (!s) return nullptr;
-            slot_.store(s, std::memory_order_relaxed);
-            slot_pid_.store(pid, std::memory_order_release);
-        }
-        return slot_.load(std::memory_order_relaxed);
-    }
-
-    // Takes n items off `unfinished` (clamped at zero) and wakes join() when it reaches zero.
-    void uncount(std::int64_t n) noexcept {
-        auto& qs = seg_->queue();
-        std::int64_t v = qs.unfinished.load(std::memory_order_acquire);
-        while (v > 0 && !qs.unfinished.compare_exchange_weak(v, v - std::min(v, n),
-                                                             std::memory_order_acq_rel)) {
-        }
-        if (v > 0 && v <= n) qs.all_done.notify();
-    }
-
-    // Items counted at put that will never be published (the feeder failed and dropped them).
-    void uncount_unpublished(std::size_t n) noexcept {
-        if (!joinable() || n == 0) return;
-        if (holder_slot* s = slot()) s->unpublished.fetch_sub(n, std::memory_order_acq_rel);
-        uncount(static_cast<std::int64_t>(n));
-    }
-
-    std::shared_ptr<segment> seg_;
-    queue_flavor flavor_;
-    std::int64_t maxsize_;
-    endpoint ep_;    // this process's holder slot; outlives the feeder (destroyed after it)
-    std::atomic<std::uint32_t> slot_pid_{0};     // the process slot_ was looked up for
-    std::atomic<holder_slot*> slot_{nullptr};
-    channel ch_;
-    poll_slot poll_;                 // fileno(): after ch_, so it goes first
-    std::optional<feeder> feeder_;   // unbounded Queue and JoinableQueue only
-    // The pid that closed this handle. A child forked afterwards may use the queue it inherited
-    // (Python resets _closed after fork), so "closed" means closed by this very process.
-    std::atomic<std::uint32_t> closed_by_{0};
-    bool closed() const noexcept { return closed_by_.load(std::memory_order_acquire) == self_pid(); }
-};
 
 queue_core::queue_core(std::shared_ptr<queue_impl> impl) noexcept : impl_(std::move(impl)) {}
 
 queue_core::queue_core(queue_flavor flavor, std::int64_t maxsize, const options& opts,
                        std::uint64_t fp)
-    : impl_(std::make_shared<queue_impl>(
-          segment::create_anonymous(params_for(flavor, maxsize, opts, fp)), flavor)) {}
+    : impl_(shm_queue_anonymous(flavor, maxsize, opts, fp)) {}
 
 queue_core queue_core::create(queue_flavor flavor, std::string_view name, std::int64_t maxsize,
                               const options& opts, std::uint64_t fp) {
-    segment_params p = params_for(flavor, maxsize, opts, fp);
-    p.creator_counts = queue_impl::handle_counts();
-    return lifecycle::reopen([&] {
-        auto made = lifecycle::create(name, p, opts);
-        return queue_core(std::make_shared<queue_impl>(std::move(made.seg), flavor, made.fresh));
-    });
+    if (is_nats_url(name)) return queue_core(nats_queue_create(flavor, name, maxsize, opts, fp));
+    return queue_core(shm_queue_create(flavor, name, maxsize, opts, fp));
 }
 
 queue_core queue_core::open(queue_flavor flavor, std::string_view name, std::uint64_t fp,
                             const options& opts) {
-    return lifecycle::reopen([&] {
-        auto seg = segment::open_named(name, static_cast<segment_kind>(flavor), fp, opts.trust_foreign);
-        return queue_core(std::make_shared<queue_impl>(std::move(seg), flavor));
-    });
+    if (is_nats_url(name)) return queue_core(nats_queue_open(flavor, name, fp));
+    return queue_core(shm_queue_open(flavor, name, fp, opts));
 }
 
-bool queue_core::remove(std::string_view name) noexcept { return segment::remove(name); }
+bool queue_core::remove(std::string_view name) noexcept {
+    return is_nats_url(name) ? nats_queue_remove(name) : shm_queue_remove(name);
+}
 
 bool queue_core::remove_if_named_here() const noexcept {
-    return impl_ && impl_->seg_->named_here() && segment::remove(impl_->seg_->name());
+    return impl_ && impl_->remove_if_named_here();
 }
 
 queue_core::queue_core(queue_core&&) noexcept = default;
@@ -251,213 +46,67 @@ queue_core& queue_core::operator=(queue_core&& other) noexcept {
 
 queue_core::~queue_core() {
     if (!impl_) return;
-    close();
-    // Like Python's finalizer: the backlog reaches shared memory before the handle goes, unless
-    // cancel_join_thread() said otherwise.
-    if (impl_->feeder_) impl_->feeder_->stop();
+    impl_->close();
+    impl_->finish();
 }
 
 void queue_core::check_open() const {
-    if (!impl_ || impl_->closed()) throw closed_error("shmq: queue is closed");
-    // A child forked while every registry slot was taken is not accounted for (its dead items
-    // would stay counted): refuse clearly rather than miscount.
-    impl_->ep_.check_registered();
+    if (!impl_) throw closed_error("shmq: queue is closed");
+    impl_->check_open();
 }
 
 void queue_core::put(std::span<const std::byte> item, bool block, const timeout_t& timeout) {
-    check_open();
-    queue_impl& q = *impl_;
-    if (q.ch_.retains() && item.size() > q.ch_.whole_limit())
-        throw value_error("shmq: with options::redeliver an item must fit in half the ring (" +
-                          std::to_string(q.ch_.whole_limit()) + " bytes); this one has " +
-                          std::to_string(item.size()));
-    const bool joinable = q.joinable();
-    auto& unfinished = q.seg_->queue().unfinished;
-    // This process's `unpublished` first, then `unfinished` (see the crash windows above). The
-    // channel takes it back off just before it publishes the item.
-    std::atomic<std::uint64_t>* unpublished = nullptr;
-    if (joinable) {
-        if (holder_slot* s = q.slot()) unpublished = &s->unpublished;
-        if (unpublished) unpublished->fetch_add(1, std::memory_order_acq_rel);
-        unfinished.fetch_add(1, std::memory_order_acq_rel);
-    }
-    bool handed_over = false;   // published, or in the backlog (which then accounts for it)
-    try {
-        if (q.feeder_) {
-            q.feeder_->put(item, impl_, unpublished);
-            handed_over = true;
-            q.seg_->check_lost();   // written into a truncated segment's stand-in: not delivered
-            return;
-        }
-        // SimpleQueue's facade always waits (Python's has no timeouts); the `shmq` tool passes one.
-        deadline until = deadline::from(block, timeout);
-        const uncounter unc{nullptr, unpublished};
-        const io_status st = q.ch_.write(item, until, static_cast<std::uint64_t>(q.maxsize_), &unc);
-        handed_over = st == io_status::ok;
-        q.seg_->check_lost();
-        if (st != io_status::ok) throw full_error("shmq: queue is full");
-    } catch (...) {
-        if (joinable) {
-            if (unpublished && !handed_over) unpublished->fetch_sub(1, std::memory_order_acq_rel);
-            if (unfinished.fetch_sub(1, std::memory_order_acq_rel) == 1)
-                q.seg_->queue().all_done.notify();
-        }
-        throw;
-    }
+    if (!impl_) throw closed_error("shmq: queue is closed");
+    impl_->put(item, block, timeout);
 }
 
 void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
-    check_open();
-    queue_impl& q = *impl_;
-    deadline until = deadline::from(block, timeout);   // SimpleQueue: always forever (see put)
-    // A JoinableQueue item is ours to task_done once read: the channel counts it in our slot
-    // under the reader lease (see the crash windows above); retained records are also marked.
-    std::optional<taker> tk;
-    if (q.joinable()) {
-        if (holder_slot* s = q.slot())
-            tk.emplace(taker{static_cast<std::uint32_t>(s - q.seg_->registry().slots), &s->taken});
-        else if (q.ch_.retains())
-            throw error("shmq: this process is not registered as a holder of the queue");
-    }
-    poll_guard polled(q.poll_);
-    const io_status st = q.ch_.read(sink, until, std::nullopt, nullptr, tk ? &*tk : nullptr);
-    q.seg_->check_lost();   // what was read may come from a truncated segment's stand-in
-    if (st != io_status::ok) throw empty_error("shmq: queue is empty");
+    if (!impl_) throw closed_error("shmq: queue is closed");
+    impl_->get(sink, block, timeout);
 }
 
 int queue_core::fileno() {
     check_open();
-    // A queue has no EOF; its writers are any of its holders (queue_handle_end), whose deaths
-    // the poller watches (poller.hpp).
-    return impl_->poll_.get([&] {
-        return std::make_unique<poller>(impl_->seg_, impl_->ch_, queue_handle_end);
-    }).fd();
+    return impl_->fileno();
 }
 
 bool queue_core::poll_ready() {
     check_open();
-    if (poller* p = impl_->poll_.active()) return p->rearm();
-    return !impl_->ch_.empty();
+    return impl_->poll_ready();
 }
 
-std::size_t queue_core::qsize() const {
-    if (!impl_) return 0;
-    std::size_t n = static_cast<std::size_t>(impl_->ch_.size());
-    // Like Python, qsize counts items this process has put but not yet flushed.
-    if (impl_->feeder_) {
-        impl_->feeder_->check();   // the feeder thread failed: its backlog is gone
-        n += impl_->feeder_->pending();
-    }
-    impl_->seg_->check_lost();
-    return n;
-}
-
-bool queue_core::empty() const {
-    if (!impl_) return true;
-    // A polled handle re-arms here too: a loop woken spuriously may only look (empty()) and
-    // wait again, and must not find its descriptor still readable (it would spin).
-    if (poller* p = impl_->poll_.active()) [[unlikely]] p->rearm();
-    return impl_->ch_.empty();
-}
-
-bool queue_core::full() const {
-    return impl_ && impl_->maxsize_ > 0 &&
-           impl_->ch_.size() >= static_cast<std::uint64_t>(impl_->maxsize_);
-}
-
-std::int64_t queue_core::maxsize() const noexcept { return impl_ ? impl_->maxsize_ : 0; }
+std::size_t queue_core::qsize() const { return impl_ ? impl_->qsize() : 0; }
+bool queue_core::empty() const { return !impl_ || impl_->empty(); }
+bool queue_core::full() const { return impl_ && impl_->full(); }
+std::int64_t queue_core::maxsize() const noexcept { return impl_ ? impl_->maxsize() : 0; }
 
 void queue_core::close() noexcept {
-    if (!impl_) return;
-    impl_->closed_by_.store(self_pid(), std::memory_order_release);
-    impl_->poll_.reset();   // its descriptor closes (and leaves any epoll set) with the handle
-    // A message parked by a timed-out get can no longer be resumed through this handle.
-    impl_->ch_.drop_parked();
+    if (impl_) impl_->close();
 }
 
 bool queue_core::closed() const noexcept { return !impl_ || impl_->closed(); }
 
 void queue_core::join_thread() {
     if (!closed()) throw value_error("shmq: join_thread() before close()");
-    if (impl_ && impl_->feeder_) {
-        impl_->feeder_->stop();
-        impl_->feeder_->check();
-    }
+    if (impl_) impl_->join_thread();
 }
 
 void queue_core::cancel_join_thread() noexcept {
-    if (impl_ && impl_->feeder_) impl_->feeder_->cancel();
+    if (impl_) impl_->cancel_join_thread();
 }
 
 void queue_core::task_done() {
     if (!impl_) throw closed_error("shmq: queue is closed");
-    auto& qs = impl_->seg_->queue();
-    holder_slot* s = impl_->slot();
-    const bool retains = impl_->ch_.retains();
-    if (retains) {
-        // At-least-once mode: the record is marked done first, and that mark is what decides:
-        // a consumer killed before it is delivered again and finished (and counted) once by
-        // another; killed after it, not delivered again. So `unfinished` below only follows
-        // the marks (clamped, never "too many"); the window between the two costs a join()
-        // that waits for one item, like the other adjacent-step windows above.
-        if (!s || !retained::finish_one(*impl_->seg_,
-                                        static_cast<std::uint32_t>(s - impl_->seg_->registry().slots)))
-            throw value_error("shmq: task_done() called too many times");
-    }
-    std::int64_t v = qs.unfinished.load(std::memory_order_acquire);
-    do {
-        if (v <= 0) {
-            if (retains) return;
-            throw value_error("shmq: task_done() called too many times");
-        }
-    } while (!qs.unfinished.compare_exchange_weak(v, v - 1, std::memory_order_acq_rel));
-    // One item fewer that this process answers for, if it got any (task_done names no item and
-    // may come from another process than the getter: clamp at zero).
-    if (s) {
-        std::uint64_t t = s->taken.load(std::memory_order_acquire);
-        while (t > 0 && !s->taken.compare_exchange_weak(t, t - 1, std::memory_order_acq_rel)) {
-        }
-    }
-    if (v == 1) qs.all_done.notify();
+    impl_->task_done();
 }
 
 bool queue_core::join(const timeout_t& timeout) {
     if (!impl_) throw closed_error("shmq: queue is closed");
-    auto& qs = impl_->seg_->queue();
-    const segment& seg = *impl_->seg_;
-    using R = std::optional<bool>;
-    // Items of dead holders are uncounted when their death is noticed, and join's own waiting
-    // notices: it reaps at the start and then at most once per liveness slice (a waiter woken
-    // more often, by signals or notifications, does not read /proc more often).
-    registry::reap_any(seg);
-    auto last_reap = std::chrono::steady_clock::now();
-    std::optional<quiet_snapshot> last_quiet;   // see quiet()
-    return await(
-        qs.all_done, deadline(timeout), false,
-        [&]() -> R {
-            if (qs.unfinished.load(std::memory_order_acquire) <= 0) return true;
-            return std::nullopt;
-        },
-        [&]() -> R {
-            const auto now = std::chrono::steady_clock::now();
-            if (now - last_reap >= liveness_slice) {
-                last_reap = now;
-                registry::reap_any(seg);   // notifies all_done when it uncounted anything
-                std::optional<quiet_snapshot> q = quiet(seg);
-                if (q && last_quiet && *q == *last_quiet) {
-                    std::int64_t v = q->unfinished;
-                    if (qs.unfinished.compare_exchange_strong(v, 0, std::memory_order_acq_rel))
-                        qs.all_done.notify();
-                    q.reset();
-                }
-                last_quiet = q;
-            }
-            return std::nullopt;
-        });
+    return impl_->join(timeout);
 }
 
 std::uint64_t queue_core::lost_to_dead_consumers() const noexcept {
-    return impl_ ? impl_->seg_->queue().lost_to_dead_consumers.load(std::memory_order_acquire) : 0;
+    return impl_ ? impl_->lost_to_dead_consumers() : 0;
 }
 
 } // namespace shmq::detail

@@ -10,7 +10,7 @@
 // Hook points (each at the place in lib/ that names it):
 //   "channel.write.copied"        writer lease held, record copied, tail not yet stored
 //   "channel.write.uncounted"     a JoinableQueue item taken off its putter's `unpublished`, tail
-//                                 not yet stored (queue_core.cpp's crash windows)
+//                                 not yet stored (queue_shm.cpp's crash windows)
 //   "channel.write.published"     tail stored, writer lease still held
 //   "channel.stream.piece"        a streamed message: a piece published, more to come
 //   "channel.read.copied"         reader lease held, record copied out, head not yet stored

@@ -42,7 +42,8 @@ if(NOT TARGET shmq::shmq)
         INTERFACE_COMPILE_FEATURES cxx_std_20
         INTERFACE_LINK_LIBRARIES "Boost::serialization;Threads::Threads")
     if(_shmq_kind STREQUAL "STATIC")
-        set_property(TARGET shmq::shmq APPEND PROPERTY INTERFACE_LINK_LIBRARIES rt)
+        # libshmq.a needs what libshmq.so records itself: librt and the NATS client (libnats).
+        set_property(TARGET shmq::shmq APPEND PROPERTY INTERFACE_LINK_LIBRARIES rt nats)
     endif()
     unset(_shmq_static)
     unset(_shmq_shared)

@@ -11,6 +11,12 @@
 //   --json                  on every command: machine-readable output, one document per run
 //                           (top: one per refresh)
 //
+//   A NATS URL (lib/nats/url.hpp) in place of a name reaches queues in NATS JetStream instead:
+//   shmq ls nats://host:port          the shmq queues of that engine, with their counts
+//   shmq stat nats://host:port/name   depth, pending acknowledgements, consumers, limits
+//   shmq rm nats://host:port/name     deletes the queue's stream (and its items)
+//   shmq put/get nats://host:port/name   as for a name
+//
 // Inspection (ls, stat, top, gc without --yes) opens read-only (O_RDONLY, PROT_READ), so it works
 // on objects the user may only read, never waits for an object its creator is still
 // initializing (shown as "initializing", or "orphan" once older than the 2 s grace), takes no
@@ -21,6 +27,10 @@
 // 3 put/get timed out (queue full / empty); 4 gc found orphans and did not remove them
 // (no --yes), like `diff` saying "there is a difference".
 #include "lifecycle.hpp"
+#include "nats/client.hpp"
+#include "nats/stream.hpp"
+#include "nats/url.hpp"
+#include "queue_impl.hpp"
 #include "liveness.hpp"
 #include "ring.hpp"
 #include "segment.hpp"
@@ -477,11 +487,81 @@ int cmd_stat(const std::vector<std::string>& args, bool json) {
     return rc;
 }
 
+// ---- NATS JetStream queues (lib/nats/) -------------------------------------------------------
+
+// The queue_flavor stored in a NATS queue's stream (include/shmq/detail/queue_core.hpp).
+const char* nats_kind_name(const nats_queue_counts& n) {
+    static const char* const kinds[] = {"?", "?", "queue", "simple_queue", "joinable_queue"};
+    const std::uint32_t k = n.tag ? n.tag->flavor : 0;
+    return k < 5 ? kinds[k] : "?";
+}
+
+json_object nats_json(const std::string& name, const nats_queue_counts& n) {
+    json_object o;
+    o.str("name", name).str("kind", nats_kind_name(n)).str("backend", "nats")
+        .num("maxsize", static_cast<double>(n.max_msgs > 0 ? n.max_msgs : 0))
+        .num("replicas", static_cast<double>(n.replicas))
+        .num("items", static_cast<double>(n.messages))
+        .num("undelivered", static_cast<double>(n.undelivered))
+        .num("ack_pending", static_cast<double>(n.ack_pending))
+        .num("redelivered", static_cast<double>(n.redelivered))
+        .num("ack_wait_s", static_cast<double>(n.ack_wait_ns) * 1e-9)
+        .num("consumers", static_cast<double>(n.consumers));
+    return o;
+}
+
+int cmd_nats_ls(const std::string& text, bool json) {
+    const nats_url url = parse_nats_servers(text);
+    nats_client c(url, url.timeout);
+    const std::int64_t wait = to_ms(url.timeout);
+    std::vector<std::string> docs;
+    if (!json) std::printf("%-40s %-15s %10s %10s %10s\n", "NAME", "KIND", "ITEMS", "ACKPEND", "MAXSIZE");
+    for (const std::string& name : nats_queue_names(c, url, wait)) {
+        nats_url one = url;
+        one.name = name;
+        const nats_queue_counts n = nats_counts(c, one, wait);
+        if (json) docs.push_back(nats_json(name, n).text());
+        else
+            std::printf("%-40s %-15s %10llu %10lld %10lld\n", escaped(name).c_str(), nats_kind_name(n),
+                        static_cast<unsigned long long>(n.messages), static_cast<long long>(n.ack_pending),
+                        static_cast<long long>(n.max_msgs > 0 ? n.max_msgs : 0));
+    }
+    if (json) std::printf("%s\n", json_array(docs).c_str());
+    return ok;
+}
+
+int cmd_nats_stat(const std::vector<std::string>& args, bool json) {
+    std::vector<std::string> docs;
+    for (const auto& text : args) {
+        const nats_url url = parse_nats_url(text);
+        nats_client c(url, url.timeout);
+        const nats_queue_counts n = nats_counts(c, url, to_ms(url.timeout));
+        if (json) {
+            docs.push_back(nats_json(url.display(), n).text());
+            continue;
+        }
+        std::printf("name:        %s\n", escaped(url.display()).c_str());
+        std::printf("kind:        %s (NATS JetStream)\n", nats_kind_name(n));
+        std::printf("maxsize:     %lld%s\n", static_cast<long long>(n.max_msgs > 0 ? n.max_msgs : 0),
+                    n.max_msgs <= 0 ? " (unbounded)" : "");
+        if (n.tag) std::printf("type:        %016llx\n", static_cast<unsigned long long>(n.tag->fingerprint));
+        std::printf("replicas:    %lld\n", static_cast<long long>(n.replicas));
+        std::printf("items:       %llu in the stream, %llu not yet delivered\n",
+                    static_cast<unsigned long long>(n.messages), static_cast<unsigned long long>(n.undelivered));
+        std::printf("ack pending: %lld (got, not yet acknowledged; %lld redelivered)\n",
+                    static_cast<long long>(n.ack_pending), static_cast<long long>(n.redelivered));
+        std::printf("ack wait:    %.3f s\n", static_cast<double>(n.ack_wait_ns) * 1e-9);
+        std::printf("consumers:   %lld\n", static_cast<long long>(n.consumers));
+    }
+    if (json) std::printf("%s\n", json_array(docs).c_str());
+    return ok;
+}
+
 int cmd_rm(const std::vector<std::string>& args, bool json) {
     int rc = ok;
     std::vector<std::string> docs;
     for (const auto& n : args) {
-        const bool removed = segment::remove(n);
+        const bool removed = is_nats_url(n) ? nats_queue_remove(n) : segment::remove(n);
         if (!removed) {
             std::fprintf(stderr, "shmq: cannot remove '%s': no such object\n", escaped(n).c_str());
             rc = failed;
@@ -684,6 +764,12 @@ const char* const help_text =
     "                          a JoinableQueue item is marked done once printed\n"
     "  rm NAME...              unlink names (handles already open keep working)\n"
     "\n"
+    "A NATS URL in place of a name reaches queues in NATS JetStream (README, Beyond one host):\n"
+    "  ls nats://HOST:PORT     the shmq queues of that engine: kind, items, pending acks, maxsize\n"
+    "  stat URL...             depth, pending acknowledgements, redeliveries, consumers, limits\n"
+    "  rm URL...               delete the queue's stream and its items\n"
+    "  put/get URL             as for a name\n"
+    "\n"
     "options:\n"
     "  --json                  machine-readable output (any position)\n"
     "  --timeout S             put/get wait at most S seconds (default: wait as long as it takes)\n"
@@ -745,8 +831,18 @@ int main(int argc, char** argv) {
     const std::vector<std::string> args(words.begin() + 1, words.end());
     try {
         if (cmd == "help") { std::fputs(help_text, stdout); return ok; }
-        if (cmd == "ls") return args.empty() ? cmd_ls(json) : usage("ls takes no arguments");
-        if (cmd == "stat") return args.empty() ? usage("stat wants a NAME") : cmd_stat(args, json);
+        if (cmd == "ls") {
+            if (args.empty()) return cmd_ls(json);
+            if (args.size() == 1 && is_nats_url(args[0])) return cmd_nats_ls(args[0], json);
+            return usage("ls takes no arguments, or one nats://host:port");
+        }
+        if (cmd == "stat") {
+            if (args.empty()) return usage("stat wants a NAME");
+            const auto urls = std::count_if(args.begin(), args.end(), [](const std::string& a) { return is_nats_url(a); });
+            if (urls == 0) return cmd_stat(args, json);
+            if (static_cast<std::size_t>(urls) == args.size()) return cmd_nats_stat(args, json);
+            return usage("stat takes names or nats:// URLs, not both at once");
+        }
         if (cmd == "rm") return args.empty() ? usage("rm wants a NAME") : cmd_rm(args, json);
         if (cmd == "gc") return args.empty() ? cmd_gc(yes, json) : usage("gc takes no arguments");
         if (cmd == "top") return args.empty() ? cmd_top(interval, count, json) : usage("top takes no arguments");

@@ -2,6 +2,12 @@
 // shmq — JoinableQueue<T>: a Queue<T> that also counts unfinished items (task_done/join), across
 // processes. Every put counts one item (before it becomes visible); task_done() uncounts one;
 // join() returns when the count is zero. The count is of puts, not gets, as in Python.
+//
+// Over NATS (a nats:// name, see queue.hpp): task_done() acknowledges the oldest item this
+// process got through this handle and not yet acknowledged (value_error when there is none), and
+// join() waits until the stream is empty and no acknowledgement is pending. A consumer that dies
+// before task_done() has its item delivered again after ack_wait, so join() still returns (in
+// Python, and with shared memory without options::redeliver, the item is lost instead).
 #pragma once
 
 #include <shmq/queue.hpp>

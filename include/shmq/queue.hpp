@@ -19,6 +19,28 @@
 //    which case the backlog may be lost. If nobody ever gets, that wait is forever — as in Python.
 //  * Anonymous queues are shared with children forked after construction. Named queues
 //    (create/open) are shared by name with unrelated processes and live until remove().
+//
+// Over NATS JetStream (a name that is a URL: "nats://host:port[,host:port...]/name[?replicas=N&
+// ack_wait=S&timeout=S]", README "Beyond one host"), the same calls with these differences:
+//  * At-least-once: an item got by a process that dies before it is acknowledged (at get for
+//    Queue and SimpleQueue, at task_done for JoinableQueue) is delivered again after ack_wait
+//    (30 s by default), to another consumer. With shared memory it is gone with its process.
+//  * Order: each producer's items leave the stream in the order it put them, but with several
+//    consumers (or a redelivery) no consumer sees a global order.
+//  * qsize(), empty() and full() are the server's counts (one or two round trips each);
+//    qsize() does not count items got but not yet acknowledged.
+//  * put() returns once the server has stored the item (replicated, with replicas > 1): an
+//    unbounded put does not block for room but does wait for the network, bounded by its
+//    timeout or the URL's `timeout` (10 s); there is no backlog, so join_thread() returns at once.
+//    A put that throws error (engine unreachable) may still have been stored.
+//  * Items larger than the server's max_payload (1 MiB by default) less 256 bytes are refused
+//    with value_error at put; they are not split.
+//  * The raw codec copies bytes: both ends must have the same ABI. The fingerprint stored with
+//    the stream (type, size, alignment, byte order) refuses a mismatch with type_error at open.
+//    For hosts that differ, use a type that goes through Boost.Serialization.
+//  * remove() deletes the stream with its items: handles still open then fail with error.
+//  * No engine reachable gives error naming the URL (never a hang); create of an existing
+//    stream exists_error, open of a missing one not_found_error. options are ignored.
 #pragma once
 
 #include <shmq/codec.hpp>
@@ -97,7 +119,8 @@ public:
     /// readiness is not; it re-arms when this process calls get, get_nowait, empty() or wait()
     /// with it, so a loop takes what is there (or looks with empty()) after each wake-up. Free until first called (puts check one word they check anyway).
     /// Works for named queues opened by unrelated processes. At most 7 handles may poll one
-    /// queue at a time. See Connection::fileno() for the details. Throws closed_error, error.
+    /// queue at a time. See Connection::fileno() for the details. Throws closed_error,
+    /// value_error (a nats:// queue: it has none), error.
     int fileno() { return core_.fileno(); }
     /// Idempotent; never throws.
     void close() noexcept { core_.close(); }

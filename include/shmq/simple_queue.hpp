@@ -2,6 +2,8 @@
 // shmq — SimpleQueue<T>: Python's multiprocessing.SimpleQueue. put, get, empty, close; no
 // maxsize, no timeouts, no feeder: put waits while the ring is full, get waits for an item.
 // After close(), put, get and empty throw closed_error.
+// A nats:// name puts the queue in NATS JetStream (differences: queue.hpp); put and get then
+// wait for the network at most the URL's `timeout` (get waits for an item for ever, as here).
 #pragma once
 
 #include <shmq/codec.hpp>
@@ -63,7 +65,8 @@ public:
     /// readiness is not; it re-arms when this process calls get, get_nowait, empty() or wait()
     /// with it, so a loop takes what is there (or looks with empty()) after each wake-up. Free until first called (puts check one word they check anyway).
     /// Works for named queues opened by unrelated processes. At most 7 handles may poll one
-    /// queue at a time. See Connection::fileno() for the details. Throws closed_error, error.
+    /// queue at a time. See Connection::fileno() for the details. Throws closed_error,
+    /// value_error (a nats:// queue: it has none), error.
     int fileno() { return core_.fileno(); }
     void close() noexcept { core_.close(); }
 
