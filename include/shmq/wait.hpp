@@ -81,8 +81,8 @@ inline std::vector<Connection*> wait(std::initializer_list<Connection*> conns,
 /// readable: another process took the message), so what is returned is ready at return. A
 /// Pipe peer's death makes its connection ready at once (fileno() watches its pidfd).
 /// Throws closed_error (a closed connection or queue), value_error (a write-only connection, a
-/// negative descriptor, the same object twice, a Process not started), error (no descriptor left
-/// for a fileno(); poll failed).
+/// negative descriptor, the same object twice, a Process not started, a nats:// queue), error
+/// (no descriptor left for a fileno(); poll failed).
 SHMQ_API std::vector<waitable> wait(std::span<const waitable> objects, timeout_t timeout = std::nullopt);
 
 inline std::vector<waitable> wait(std::initializer_list<waitable> objects,
