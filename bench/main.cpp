@@ -35,6 +35,7 @@ namespace shmq_bench {
 int memory_check();   // memory.cpp
 int pool_bench(int repeat, bool quick, const std::string& python);   // pool.cpp
 int sync_check(int repeat);   // sync.cpp
+int wake_check(int repeat);   // wake.cpp
 int loan_bench(int repeat, bool quick);   // loan.cpp
 int nats_bench(bool quick);   // nats.cpp
 namespace {
@@ -55,6 +56,7 @@ struct options {
     bool memory = false;
     bool pool = false;
     bool sync = false;
+    bool wake = false;
     bool loan = false;
     bool nats = false;
 };
@@ -88,6 +90,8 @@ void usage(std::ostream& o) {
          "                      Python's multiprocessing.Pool, in tasks/s\n"
          "  --sync              instead of the suite: Lock acquire/release (uncontended, 2 processes)\n"
          "                      and Event wake latency against Boost, pthread and pipe baselines\n"
+         "  --wake              instead of the suite: wake latency of a process asleep in epoll_wait\n"
+         "                      on a Connection's fileno(), against an OS pipe and a blocking recv\n"
          "  --loan              instead of the suite: zero-copy Connection::loan/recv_view against\n"
          "                      send_bytes/recv_bytes_into, 64 KiB and 1 MiB, with work on both sides\n"
          "  --nats              instead of the suite: Queue<std::string> in shared memory against NATS\n"
@@ -138,6 +142,8 @@ bool parse(int argc, char** argv, options& o) {
             o.pool = true;
         } else if (a == "--sync") {
             o.sync = true;
+        } else if (a == "--wake") {
+            o.wake = true;
         } else if (a == "--loan") {
             o.loan = true;
         } else if (a == "--nats") {
@@ -244,6 +250,7 @@ int run(int argc, char** argv) {
     if (opt.memory) return memory_check();
     if (opt.pool) return pool_bench(opt.repeat, opt.quick, opt.no_python ? std::string() : opt.python);
     if (opt.sync) return sync_check(opt.repeat);
+    if (opt.wake) return wake_check(opt.repeat);
     if (opt.loan) return loan_bench(opt.repeat, opt.quick);
     if (opt.nats) return nats_bench(opt.quick);
 

@@ -2,6 +2,7 @@
 #include "channel.hpp"
 
 #include "liveness.hpp"
+#include "poller.hpp"
 #include "registry.hpp"
 #include "retained.hpp"
 #include "ring.hpp"
@@ -337,7 +338,7 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     st_.tail.store(ring::advance(tail, need, 1), std::memory_order_release);
     SHMQ_TEST_HOOK("channel.write.published");
     lease.unlock();
-    st_.data.notify();
+    notify_data();
     return io_status::ok;
 }
 
@@ -369,7 +370,7 @@ std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs
         if (uncount) uncount->fetch_sub(n, std::memory_order_acq_rel);
         st_.tail.store(tail, std::memory_order_release);
         lease.unlock();
-        st_.data.notify();
+        notify_data();
     }
     return n;
 }
@@ -441,7 +442,7 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
             SHMQ_TEST_HOOK("channel.write.uncounted");
         }
         st_.tail.store(tail, std::memory_order_release);
-        st_.data.notify();
+        notify_data();
         if (k != ring::kind::last) SHMQ_TEST_HOOK("channel.stream.piece");
         sent += data;
         first = false;
@@ -774,7 +775,7 @@ void channel::commit_loan(std::size_t size) noexcept {
     SHMQ_TEST_HOOK("channel.loan.filled");
     st_.tail.store(ring::advance(loan_tail_, ring::footprint(size), 1), std::memory_order_release);
     loan_lease_.reset();   // unlocks
-    st_.data.notify();
+    notify_data();
 }
 
 void channel::abandon_loan() noexcept { drop_lent(loan_lease_, loan_pid_); }
@@ -850,6 +851,20 @@ bool channel::poll(const deadline& until) {
         });
 }
 
+bool channel::readers_present() noexcept {
+    if (eof_rules_) registry::reap(*seg_, reader_end(index_));
+    return !readers_gone();
+}
+
+void channel::notify_data() noexcept {
+    if (st_.data.notify()) [[unlikely]] poke_pollers(st_.pollers);
+}
+
+bool channel::readable_now() {
+    if (retain_ && seg_->queue().redeliverable.load(std::memory_order_acquire) != 0) return true;
+    return message_ready() || writers_gone();
+}
+
 bool channel::ready() { return poll(deadline(timeout_t(std::chrono::duration<double>(0)))); }
 
 void channel::check_writers() noexcept {
@@ -869,7 +884,7 @@ bool channel::empty() noexcept {
 }
 
 void channel::wake_all() noexcept {
-    st_.data.notify();
+    notify_data();
     st_.space.notify();
 }
 

@@ -116,16 +116,27 @@ public:
     bool ready();
     /// The event readers sleep on, for waiting on several channels at once (wait()).
     event& data_event() noexcept { return st_.data; }
+    /// Who polls this channel through a file descriptor (poller.hpp).
+    poller_table& pollers() noexcept { return st_.pollers; }
+    /// A read would not block now: a message (or a retained one to deliver again), or EOF. For
+    /// pollers (poller.hpp); consumes nothing, never waits.
+    bool readable_now();
     /// Looks for dead writers if the liveness period has passed (what a sleeping reader does
     /// after each slice). For wait().
     void check_writers() noexcept;
 
+    /// Some reader end is still held, after dropping dead holders (send_handle's waits).
+    bool readers_present() noexcept;
     /// Messages published and not yet consumed (a snapshot).
     std::uint64_t size() const noexcept;
     /// True when no message is waiting (pieces of abandoned streams do not count).
     bool empty() noexcept;
     /// Wakes every sleeper on this channel (after an end was closed: they re-check EOF rules).
     void wake_all() noexcept;
+    /// Wakes the readers (and pollers) only: a writer end was closed (EOF may be due).
+    void wake_readers() noexcept { notify_data(); }
+    /// Wakes the writers only: a reader end was closed (broken pipe may be due).
+    void wake_writers() noexcept { st_.space.notify(); }
     /// Messages of at most this many bytes can be written as one record (write_some, the
     /// feeder's direct path, and every message of a ring that retains records).
     std::uint64_t whole_limit() const noexcept { return cap_ / 2 - ring::header_size; }
@@ -253,6 +264,10 @@ private:
     mutable std::atomic<clock::rep> probed_at_{0};
     /// True (and the clock reset) when the far end's liveness is due for a check.
     bool reap_due() noexcept;
+    /// Wakes readers after a publication or a close: the data event, and, when that started a
+    /// wake-up round (someone sleeps or polls), the file-descriptor pollers too. A writer whose
+    /// reader spins or nobody waits pays one load, as before pollers existed.
+    void notify_data() noexcept;
 };
 
 } // namespace shmq::detail

@@ -8,6 +8,12 @@
 #include <optional>
 #include <utility>
 
+#include <cerrno>
+#include <cstring>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 namespace shmq {
 namespace detail {
 
@@ -76,7 +82,8 @@ void Connection::check_writable() const {
     if (!impl_->writable_) throw value_error("shmq: connection is read-only");
 }
 
-static void check_readable(const std::unique_ptr<detail::connection_impl>& impl) {
+// Inlined into every read: it is on the fast path, and with six callers GCC would call it.
+[[gnu::always_inline]] static inline void check_readable(const std::unique_ptr<detail::connection_impl>& impl) {
     check_open(impl);
     if (!impl->readable_) throw value_error("shmq: connection is write-only");
 }
@@ -90,6 +97,7 @@ void Connection::send_raw(std::span<const std::byte> bytes) {
 
 void Connection::recv_raw(detail::message_sink& sink) {
     check_readable(impl_);
+    detail::poll_guard polled(impl_->poll_);
     if (impl_->rx_->read(sink, detail::deadline()) == detail::io_status::eof)
         throw eof_error("shmq: end of stream: every writing end is closed");
 }
@@ -112,12 +120,16 @@ std::size_t Connection::max_loan() const {
 
 Connection::View Connection::recv_view() {
     check_readable(impl_);
+    // A polled connection re-arms now (the message is still there until release) and again at
+    // release, when it is gone.
+    detail::poll_guard polled(impl_->poll_);
     View v;
     const std::byte* data = nullptr;
     std::size_t size = 0;
     switch (impl_->rx_->view(detail::deadline(), &data, &size)) {
     case detail::io_status::ok:
         v.ch_ = &*impl_->rx_;
+        v.poll_ = &impl_->poll_;
         v.bytes_ = std::span<const std::byte>(data, size);
         return v;
     case detail::io_status::eof:
@@ -159,6 +171,7 @@ void Connection::Loan::commit(std::size_t size) {
 
 Connection::View::View(View&& other) noexcept
     : ch_(std::exchange(other.ch_, nullptr)),
+      poll_(std::exchange(other.poll_, nullptr)),
       bytes_(std::exchange(other.bytes_, {})),
       own_(std::move(other.own_)) {
     if (!ch_) bytes_ = std::span<const std::byte>(own_.data(), own_.size());
@@ -168,6 +181,7 @@ Connection::View& Connection::View::operator=(View&& other) noexcept {
     if (this != &other) {
         release();
         ch_ = std::exchange(other.ch_, nullptr);
+        poll_ = std::exchange(other.poll_, nullptr);
         bytes_ = std::exchange(other.bytes_, {});
         own_ = std::move(other.own_);
         if (!ch_) bytes_ = std::span<const std::byte>(own_.data(), own_.size());
@@ -177,6 +191,8 @@ Connection::View& Connection::View::operator=(View&& other) noexcept {
 
 void Connection::View::release() noexcept {
     if (ch_) std::exchange(ch_, nullptr)->release_view();
+    if (poll_)
+        if (detail::poller* p = std::exchange(poll_, nullptr)->active()) p->rearm();
     bytes_ = {};
     own_.clear();
 }
@@ -191,6 +207,7 @@ void Connection::throw_bad_range(std::size_t length, std::size_t offset, std::si
 
 std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxlength) {
     check_readable(impl_);
+    detail::poll_guard polled(impl_->poll_);
     std::vector<std::byte> out;
     detail::vector_sink sink(out);
     std::size_t length = 0;
@@ -211,6 +228,7 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t of
     if (offset > buf.size())
         throw value_error("shmq: recv_bytes_into: offset " + std::to_string(offset) +
                           " is beyond the buffer of " + std::to_string(buf.size()) + " bytes");
+    detail::poll_guard polled(impl_->poll_);
     detail::span_sink sink(buf, offset);
     if (impl_->rx_->read(sink, detail::deadline()) == detail::io_status::eof)
         throw eof_error("shmq: end of stream: every writing end is closed");
@@ -220,7 +238,135 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t of
 
 bool Connection::poll(timeout_t timeout) {
     check_readable(impl_);
+    detail::poll_guard polled(impl_->poll_);
     return impl_->rx_->poll(detail::deadline(timeout));
+}
+
+int Connection::fileno() {
+    check_readable(impl_);
+    return impl_->poll_fd().fd();
+}
+
+// ---- passing descriptors (send_handle / recv_handle) -------------------------------------------
+//
+// The descriptor travels over the Pipe's AF_UNIX datagram socketpair (SCM_RIGHTS); a marker
+// message goes through the ring after it, so poll(), fileno() and wait() see a handle like any
+// message and a reader takes one datagram per marker. The datagram is sent first: whoever reads
+// a marker finds at least one datagram queued (datagrams sent >= markers published >= markers
+// read), so recv_handle never waits on the socket. Handles from several concurrent senders may
+// pair with each other's markers, which is harmless: markers are all alike, and each sender's
+// own handles stay in its order (one socket, FIFO). A sender killed between its datagram and
+// its marker leaves one descriptor more than markers: the next marker gets that one and each
+// later handle comes one marker late; a reader killed between marker and datagram does the same.
+namespace {
+constexpr char handle_marker[] = "shmq:send_handle";   // 16 bytes, no NUL sent
+constexpr std::size_t handle_marker_size = sizeof handle_marker - 1;
+
+// One datagram of the descriptor socket: the marker's bytes and room for one SCM_RIGHTS
+// descriptor. Not movable: msg points into the object itself.
+struct handle_datagram {
+    char payload[handle_marker_size];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{payload, sizeof payload};
+    msghdr msg{};
+    handle_datagram() {
+        std::memcpy(payload, handle_marker, handle_marker_size);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+    }
+    handle_datagram(const handle_datagram&) = delete;
+    handle_datagram& operator=(const handle_datagram&) = delete;
+};
+
+[[noreturn]] void no_handle_socket() {
+    throw value_error(
+        "shmq: send_handle/recv_handle need a Pipe made by shmq::Pipe() in this process or in "
+        "an ancestor it was forked from (the descriptors travel over a socketpair made with the "
+        "Pipe; it is missing when the process was out of file descriptors then)");
+}
+} // namespace
+
+void Connection::send_handle(int fd) {
+    check_writable();
+    if (impl_->handle_fd_ < 0) no_handle_socket();
+    if (fd < 0) throw value_error("shmq: send_handle: bad descriptor " + std::to_string(fd));
+    handle_datagram d;
+    msghdr& msg = d.msg;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    for (;;) {
+        if (::sendmsg(impl_->handle_fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) break;
+        const int e = errno;
+        if (e == EINTR) continue;
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            // The socket's queue is full: the reader is behind. Wait for room a slice at a time,
+            // and give up with broken_pipe_error once every reading end is gone.
+            pollfd p{impl_->handle_fd_, POLLOUT, 0};
+            ::poll(&p, 1, 100);
+            if (!impl_->tx_->readers_present())
+                throw broken_pipe_error("shmq: broken pipe: every reading end is closed");
+            continue;
+        }
+        if (e == ECONNREFUSED || e == EPIPE || e == ECONNRESET)
+            throw broken_pipe_error("shmq: broken pipe: every reading end is closed");
+        throw error(std::string("shmq: send_handle: sendmsg: ") + std::strerror(e));
+    }
+    send_raw(std::as_bytes(std::span<const char>(d.payload, sizeof d.payload)));
+}
+
+int Connection::recv_handle() {
+    check_readable(impl_);
+    if (impl_->handle_fd_ < 0) no_handle_socket();
+    std::vector<std::byte> marker;
+    {
+        detail::poll_guard polled(impl_->poll_);
+        detail::vector_sink sink(marker);
+        std::size_t length = 0;
+        switch (impl_->rx_->read(sink, detail::deadline(), handle_marker_size, &length)) {
+        case detail::io_status::eof:
+            throw eof_error("shmq: end of stream: every writing end is closed");
+        case detail::io_status::too_long:
+            throw value_error("shmq: recv_handle: the next message is not a handle (" +
+                              std::to_string(length) + " bytes); it was left unread");
+        default: break;
+        }
+    }
+    if (marker.size() != handle_marker_size ||
+        std::memcmp(marker.data(), handle_marker, handle_marker_size) != 0)
+        throw value_error("shmq: recv_handle: the message received was not sent by send_handle "
+                          "(it was consumed)");
+    handle_datagram d;
+    msghdr& msg = d.msg;
+    for (int attempt = 0;; ++attempt) {
+        const ssize_t r = ::recvmsg(impl_->handle_fd_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (r >= 0) break;
+        const int e = errno;
+        if (e == EINTR) continue;
+        // Cannot happen unless markers were read or sent by other means (recv_bytes, send_bytes
+        // of the marker's bytes): the datagram always precedes its marker.
+        if ((e == EAGAIN || e == EWOULDBLOCK) && attempt < 10) {
+            pollfd p{impl_->handle_fd_, POLLIN, 0};
+            ::poll(&p, 1, 100);
+            continue;
+        }
+        throw error(std::string("shmq: recv_handle: no descriptor came with the handle message: ") +
+                    std::strerror(e));
+    }
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+            c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            int fd;
+            std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+            return fd;
+        }
+    }
+    throw error("shmq: recv_handle: the datagram carried no descriptor (the receiver's "
+                "descriptor limit was reached, so the kernel dropped it)");
 }
 
 std::pair<Connection, Connection> Pipe(bool duplex, options opts) {
@@ -229,13 +375,25 @@ std::pair<Connection, Connection> Pipe(bool duplex, options opts) {
     p.channels = duplex ? 2 : 1;
     p.capacity = opts.capacity;
     auto seg = detail::segment::create_anonymous(p);
+    std::unique_ptr<detail::connection_impl> a, b;
     if (duplex) {
         // c1 reads channel 0 and writes channel 1; c2 the other way round.
-        return {Connection(std::make_unique<detail::connection_impl>(seg, 0u, 1u)),
-                Connection(std::make_unique<detail::connection_impl>(seg, 1u, 0u))};
+        a = std::make_unique<detail::connection_impl>(seg, 0u, 1u);
+        b = std::make_unique<detail::connection_impl>(seg, 1u, 0u);
+    } else {
+        a = std::make_unique<detail::connection_impl>(seg, 0u, std::nullopt);
+        b = std::make_unique<detail::connection_impl>(seg, std::nullopt, 0u);
     }
-    return {Connection(std::make_unique<detail::connection_impl>(seg, 0u, std::nullopt)),
-            Connection(std::make_unique<detail::connection_impl>(seg, std::nullopt, 0u))};
+    // The descriptor socket of send_handle: a datagram socketpair, one end per connection (what a
+    // datagram sent on b's end arrives at a's and back), inherited by forked children as the
+    // segment is. Made now because a socket made later could not reach a child forked meanwhile;
+    // without descriptors left the Pipe still works, and send_handle says why it cannot.
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) == 0) {
+        a->handle_fd_ = sv[0];
+        b->handle_fd_ = sv[1];
+    }
+    return {Connection(std::move(a)), Connection(std::move(b))};
 }
 
 } // namespace shmq

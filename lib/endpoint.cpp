@@ -2,6 +2,7 @@
 #include "endpoint.hpp"
 
 #include "liveness.hpp"
+#include "poller.hpp"
 #include "test_hook.hpp"
 
 #include <shmq/errors.hpp>
@@ -106,6 +107,8 @@ struct endpoint_list {
                 }
             }
         }
+        // A new holder: pollers of these segments must start watching this process (poller.hpp).
+        for (endpoint* e = first(); e; e = e->next_) announce_holder(*e->seg_);
         mutex().unlock();
     }
 };
@@ -125,6 +128,7 @@ endpoint::endpoint(std::shared_ptr<segment> seg, const end_counts& counts, bool 
     std::lock_guard<std::mutex> lock(endpoint_list::mutex());
     if (!adopt) registry::attach(*seg_, self(), counts_);
     endpoint_list::insert(this);
+    announce_holder(*seg_);   // pollers watch holders' deaths: make them look again (poller.hpp)
 }
 
 void endpoint::release() noexcept {

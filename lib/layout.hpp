@@ -25,7 +25,7 @@
 namespace shmq::detail {
 
 inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
-inline constexpr std::uint32_t layout_version = 5;   // bump on any change below
+inline constexpr std::uint32_t layout_version = 6;   // bump on any change below
 inline constexpr std::size_t cache_line = 64;
 
 /// segment_header::flags.
@@ -157,6 +157,28 @@ struct alignas(cache_line) queue_state {
     std::atomic<std::uint64_t> redelivered;
 };
 
+/// Who polls a channel's reading side through a file descriptor (Connection::fileno(),
+/// Queue::fileno(); lib/poller.hpp, doc/design.md "Pollable handles"). One line, read by a
+/// notifier only after it found the data event's sleeper bit set (a poller keeps that bit set
+/// while it waits), so a writer with no sleeper and no poller never touches it.
+///   keys[i]  the 64-bit key of one poller's socket (the abstract AF_UNIX datagram address
+///            "shmq.poll.<key in hex>"); 0 = free. Written by the poller (compare-exchange 0 ->
+///            key when it registers, key -> 0 when it goes) and by any notifier that finds
+///            nobody bound at that address (ECONNREFUSED: its process is gone), key -> 0.
+///   count    >= the number of non-zero keys (a hint: 0 lets a notifier skip the scan). Raised
+///            before a key is stored, lowered after one is cleared, so a death between the two
+///            leaves it too high (one needless scan per wake-up round), never too low.
+/// Pairs with channel_state::data: a poller stores its key, then (release fence) sets the sleeper
+/// bit; a notifier that clears that bit (acquire fence) then reads the keys.
+inline constexpr std::size_t max_pollers = 7;
+
+struct alignas(cache_line) poller_table {
+    std::atomic<std::uint32_t> count;
+    std::uint32_t reserved;
+    std::atomic<std::uint64_t> keys[max_pollers];
+};
+static_assert(sizeof(poller_table) == cache_line, "poller_table: one cache line");
+
 /// Ring positions pack a byte count (low 36 bits) and a message count (high 28 bits) into one
 /// word, so one atomic store publishes both: a writer killed between the two cannot leave the
 /// item count and the bytes disagreeing.
@@ -200,9 +222,10 @@ struct alignas(cache_line) channel_state {
     std::atomic<std::uint64_t> release;
     alignas(cache_line) event data;       // readers sleep here waiting for records
     alignas(cache_line) event space;      // writers sleep here waiting for room
+    poller_table pollers;                 // file-descriptor pollers of `data` (see poller_table)
 };
 
-static_assert(sizeof(channel_state) == 6 * cache_line, "channel_state: six cache lines");
+static_assert(sizeof(channel_state) == 7 * cache_line, "channel_state: seven cache lines");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "positions need lock-free 64-bit atomics");
 
 } // namespace shmq::detail

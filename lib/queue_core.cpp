@@ -65,6 +65,16 @@ void queue_core::get(message_sink& sink, bool block, const timeout_t& timeout) {
     impl_->get(sink, block, timeout);
 }
 
+int queue_core::fileno() {
+    check_open();
+    return impl_->fileno();
+}
+
+bool queue_core::poll_ready() {
+    check_open();
+    return impl_->poll_ready();
+}
+
 std::size_t queue_core::qsize() const { return impl_ ? impl_->qsize() : 0; }
 bool queue_core::empty() const { return !impl_ || impl_->empty(); }
 bool queue_core::full() const { return impl_ && impl_->full(); }

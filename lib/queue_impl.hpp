@@ -50,6 +50,14 @@ public:
     virtual std::uint64_t lost_to_dead_consumers() const noexcept = 0;
     /// Unlinks the name if this process created the object under it (Listener's backlog).
     virtual bool remove_if_named_here() const noexcept { return false; }
+    /// A descriptor readable whenever get would not block (Queue::fileno(), lib/poller.hpp).
+    /// Backends without one throw value_error.
+    virtual int fileno() {
+        throw value_error("shmq: fileno() is not available for a queue over NATS (nats://): "
+                          "only shared-memory queues have one");
+    }
+    /// Whether a get would not block now; re-arms this process's fileno() (wait()).
+    virtual bool poll_ready() { return !empty(); }
 };
 
 // Shared memory (lib/queue_shm.cpp).

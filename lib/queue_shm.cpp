@@ -42,6 +42,7 @@
 #include "registry.hpp"
 #include "retained.hpp"
 #include "liveness.hpp"
+#include "poller.hpp"
 #include "segment.hpp"
 #include "sync/wait_loop.hpp"
 
@@ -200,6 +201,7 @@ public:
     std::atomic<std::uint32_t> slot_pid_{0};     // the process slot_ was looked up for
     std::atomic<holder_slot*> slot_{nullptr};
     mutable channel ch_;   // empty()/qsize() read it through a const handle, as before the seam
+    poll_slot poll_;                 // fileno(): after ch_, so it goes first
     std::optional<feeder> feeder_;   // unbounded Queue and JoinableQueue only
     // The pid that closed this handle. A child forked afterwards may use the queue it inherited
     // (Python resets _closed after fork), so "closed" means closed by this very process.
@@ -211,7 +213,25 @@ public:
     void put(std::span<const std::byte> item, bool block, const timeout_t& timeout) override;
     void get(message_sink& sink, bool block, const timeout_t& timeout) override;
     std::size_t qsize() const override;
-    bool empty() const override { return ch_.empty(); }
+    bool empty() const override {
+        // A polled handle re-arms here too: a loop woken spuriously may only look (empty()) and
+        // wait again, and must not find its descriptor still readable (it would spin).
+        if (poller* p = poll_.active()) [[unlikely]] p->rearm();
+        return ch_.empty();
+    }
+    int fileno() override {
+        check_open();
+        // A queue has no EOF; its writers are any of its holders (queue_handle_end), whose
+        // deaths the poller watches (poller.hpp).
+        return poll_.get([&] {
+            return std::make_unique<poller>(seg_, ch_, queue_handle_end);
+        }).fd();
+    }
+    bool poll_ready() override {
+        check_open();
+        if (poller* p = poll_.active()) return p->rearm();
+        return !ch_.empty();
+    }
     bool full() const override {
         return maxsize_ > 0 && ch_.size() >= static_cast<std::uint64_t>(maxsize_);
     }
@@ -326,6 +346,7 @@ void shm_queue::get(message_sink& sink, bool block, const timeout_t& timeout) {
         else if (q.ch_.retains())
             throw error("shmq: this process is not registered as a holder of the queue");
     }
+    poll_guard polled(q.poll_);
     const io_status st = q.ch_.read(sink, until, std::nullopt, nullptr, tk ? &*tk : nullptr);
     q.seg_->check_lost();   // what was read may come from a truncated segment's stand-in
     if (st != io_status::ok) throw empty_error("shmq: queue is empty");
@@ -344,6 +365,7 @@ std::size_t shm_queue::qsize() const {
 
 void shm_queue::close() noexcept {
     closed_by_.store(self_pid(), std::memory_order_release);
+    poll_.reset();   // its descriptor closes (and leaves any epoll set) with the handle
     // A message parked by a timed-out get can no longer be resumed through this handle.
     ch_.drop_parked();
 }

@@ -14,11 +14,16 @@
 #include "sync/wait_loop.hpp"
 
 #include <shmq/errors.hpp>
+#include <shmq/process.hpp>
 
 #include <algorithm>
+#include <cstring>
+#include <string>
 #include <cerrno>
 #include <ctime>
+#include <climits>
 #include <linux/futex.h>
+#include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -105,6 +110,71 @@ std::vector<Connection*> wait(std::span<Connection* const> conns, timeout_t time
         for (auto* e : events) e->finish();
         if (now_ready) return ready;
         for (auto* ch : chans) ch->check_writers();
+    }
+}
+
+// ---- wait() on everything ----------------------------------------------------------------------
+//
+// One poll(2) over a descriptor per object: fileno() for connections and queues (level-triggered,
+// possibly spuriously readable, never missing; poller.hpp), the sentinel for a Process, the
+// descriptor itself otherwise. Whatever poll reports of a connection or queue is confirmed by
+// asking it (which also re-arms its fileno()), so a spurious wake-up loops instead of returning.
+std::vector<waitable> wait(std::span<const waitable> objects, timeout_t timeout) {
+    std::vector<pollfd> fds(objects.size());
+    for (std::size_t i = 0; i < objects.size(); ++i) {
+        const waitable& w = objects[i];
+        for (std::size_t j = 0; j < i; ++j)
+            if (objects[j] == w) throw value_error("shmq: wait: the same object is listed twice");
+        int fd = -1;
+        switch (w.kind_) {
+        case waitable::kind::connection: {
+            auto* c = const_cast<Connection*>(static_cast<const Connection*>(w.object_));
+            if (c->closed()) throw closed_error("shmq: wait: connection is closed");
+            if (!c->readable()) throw value_error("shmq: wait: connection is write-only");
+            fd = c->fileno();
+            break;
+        }
+        case waitable::kind::queue: fd = w.core_->fileno(); break;
+        case waitable::kind::process:
+            fd = static_cast<const Process*>(w.object_)->sentinel();
+            break;
+        case waitable::kind::descriptor:
+            if (w.fd_ < 0) throw value_error("shmq: wait: bad descriptor " + std::to_string(w.fd_));
+            fd = w.fd_;
+            break;
+        }
+        fds[i] = pollfd{fd, POLLIN, 0};
+    }
+
+    const detail::deadline until(timeout);
+    std::vector<waitable> ready;
+    for (bool first = true;; first = false) {
+        int ms = 0;
+        if (!first) {
+            if (until.expired()) return ready;
+            // Bounded steps, though nothing here needs them: every source is a descriptor the
+            // kernel wakes us for, dead peers included (pidfds inside fileno()).
+            auto left = until.forever() ? std::chrono::milliseconds(1000)
+                                        : std::chrono::ceil<std::chrono::milliseconds>(
+                                              until.at() - detail::clock::now());
+            ms = static_cast<int>(std::clamp<long long>(left.count(), 0, 1000));
+        }
+        const int n = ::poll(fds.data(), fds.size(), ms);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw error(std::string("shmq: wait: poll: ") + std::strerror(errno));
+        }
+        for (std::size_t i = 0; n > 0 && i < objects.size(); ++i) {
+            if (fds[i].revents == 0) continue;
+            const waitable& w = objects[i];
+            bool is_ready = true;
+            if (w.kind_ == waitable::kind::connection)
+                is_ready = const_cast<Connection*>(static_cast<const Connection*>(w.object_))->poll();
+            else if (w.kind_ == waitable::kind::queue)
+                is_ready = w.core_->poll_ready();
+            if (is_ready) ready.push_back(w);
+        }
+        if (!ready.empty()) return ready;
     }
 }
 

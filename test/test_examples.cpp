@@ -206,6 +206,11 @@ BOOST_AUTO_TEST_CASE(pool_map_reports_the_lost_item_and_delivers_the_rest_then_e
                   "pool_map: 7 other results arrived\n");
 }
 
+BOOST_AUTO_TEST_CASE(asio_loop_serves_a_queue_pipes_and_sentinels_in_one_io_context_then_exits_0) {
+    check_example("asio_loop",
+                  "asio_loop: 15 results (sum 1015), 3 goodbyes, 3 end-of-streams, 3 exits\n");
+}
+
 namespace {
 
 double seconds_since(clk::time_point t0) {

@@ -35,7 +35,7 @@
 
 namespace shmq {
 
-namespace detail { class connection_impl; struct connection_access; struct connection_factory; class channel; }
+namespace detail { class connection_impl; struct connection_access; struct connection_factory; class channel; class poll_slot; }
 
 class Connection;
 SHMQ_API std::pair<Connection, Connection> Pipe(bool duplex, options opts);
@@ -116,6 +116,54 @@ public:
 
     /// True when a message (or its first piece) is waiting, or at EOF. Never consumes.
     bool poll(timeout_t timeout = std::chrono::duration<double>(0));
+    /// A file descriptor for epoll/poll/select and event loops (Boost.Asio's
+    /// posix::stream_descriptor, libuv, ...): readable whenever recv would not block — a message
+    /// is waiting, or every peer end is closed or its process died (EOF). Level-triggered: it
+    /// stays readable while that holds and turns unreadable once the messages are taken. Only
+    /// wait for readability on it (EPOLLIN; it is an epoll descriptor) and never read it, close
+    /// it or make it non-blocking yourself: it belongs to the connection and is valid until
+    /// close() (which removes it from any epoll set, as closing a descriptor does).
+    ///  * Spurious readiness is possible, missed readiness is not: after a wake-up, poll() or a
+    ///    recv tells. It happens when another process reading the same end took the message
+    ///    first, when one of several copies of the writer end is closed, when a process starts
+    ///    holding the writer end (a fork, so the descriptor can watch it), and when a send's
+    ///    wake-up lands just after a recv took its message.
+    ///  * The descriptor re-arms only when this process calls into the connection (recv*, poll,
+    ///    fileno, wait): an event loop must read (or poll()) after each wake-up, else it keeps
+    ///    waking for a message that is still there — which is what level-triggered means.
+    ///  * A peer's death makes it readable at once (a pidfd of each process holding the other
+    ///    end is inside); where that cannot be had (a peer in another pid namespace), within
+    ///    ~50 ms, and then it also wakes every 50 ms while that peer lives.
+    ///  * Costs nothing until first called: senders check one word they already check for
+    ///    sleepers. Then it costs this process an AF_UNIX socket and the epoll descriptor, and
+    ///    each send that finds the connection idle one extra datagram.
+    ///  * Per process: a forked child that calls fileno() gets a descriptor of its own.
+    ///  * At most 7 processes (or handles) may poll one direction at a time.
+    /// Throws closed_error, value_error (write-only), error (no descriptor left: the call and
+    /// errno; 7 pollers already).
+    int fileno();
+
+    /// Sends an open file descriptor (a socket, a file, a pidfd) to the process that will call
+    /// recv_handle() on the other end, as Python's multiprocessing.reduction.send_handle: the
+    /// receiver gets its own descriptor for the same open file (SCM_RIGHTS); this process keeps
+    /// `fd` and may close it at once. The handle is one message in the connection's order (so
+    /// poll(), fileno() and wait() report it). Blocks while the receiver's queue is full.
+    /// Needs a Pipe made by shmq::Pipe() in this process or in an ancestor it was forked from:
+    /// each such Pipe carries an AF_UNIX socketpair, made with it (forked children inherit it;
+    /// a socket made later could not reach them). There is no such channel between unrelated
+    /// processes (a Listener/Client connection: value_error): connect an AF_UNIX socket
+    /// yourself and use SCM_RIGHTS there.
+    /// Throws closed_error, value_error (read-only, fd < 0, no descriptor socket: a Pipe made
+    /// while this process was out of descriptors), broken_pipe_error, error (sendmsg: EBADF...).
+    /// Pair it with recv_handle(): a recv of that message gets the marker's bytes and leaves the
+    /// descriptor queued, which the next recv_handle then receives in place of its own.
+    void send_handle(int fd);
+    /// Receives a descriptor sent by send_handle() (close-on-exec set); the caller owns it.
+    /// Throws closed_error, value_error (write-only; the next message is not a handle: a long
+    /// one stays unread, a short one is consumed), eof_error, error (no descriptor came: the
+    /// kernel drops it when this process is at its descriptor limit).
+    int recv_handle();
+
     /// Closes this process's copy of the ends. Idempotent; never throws.
     void close() noexcept;
 
@@ -173,6 +221,7 @@ public:
 private:
     friend class Connection;
     detail::channel* ch_ = nullptr;   // non-null while lent in place
+    detail::poll_slot* poll_ = nullptr;   // the connection's fileno(): re-armed at release
     std::span<const std::byte> bytes_;
     std::vector<std::byte> own_;      // a message that came in pieces
 };

@@ -51,6 +51,8 @@
 #include <cstddef>
 #include <string_view>
 
+namespace shmq { class waitable; }
+
 namespace shmq {
 
 template <class T> class Queue {
@@ -111,6 +113,15 @@ public:
     std::size_t qsize() const { return core_.qsize(); }
     bool empty() const { return core_.empty(); }
     bool full() const { return core_.full(); }
+    /// A descriptor for epoll/poll/select and event loops, readable whenever get would not block
+    /// (an item is waiting). Level-triggered, per process, owned by the queue (valid until
+    /// close()); spurious readiness is possible (another consumer took the item first), missed
+    /// readiness is not; it re-arms when this process calls get, get_nowait, empty() or wait()
+    /// with it, so a loop takes what is there (or looks with empty()) after each wake-up. Free until first called (puts check one word they check anyway).
+    /// Works for named queues opened by unrelated processes. At most 7 handles may poll one
+    /// queue at a time. See Connection::fileno() for the details. Throws closed_error,
+    /// value_error (a nats:// queue: it has none), error.
+    int fileno() { return core_.fileno(); }
     /// Idempotent; never throws.
     void close() noexcept { core_.close(); }
     /// Throws value_error unless close() was called first.
@@ -128,6 +139,7 @@ protected:
     }
     static std::uint64_t fingerprint() noexcept { return detail::type_fingerprint<T>(); }
 
+    friend class waitable;
     detail::queue_core core_;
 };
 

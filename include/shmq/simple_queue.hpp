@@ -13,6 +13,8 @@
 
 #include <string_view>
 
+namespace shmq { class waitable; }
+
 namespace shmq {
 
 template <class T> class SimpleQueue {
@@ -57,10 +59,20 @@ public:
         core_.check_open();
         return core_.empty();
     }
+    /// A descriptor for epoll/poll/select and event loops, readable whenever get would not block
+    /// (an item is waiting). Level-triggered, per process, owned by the queue (valid until
+    /// close()); spurious readiness is possible (another consumer took the item first), missed
+    /// readiness is not; it re-arms when this process calls get, get_nowait, empty() or wait()
+    /// with it, so a loop takes what is there (or looks with empty()) after each wake-up. Free until first called (puts check one word they check anyway).
+    /// Works for named queues opened by unrelated processes. At most 7 handles may poll one
+    /// queue at a time. See Connection::fileno() for the details. Throws closed_error,
+    /// value_error (a nats:// queue: it has none), error.
+    int fileno() { return core_.fileno(); }
     void close() noexcept { core_.close(); }
 
 private:
     explicit SimpleQueue(detail::queue_core core) noexcept : core_(std::move(core)) {}
+    friend class waitable;
     detail::queue_core core_;
 };
 

@@ -58,25 +58,29 @@ public:
     /// The futex word, for waiting on several events at once (futex_waitv).
     std::atomic<std::uint32_t>* word() noexcept { return &word_; }
 
-    /// Wakes every sleeper; free (a fence and a load) when nobody sleeps.
-    void notify() noexcept {
+    /// Wakes every sleeper; free (a fence and a load) when nobody sleeps. True when this call
+    /// started a new round (it found the sleeper bit and cleared it): the channel then also
+    /// pokes its file-descriptor pollers (poller.hpp), who keep that bit set while they wait.
+    bool notify() noexcept {
         std::atomic_thread_fence(std::memory_order_seq_cst);
-        notify_after_seq_cst_store();
+        return notify_after_seq_cst_store();
     }
     /// notify() for a notifier whose store that made the condition true was itself seq_cst:
     /// that store, this seq_cst load and the waiter's RMW + fence are then ordered by the single
     /// total order S (the waiter's condition load after its fence sees the store, or this load
     /// sees the sleeper bit), so no fence is needed here. On x86 the seq_cst store is the one
     /// locked instruction the publication costs.
-    void notify_after_seq_cst_store() noexcept {
+    bool notify_after_seq_cst_store() noexcept {
         SHMQ_TEST_HOOK("event.notify");
         std::uint32_t v = word_.load(std::memory_order_seq_cst);
-        if (!(v & sleeper_bit)) return;
+        if (!(v & sleeper_bit)) [[likely]] return false;
         // New round: whoever changes the word first wakes everybody; a concurrent notifier that
         // loses the exchange finds the bit cleared and leaves.
-        if (word_.compare_exchange_strong(v, (v + 2) & ~sleeper_bit, std::memory_order_relaxed,
-                                          std::memory_order_relaxed))
-            futex_wake(&word_);
+        if (!word_.compare_exchange_strong(v, (v + 2) & ~sleeper_bit, std::memory_order_relaxed,
+                                           std::memory_order_relaxed))
+            return false;
+        futex_wake(&word_);
+        return true;
     }
 
 private:

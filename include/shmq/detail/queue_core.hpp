@@ -44,6 +44,11 @@ public:
     void put(std::span<const std::byte> item, bool block, const timeout_t& timeout);
     /// One item into sink. Throws closed_error, empty_error, broken_error.
     void get(message_sink& sink, bool block, const timeout_t& timeout);
+    /// A descriptor readable whenever get would not block (Queue::fileno()). Throws
+    /// closed_error, error.
+    int fileno();
+    /// Whether a get would not block now; re-arms this process's fileno() (wait()).
+    bool poll_ready();
     std::size_t qsize() const;
     bool empty() const;
     bool full() const;
