@@ -193,8 +193,19 @@ BOOST_AUTO_TEST_CASE(crafted_inputs_are_codec_errors) {
     BOOST_TEST(decodes_to_codec_error<std::int32_t>("12 junk"));
     BOOST_TEST(decodes_to_codec_error<job>(valid + "7"));
     // A boost::variant index outside its two alternatives (Boost would walk down from -1).
-    BOOST_TEST(decodes_to_codec_error<with_variant>("0 0 -1 5\n"));
-    BOOST_TEST(decodes_to_codec_error<with_variant>("0 0 2 5\n"));
+    // A valid encoding ends with the variant's index and its value ("0 5\n"): replace the index.
+    {
+        std::vector<std::byte> scratch;
+        const portable<with_variant> ok(with_variant{std::int32_t{5}});
+        const std::string text = text_of(shmq::codec<portable<with_variant>>::encode(ok, scratch));
+        BOOST_REQUIRE(text.size() > 4u);
+        BOOST_REQUIRE(text.substr(text.size() - 4) == "0 5\n");
+        BOOST_TEST(shmq::codec<portable<with_variant>>::decode(bytes_of(text)).value.v.which() == 0);
+        const std::string head = text.substr(0, text.size() - 4);
+        BOOST_TEST(decodes_to_codec_error<with_variant>(head + "-1 5\n", "variant index"));
+        BOOST_TEST(decodes_to_codec_error<with_variant>(head + "2 5\n", "variant index"));
+        BOOST_TEST(decodes_to_codec_error<with_variant>(head + "-2147483648 5\n", "variant index"));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(a_huge_bucket_count_is_clamped_not_allocated) {
