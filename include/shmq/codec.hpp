@@ -93,6 +93,7 @@
 #include <shmq/detail/message_sink.hpp>
 #include <shmq/errors.hpp>
 
+#include <bit>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -339,13 +340,34 @@ template <class T> struct default_codec<T, codec_kind::serialized> {
 
 #undef SHMQ_DETAIL_NEEDS_SERIALIZATION
 
+/// True when codec<T> says its bytes do not depend on the host's byte order or word size.
+template <class T>
+inline constexpr bool is_portable_v = requires { requires codec<T>::portable_encoding == true; };
+
+/// The fingerprint stored for an encoding: `fp` unchanged when the encoding is portable or the
+/// byte order little-endian, else a fixed fold of it. The order is a parameter so that a test on a
+/// little-endian host can check what a big-endian host stores.
+constexpr std::uint64_t fold_byte_order(std::uint64_t fp, bool portable, std::endian order) noexcept {
+    if (portable || order == std::endian::little) return fp;
+    return fp ^ 0x9e3779b97f4a7c15ull;
+}
+
 /// Identifies T across processes for typed named objects: differs for any two distinct types
 /// (int vs float, unsigned vs int, two structs), equal for the same type in every process built
 /// with an Itanium-ABI compiler (gcc, clang). Never 0. Limits: two types with the same qualified
 /// name in different anonymous namespaces, or one struct changed between two builds without
 /// changing its size, are not told apart. Never throws.
+///
+/// The byte order is folded in too, unless codec<T> declares `static constexpr bool
+/// portable_encoding = true` (shmq::portable<T>, portable.hpp): the raw codec and the binary
+/// archive write numbers in the writer's byte order, so a NATS queue (stored fingerprint, checked
+/// at open across hosts) must refuse a reader of the other one, and a portable encoding must not.
+/// The fold is done here rather than in the NATS backend so that the backend needs no separate
+/// "portable" bit through queue_core: the fingerprint it is given already says everything. On a
+/// little-endian host the fold is the identity, so every existing fingerprint is unchanged.
 template <class T> std::uint64_t type_fingerprint() noexcept {
-    return type_fingerprint(typeid(T), sizeof(T), alignof(T));
+    return fold_byte_order(type_fingerprint(typeid(T), sizeof(T), alignof(T)), is_portable_v<T>,
+                           std::endian::native);
 }
 
 } // namespace detail

@@ -35,9 +35,11 @@
 //    A put that throws error (engine unreachable) may still have been stored.
 //  * Items larger than the server's max_payload (1 MiB by default) less 256 bytes are refused
 //    with value_error at put; they are not split.
-//  * The raw codec copies bytes: both ends must have the same ABI. The fingerprint stored with
-//    the stream (type, size, alignment, byte order) refuses a mismatch with type_error at open.
-//    For hosts that differ, use a type that goes through Boost.Serialization.
+//  * The raw codec copies bytes and Boost's binary archive writes numbers in the writer's byte
+//    order and sizes: both ends must have the same ABI. The fingerprint stored with the stream
+//    (type, size, alignment, byte order) refuses a mismatch with type_error at open. For hosts
+//    that differ, send shmq::portable<T> (<shmq/portable.hpp>): T through the text archive,
+//    whose fingerprint leaves the byte order out.
 //  * remove() deletes the stream with its items: handles still open then fail with error.
 //  * No engine reachable gives error naming the URL (never a hang); create of an existing
 //    stream exists_error, open of a missing one not_found_error. options are ignored.

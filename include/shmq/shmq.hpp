@@ -11,6 +11,7 @@
 #include <shmq/listener.hpp>
 #include <shmq/options.hpp>
 #include <shmq/pool.hpp>
+#include <shmq/portable.hpp>      // shmq::portable<T>: the text archive, for queues across hosts
 #include <shmq/process.hpp>
 #include <shmq/queue.hpp>
 #include <shmq/serialization.hpp>   // the Boost path of the codec for every type that needs it

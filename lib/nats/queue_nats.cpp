@@ -46,12 +46,10 @@ namespace {
 using clock = std::chrono::steady_clock;
 using ms_t = std::chrono::milliseconds;
 
-// The raw codec copies bytes, so a reader with the other byte order must be refused too: the
-// stored fingerprint differs by byte order (the fingerprint itself covers type, size, alignment).
-std::uint64_t wire_fingerprint(std::uint64_t fp) noexcept {
-    if constexpr (std::endian::native == std::endian::big) return fp ^ 0x9e3779b97f4a7c15ull;
-    return fp;
-}
+// The fingerprint stored with the stream is the one the facade passes: detail::type_fingerprint
+// (codec.hpp) has already folded the byte order into it for the raw codec and the binary archive,
+// which copy numbers in the writer's byte order, and left it out for a portable encoding
+// (shmq::portable<T>), so hosts of either byte order may share such a queue.
 
 // Room kept below max_payload for the headers a publish carries (Nats-Msg-Id, Nats-Expected-Stream).
 constexpr std::int64_t header_room = 256;
@@ -444,7 +442,7 @@ std::shared_ptr<queue_impl> nats_queue_create(queue_flavor flavor, std::string_v
     char desc[160];
     std::snprintf(desc, sizeof desc, "%.*skind=%u fp=%016" PRIx64 " id=%08x",
                   static_cast<int>(nats_description_magic.size()), nats_description_magic.data(),
-                  static_cast<unsigned>(flavor), wire_fingerprint(fp),
+                  static_cast<unsigned>(flavor), fp,
                   static_cast<unsigned>(std::random_device{}()));
     const std::string subject = nats_subject(url.name);
     const char* subjects[] = {subject.c_str()};
@@ -496,7 +494,7 @@ std::shared_ptr<queue_impl> nats_queue_open(queue_flavor flavor, std::string_vie
     const nats_queue_counts n = nats_counts(*client, url, to_ms(url.timeout));
     if (!n.tag)
         throw type_error("shmq: NATS stream '" + url.display() + "' is not a shmq queue");
-    if (n.tag->flavor != static_cast<std::uint32_t>(flavor) || n.tag->fingerprint != wire_fingerprint(fp))
+    if (n.tag->flavor != static_cast<std::uint32_t>(flavor) || n.tag->fingerprint != fp)
         throw type_error("shmq: NATS queue '" + url.display() +
                          "' holds another element type or queue kind (or was made on a host "
                          "with another byte order)");
