@@ -664,7 +664,9 @@ io_status channel::read(message_sink& sink, const deadline& until,
                 if (length) *length = static_cast<std::size_t>(total);
                 return io_status::too_long;
             }
-            if (!reserve(std::min(total, 2 * piece))) return unfit(rec, 0, total);
+            if (!reserve(sink.expect(static_cast<std::size_t>(total)) ? total
+                                                                       : std::min(total, 2 * piece)))
+                return unfit(rec, 0, total);
             std::memcpy(dst, src + ring::first_prefix, piece);
             got = piece;
             consume(rec, 0);

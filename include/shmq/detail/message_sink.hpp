@@ -4,6 +4,8 @@
 // instead of through a scratch buffer.
 #pragma once
 
+#include <shmq/export.hpp>
+
 #include <cstddef>
 #include <string>
 #include <type_traits>
@@ -16,22 +18,62 @@ namespace shmq::detail {
 /// called again with larger n (the last call has the message's size), and each call must keep the
 /// bytes already written at the front. A call with a smaller n starts a new message (the previous
 /// one was abandoned by its writer). It may throw (allocation): the message is then dropped.
+///
+/// expect(total) comes first for a streamed message, with the length its first piece claims. It
+/// returns true when the sink already holds `total` bytes of memory it owns (a reused container
+/// at least that large): the reader then reserves all of it at once, so nothing is filled twice.
+/// Otherwise the sink may set aside address space for `total` without touching it (a lying length
+/// costs no physical memory) so that the growing reserve() calls never move what arrived.
 class message_sink {
 public:
     virtual std::byte* reserve(std::size_t total) = 0;
+    virtual bool expect(std::size_t total) noexcept {
+        (void)total;
+        return false;
+    }
 
 protected:
     ~message_sink() = default;
 };
 
+/// Asks the kernel to back [p, p + n) with huge pages where it can (transparent huge pages in
+/// "madvise" mode): for a buffer of at least 4 MiB about to be filled, one fault per 2 MiB
+/// instead of one per 4 KiB, which is what a fresh multi-megabyte message costs most, notably in
+/// virtual machines. Only whole 2 MiB pages inside the range are advised. Never fails.
+SHMQ_API void advise_large_buffer(void* p, std::size_t n) noexcept;
+
 /// Receives into a contiguous byte container (std::string, std::vector of bytes): resizes it.
 /// Its capacity is reused, so a warm container means no allocation.
 template <class Container> class container_sink final : public message_sink {
 public:
+    /// The most address space expect() sets aside ahead of the bytes (larger messages grow by
+    /// doubling past it): bounds what a lying length can claim, below sanitizer and fuzzer
+    /// allocation limits.
+    static constexpr std::size_t expect_limit = std::size_t{256} << 20;
+
     explicit container_sink(Container& c) noexcept : c_(c) {}
     std::byte* reserve(std::size_t total) override {
         c_.resize(total);
         return reinterpret_cast<std::byte*>(c_.data());
+    }
+    bool expect(std::size_t total) noexcept override {
+        // Already that large (get_into() of same-sized items): shrinking neither moves nor fills.
+        if (c_.size() >= total) {
+            c_.resize(total);
+            return true;
+        }
+        // One allocation for the whole message instead of one per doubling: no copies of what
+        // arrived, and the allocator can hand the same memory back for the next message (fresh
+        // pages are what large messages cost most on virtual machines).
+        if (total <= expect_limit) {
+            try {
+                c_.reserve(total);
+                advise_large_buffer(c_.data(), total);
+            } catch (...) {
+                // Address space refused: the room grows with the bytes instead.
+            }
+        }
+        return false;
     }
 
 private:
