@@ -15,6 +15,8 @@
 #include "test_hook.hpp"
 
 #include <atomic>
+#include <csignal>
+#include <fstream>
 #include <thread>
 #include <cstring>
 #include <dirent.h>
@@ -55,6 +57,14 @@ struct piece_counter {
     ~piece_counter() { shmq::detail::test_hook::install(nullptr); }
 };
 #endif
+
+// Resident memory of this process, in bytes (/proc/self/statm's second field, in pages).
+std::size_t resident_bytes() {
+    std::ifstream f("/proc/self/statm");
+    std::size_t size = 0, resident = 0;
+    f >> size >> resident;
+    return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
 
 // Sent with Boost.Serialization.
 struct record {
@@ -107,6 +117,31 @@ BOOST_AUTO_TEST_CASE(get_into_bytes_and_serialized_types) {
     q.get_into(into, true, 2s);
     BOOST_TEST(into.value == 41);
     BOOST_TEST(matches_pattern(into.text, 9));
+}
+
+// Streamed items of the same size into one string: the first sets its size, every later one is
+// copied into the same bytes (no reallocation, and no zero-fill from a first piece's share).
+// Then get() of a streamed item allocates once, for the whole item: the string it returns has
+// room for about that much (a string grown by doubling would have up to twice as much).
+BOOST_AUTO_TEST_CASE(get_into_of_streamed_items_keeps_the_buffer) {
+    shmq::Queue<std::string> q(0, ring(256 << 10));
+    const std::size_t n = (3 << 20) + 77;   // 12 rings' worth: dozens of pieces
+    std::thread producer([&] {
+        for (std::uint64_t i = 0; i < 5; ++i) q.put(pattern_string(n, 40 + i));
+    });
+    std::string s;
+    const char* storage = nullptr;
+    for (std::uint64_t i = 0; i < 4; ++i) {
+        q.get_into(s, true, 10s);
+        BOOST_TEST_REQUIRE(s.size() == n);
+        BOOST_TEST_REQUIRE(matches_pattern(s, 40 + i));
+        if (i == 0) storage = s.data();
+        BOOST_TEST(static_cast<const void*>(s.data()) == static_cast<const void*>(storage));
+    }
+    const std::string got = q.get(true, 10s);
+    BOOST_TEST(matches_pattern(got, 44));
+    BOOST_TEST(got.capacity() < n + n / 4);
+    producer.join();
 }
 
 // An unbounded put of an item larger than half the ring but smaller than its free space writes
@@ -181,5 +216,29 @@ BOOST_AUTO_TEST_CASE(nonblocking_put_of_a_streamed_item_is_all_or_nothing) {
     q.put(pattern_string(40'000, 8), false);
     BOOST_TEST(pieces.load() > 0);
     BOOST_TEST(matches_pattern(q.get(true, 2s), 8));
+}
+
+// A stream whose first piece claims 200 MiB and whose writer dies after it: the reader sets the
+// address space aside but never touches what did not arrive, so its resident memory grows by
+// about one piece, not by the claim; the item is dropped and the queue goes on.
+BOOST_AUTO_TEST_CASE(a_claimed_length_costs_no_memory_until_the_bytes_arrive) {
+    shmq::Queue<std::string> q(10, ring(1 << 20));   // bounded: put streams in the caller
+    const std::size_t claimed = std::size_t{200} << 20;
+    scoped_child child([&] {
+        shmq::detail::test_hook::install([](const char* point) {
+            if (std::strcmp(point, "channel.stream.piece") == 0) ::raise(SIGKILL);
+        });
+        std::string big(claimed, 'x');
+        q.put(big, true, 10s);
+        return 1;   // not reached: killed after the first piece
+    });
+    BOOST_TEST(child.wait(30s) == -SIGKILL);
+    const std::size_t before = resident_bytes();
+    std::string s;
+    BOOST_CHECK_THROW(q.get_into(s, true, 1s), shmq::empty_error);   // its writer is dead
+    BOOST_TEST(s.capacity() >= claimed);                              // reserved ...
+    BOOST_TEST(resident_bytes() < before + (std::size_t{16} << 20));  // ... not touched
+    q.put("next");
+    BOOST_TEST(q.get(true, 2s) == "next");
 }
 #endif
