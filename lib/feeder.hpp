@@ -83,7 +83,8 @@ private:
     std::deque<std::vector<std::byte>> backlog_;
     // Under m_: buffers of items the thread has published, for put() to copy the next items
     // into: a burst of large puts then allocates (and page-faults) only its first few buffers.
-    // At most spare_max; dropped when the thread runs dry, so an idle queue holds no memory.
+    // At most spare_max; dropped when the thread ends (idle_linger after running dry), so an
+    // idle queue holds no memory.
     std::vector<std::vector<std::byte>> spare_;
     static constexpr std::size_t spare_max = 8;
     // For qsize(): items of this process not yet visible in the ring. The channel decrements it
@@ -104,6 +105,8 @@ private:
     std::string failure_;   // under m_: why the thread failed
     void fail(const char* why) noexcept;   // the thread's catch: record, drop the backlog, stop
     bool running_ = false;
+    // Under m_: set by stop() so that a thread lingering on an empty backlog ends at once
+    // instead of after idle_linger; cleared by put() when it starts a thread.
     bool stop_ = false;
     std::thread thread_;
     feeder* prev_ = nullptr;

@@ -161,6 +161,36 @@ BOOST_AUTO_TEST_CASE(unbounded_put_of_a_large_item_writes_directly_when_it_fits)
     BOOST_TEST(matches_pattern(s, 5));
 }
 
+// The feeder thread outlives a drained backlog only briefly (it lingers for the next burst
+// instead of starting again per item) and then ends: an idle queue holds no thread. join_thread
+// ends a lingering thread at once.
+BOOST_AUTO_TEST_CASE(the_feeder_thread_ends_soon_after_the_backlog_drains) {
+    shmq::Queue<std::string> q(0, ring(64 << 10));
+    const std::size_t before = threads_of_this_process();
+    for (std::uint64_t i = 0; i < 6; ++i) q.put(pattern_string(100'000, 60 + i));   // > the ring
+    BOOST_TEST(threads_of_this_process() == before + 1);
+    std::string s;
+    for (std::uint64_t i = 0; i < 6; ++i) {
+        q.get_into(s, true, 5s);
+        BOOST_TEST_REQUIRE(matches_pattern(s, 60 + i));
+    }
+    bool ended = false;
+    for (int i = 0; i < 200 && !ended; ++i) {   // up to 2 s; the linger is 0.1 s
+        std::this_thread::sleep_for(10ms);
+        ended = threads_of_this_process() == before;
+    }
+    BOOST_TEST(ended);
+    // Another burst starts it again; once drained, join_thread ends the lingering thread (it
+    // joins it) rather than leaving it to time out.
+    q.put(pattern_string(100'000, 70));
+    BOOST_TEST(threads_of_this_process() == before + 1);
+    q.get_into(s, true, 5s);
+    BOOST_TEST(matches_pattern(s, 70));
+    q.close();
+    q.join_thread();
+    BOOST_TEST(threads_of_this_process() == before);
+}
+
 // A burst of puts larger than the ring goes through the backlog, whose buffers are reused:
 // every item arrives whole and in order whatever the sizes of the buffers it lands in.
 BOOST_AUTO_TEST_CASE(backlog_buffers_are_reused_without_mixing_items) {
