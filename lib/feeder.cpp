@@ -205,11 +205,7 @@ void feeder::run_loop() {
     std::vector<std::span<const std::byte>> views;
     std::unique_lock<std::mutex> lock(m_);
     for (;;) {
-        for (auto& done : batch) {
-            if (spare_.size() == spare_max) break;
-            spare_.push_back(std::move(done));
-        }
-        batch.clear();
+        batch.clear();   // published; their buffers went to spare_ as they were
         // A thread per queue only while there is a backlog, and idle_linger after: ended when
         // idle, so an idle queue holds neither a thread nor buffers. cancel() does not stop
         // delivery (as in Python, it only stops others waiting for it).
@@ -252,11 +248,16 @@ void feeder::run_loop() {
             if (n) {
                 // The channel uncounted them from pending_ just before publishing, so qsize()
                 // (ring + pending) never counts an item twice, even for an instant.
-                done += n;
                 {
                     std::lock_guard<std::mutex> guard(m_);
                     in_flight_ -= n;   // published: flush() may return
+                    // Their buffers are free now, not at the end of the batch: a producer that
+                    // keeps the backlog non-empty then copies into warm memory instead of
+                    // allocating (and page-faulting) a buffer per item.
+                    for (std::size_t i = done; i < done + n && spare_.size() < spare_max; ++i)
+                        if (batch[i].capacity() <= spare_keep_bytes) spare_.push_back(std::move(batch[i]));
                 }
+                done += n;
                 drained_.notify_all();
             }
         }

@@ -87,6 +87,9 @@ private:
     // idle queue holds no memory.
     std::vector<std::vector<std::byte>> spare_;
     static constexpr std::size_t spare_max = 8;
+    // A buffer larger than this is freed rather than kept: eight spares of a huge item would pin
+    // that much memory for as long as the thread lives.
+    static constexpr std::size_t spare_keep_bytes = std::size_t{16} << 20;
     // For qsize(): items of this process not yet visible in the ring. The channel decrements it
     // just before it publishes them (so it never overlaps the ring's count).
     std::atomic<std::size_t> pending_{0};
