@@ -13,6 +13,7 @@
 // 1 when some timed out or failed, 2 on a bad command line.
 #include "common.hpp"
 #include "harness.hpp"
+#include "loan.hpp"
 #include "report.hpp"
 #include "transport.hpp"
 
@@ -36,7 +37,6 @@ int memory_check();   // memory.cpp
 int pool_bench(int repeat, bool quick, const std::string& python);   // pool.cpp
 int sync_check(int repeat);   // sync.cpp
 int wake_check(int repeat);   // wake.cpp
-int loan_bench(int repeat, bool quick);   // loan.cpp
 int nats_bench(bool quick);   // nats.cpp
 namespace {
 
