@@ -353,19 +353,8 @@ int run(int argc, char** argv) {
 
     int failed = 0;
     for (auto& res : in.results) {
-        bool ok = std::any_of(res.runs.begin(), res.runs.end(), [](const run_result& x) { return x.state == status::ok; });
-        if (ok) continue;
-        // No figure: report the most telling state (timeout/error over skipped).
-        res.state = status::skipped;
-        for (const auto& x : res.runs) {
-            if (x.state == status::timeout || x.state == status::error) {
-                res.state = x.state;
-                res.note = x.note;
-                break;
-            }
-            res.note = x.note;
-        }
-        if (res.state != status::skipped) ++failed;
+        res.settle();
+        if (res.state == status::timeout || res.state == status::error) ++failed;
     }
     for (auto& res : in.results)
         if (res.state == status::ok && res.note.empty())
