@@ -365,7 +365,9 @@ std::vector<issue12_row> issue12_targets(const report_input& in) {
     throughput("1 MiB Pipe / cpp-ipc (msg/s)", pipe, cpp_ipc_name, MiB, 1.2, "");
     {
         issue12_row row{"1 MiB loaned send+view with work / copying API", NAN, 2, false, "the loan section, Pipe"};
-        if (!in.loan)
+        if (!in.loan && !in.suite)
+            row.note = "not measured in this run: only the LARGE ITEMS section ran (--large)";
+        else if (!in.loan)
             row.note = "not measured in this run: the loan section did not run (it runs by default, not "
                        "with --quick or --filter; --with-loan adds it)";
         else {
