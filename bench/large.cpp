@@ -16,9 +16,10 @@
 //                 whatever waited in its backlog is delivered before the consumer's last item
 // maxsize is the suite's (queue_maxsize: about 1 MiB of items, at least 2).
 //
-// Every blocking call is bounded: queue calls take a timeout, the Pipe consumer polls with one
-// before each recv, and the parent kills both children when a run outlasts its deadline (a
-// producer stuck in send_bytes, which takes none), so a hung run costs its timeout and says so.
+// Every blocking call is bounded: put and get take a timeout, the Pipe consumer polls with one
+// before each recv, and the parent kills both children when a run outlasts its deadline (for a
+// producer stuck in send_bytes or join_thread, which take none), so a hung run costs its timeout
+// and says so.
 #include "large.hpp"
 
 #include "transport.hpp"   // queue_maxsize
