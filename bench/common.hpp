@@ -133,6 +133,20 @@ struct scenario_result {
         return v;
     }
     spread of(double run_result::*field) const { return spread_of(figures(field)); }
+    /// Once every repetition ran: ok if one of them is; otherwise the most telling state
+    /// (timeout or error over skipped) with its note.
+    void settle() {
+        if (std::any_of(runs.begin(), runs.end(), [](const run_result& x) { return x.state == status::ok; }))
+            return;
+        state = status::skipped;
+        for (const auto& x : runs) {
+            note = x.note;
+            if (x.state == status::timeout || x.state == status::error) {
+                state = x.state;
+                break;
+            }
+        }
+    }
 };
 
 } // namespace shmq_bench

@@ -9,6 +9,8 @@
 // Producer and consumer are forked and pinned to two different CPUs; messages of 64 KiB and
 // 1 MiB through a 4 MiB ring (a loan is at most half the ring). Figures: messages per second,
 // median of --repeat runs (min .. max), and the ratio loaned / copying.
+#include "loan.hpp"
+
 #include <shmq/connection.hpp>
 
 #include <algorithm>
@@ -147,7 +149,7 @@ std::string rate(double v) {
 
 } // namespace
 
-int loan_bench(int repeat, bool quick) {
+int loan_bench(int repeat, bool quick, loan_figures* out) {
     cpu_set_t set;
     CPU_ZERO(&set);
     std::vector<int> cpus;
@@ -177,6 +179,7 @@ int loan_bench(int repeat, bool quick) {
         std::snprintf(cs, sizeof cs, "%s/s (%s .. %s)", rate(c.median).c_str(), rate(c.min).c_str(), rate(c.max).c_str());
         std::snprintf(ls, sizeof ls, "%s/s (%s .. %s)", rate(l.median).c_str(), rate(l.min).c_str(), rate(l.max).c_str());
         std::printf("%-10s %-28s %-28s %.2fx\n", size >= (1u << 20) ? "1 MiB" : "64 KiB", cs, ls, l.median / c.median);
+        if (out) out->rows.push_back({"Pipe", size, c.median, l.median});
     }
     return failed ? 1 : 0;
 }

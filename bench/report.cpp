@@ -282,6 +282,111 @@ std::vector<target_check> targets(const report_input& in, const result_index& ix
     return v;
 }
 
+// ---- issue 12's targets --------------------------------------------------------------------------
+
+const char* const cpp_ipc_name = "cpp-ipc route";     // transport_cpp_ipc.cpp
+const char* const ceiling_name = "SPSC ring (ceiling)";   // transport_spsc.cpp
+
+struct issue12_row {
+    std::string figure;       ///< as the issue words it
+    double measured = NAN;    ///< NaN: not measured in this run (note says why)
+    double target = 0;
+    bool at_most = false;     ///< the target is an upper bound (shmq's latency over the ring's)
+    std::string note;         ///< how it was measured, or why it was not
+    bool met() const { return at_most ? measured <= target : measured >= target; }
+};
+
+/// Empty when the suite has a figure for (t, bytes, size, 1->1, m); otherwise why not.
+std::string why_missing(const report_input& in, const std::string& t, std::size_t size, mode m) {
+    const std::string no = "not measured in this run: ";
+    if (!in.suite) return no + "only the LARGE ITEMS section ran (--large)";
+    if (!in.roles.count(t))
+        return no + (t == cpp_ipc_name ? std::string("cpp-ipc is not built in (b2 ... --cpp-ipc=DIR)")
+                                       : "no " + t + " transport");
+    for (const auto& r : in.results)
+        if (r.sc.transport == t && r.sc.kind == payload::bytes && r.sc.size == size && r.sc.pairs == 1 &&
+            r.sc.what == m)
+            return r.state == status::ok ? "" : no + t + " " + to_string(r.state) + " (" + r.note + ")";
+    if (!in.filters.empty()) return no + "left out by --filter";
+    if (in.quick) return no + "not in the --quick suite";
+    return no + "no such scenario";
+}
+
+std::vector<issue12_row> issue12_targets(const report_input& in) {
+    const result_index ix(in);
+    std::vector<issue12_row> v;
+    const std::string pipe = "shmq Pipe";
+    constexpr std::size_t MiB = std::size_t{1} << 20;
+    auto scen = [&](const std::string& t, std::size_t size, mode m) {
+        return ix.find(t, payload::bytes, size, 1, m);
+    };
+    // shmq's msg/s over a baseline's, both 1->1 bytes from the suite.
+    auto throughput = [&](std::string figure, const std::string& shmq, const std::string& base,
+                          std::size_t size, double target, std::string note) {
+        issue12_row row{std::move(figure), NAN, target, false, std::move(note)};
+        std::string why = why_missing(in, shmq, size, mode::throughput);
+        if (why.empty()) why = why_missing(in, base, size, mode::throughput);
+        if (why.empty()) row.measured = tput(scen(shmq, size, mode::throughput)) / tput(scen(base, size, mode::throughput));
+        else row.note = why;
+        v.push_back(std::move(row));
+    };
+    // A ratio of the 64 B round trips' percentile q: num's over den's.
+    auto round_trip = [&](std::string figure, const std::string& num, const std::string& den,
+                          double run_result::*q, double target, bool at_most, std::string note) {
+        issue12_row row{std::move(figure), NAN, target, at_most, std::move(note)};
+        std::string why = why_missing(in, num, 64, mode::latency);
+        if (why.empty()) why = why_missing(in, den, 64, mode::latency);
+        if (why.empty()) row.measured = scen(num, 64, mode::latency)->of(q).median / scen(den, 64, mode::latency)->of(q).median;
+        else row.note = why;
+        v.push_back(std::move(row));
+    };
+    // A ratio from the LARGE ITEMS section.
+    auto large = [&](std::string figure, std::size_t size, large_api num, large_api den, std::string note) {
+        issue12_row row{std::move(figure), NAN, 0.9, false, std::move(note)};
+        if (!in.large)
+            row.note = "not measured in this run: LARGE ITEMS did not run (it runs by default, not with "
+                       "--quick or --filter; --with-large adds it)";
+        else {
+            row.measured = large_ratio(*in.large, size, num, den);
+            if (!std::isfinite(row.measured))
+                row.note = "not measured in this run: a LARGE ITEMS row has no figure (see its table)";
+        }
+        v.push_back(std::move(row));
+    };
+
+    const auto* socket = scen("socketpair", MiB, mode::throughput);
+    throughput("64 B Pipe / SPSC ceiling (msg/s)", pipe, ceiling_name, 64, 0.6, "");
+    throughput("64 B Queue<std::string> / boost message_queue (msg/s)", "shmq Queue", "message_queue", 64, 5,
+               "both bounded as the suite runs them");
+    round_trip("64 B round trip p50: shmq Pipe / bare SPSC ring", pipe, ceiling_name, &run_result::p50, 1.2, true,
+               "the SPSC ring's round-trip scenario; lower is better");
+    throughput("1 MiB Pipe, default options / seqpacket socketpair", pipe, "socketpair", MiB, 1.5,
+               socket && !socket->note.empty() ? "socketpair: " + socket->note : std::string());
+    throughput("1 MiB Pipe / cpp-ipc (msg/s)", pipe, cpp_ipc_name, MiB, 1.2, "");
+    {
+        issue12_row row{"1 MiB loaned send+view with work / copying API", NAN, 2, false, "the loan section, Pipe"};
+        if (!in.loan && !in.suite)
+            row.note = "not measured in this run: only the LARGE ITEMS section ran (--large)";
+        else if (!in.loan)
+            row.note = "not measured in this run: the loan section did not run (it runs by default, not "
+                       "with --quick or --filter; --with-loan adds it)";
+        else {
+            for (const auto& l : in.loan->rows)
+                if (l.api == "Pipe" && l.size == MiB) row.measured = l.loaned / l.copying;
+            if (!std::isfinite(row.measured)) row.note = "not measured in this run: the 1 MiB loan runs failed";
+        }
+        v.push_back(std::move(row));
+    }
+    large("64 MiB Queue (get_into) / Pipe", 64 * MiB, large_api::queue_get_into, large_api::pipe,
+          "LARGE ITEMS, bounded Queue");
+    large("unbounded Queue 1 MiB / bounded", MiB, large_api::unbounded_get_into, large_api::queue_get_into,
+          "LARGE ITEMS, get_into both");
+    const std::string only64 = "the suite's round trips are all 64 B: no other size is measured";
+    round_trip("round trip p50: cpp-ipc / shmq Pipe", cpp_ipc_name, pipe, &run_result::p50, 1, false, only64);
+    round_trip("round trip p99: cpp-ipc / shmq Pipe", cpp_ipc_name, pipe, &run_result::p99, 1, false, only64);
+    return v;
+}
+
 // ---- machine ------------------------------------------------------------------------------------
 
 std::string trim(std::string s) {
@@ -365,12 +470,14 @@ machine_info probe_machine(const std::string& python) {
 
 // ---- the text report -----------------------------------------------------------------------------
 
-void print_report(std::ostream& out, const report_input& in) {
-    const result_index ix(in);
+namespace {
+
+void print_header(std::ostream& out, const report_input& in) {
     const auto& m = in.machine;
-    out << "\nshmq-bench" << (in.quick ? " --quick" : "") << (in.pinned ? "" : " --no-pin") << ": " << in.repeat
-        << " repetitions per figure, " << fmt("%.2f", in.duration_s)
-        << " s per run; figures are the median of the repetitions, (min .. max) their spread\n";
+    out << "\nshmq-bench" << (in.suite ? "" : " --large") << (in.quick ? " --quick" : "")
+        << (in.pinned ? "" : " --no-pin") << ": " << in.repeat << " repetitions per figure, ";
+    if (in.suite) out << fmt("%.2f", in.duration_s) << " s per run; ";
+    out << "figures are the median of the repetitions, (min .. max) their spread\n";
     out << "machine:  " << m.cpu << ", " << m.cores << " cores (" << m.usable << " usable)\n";
     out << "          " << m.kernel << "; " << m.compiler << "; Boost " << m.boost << "; "
         << m.python << "\n";
@@ -396,7 +503,10 @@ void print_report(std::ostream& out, const report_input& in) {
                "           differ by up to 5x between the two\n";
     }
     out << "run took " << fmt("%.0f", in.elapsed_s) << " s\n";
+}
 
+void print_suite(std::ostream& out, const report_input& in) {
+    const result_index ix(in);
     // Throughput, grouped by payload, layout and size, in suite order.
     out << "\nTHROUGHPUT  (N\u2192N: queues are shared by all 2N processes; pipes, sockets and rings run N pairs)\n";
     out << "  others: cores that other programs used during the runs (the most over the repetitions);\n"
@@ -504,6 +614,66 @@ void print_report(std::ostream& out, const report_input& in) {
     out << "  (memory growth over 10 M messages: shmq-bench --memory)\n";
 }
 
+void print_large(std::ostream& out, const large_report& lr) {
+    out << "\nLARGE ITEMS  Queue<std::string> against a Pipe moving the same bytes, 1 producer \u2192 1 consumer "
+           "process\n  ("
+        << (lr.cpus.empty() ? std::string("not pinned")
+                            : "consumer on CPU " + std::to_string(lr.cpus[0]) + ", producer on CPU " +
+                                  std::to_string(lr.cpus[lr.cpus.size() > 1 ? 1 : 0]))
+        << "); " << size_label(lr.bytes_per_run) << " a run, timed from the start to the last item received\n";
+    out << pad("size", 8) << pad("api", 33) << rpad("items/s", 9) << "   " << pad("(min .. max)", 20)
+        << rpad("bandwidth", 12) << "  note\n";
+    std::size_t last_size = 0;
+    for (const auto& row : lr.rows) {
+        const auto& r = row.r;
+        if (r.sc.size != last_size) out << "\n";
+        last_size = r.sc.size;
+        out << pad(size_label(r.sc.size), 8) << pad(r.sc.transport, 33);
+        if (r.state != status::ok) {
+            out << rpad(to_string(r.state), 9) << "   " << r.note << "\n";
+            continue;
+        }
+        auto s = r.of(&run_result::msgs_per_s);
+        out << rpad(fmt_count(s.median), 9) << "   "
+            << pad("(" + fmt_count(s.min) + " .. " + fmt_count(s.max) + ")", 20)
+            << rpad(fmt_bandwidth(r.of(&run_result::bytes_per_s).median), 12) << "  " << r.note << "\n";
+    }
+    out << "\n  ratios of the medians (items/s):\n";
+    for (std::size_t size : {std::size_t{1} << 20, std::size_t{64} << 20})
+        out << "  " << pad(size_label(size), 8) << "get_into / Pipe "
+            << pad(fmt_ratio(large_ratio(lr, size, large_api::queue_get_into, large_api::pipe)), 8)
+            << "unbounded / bounded "
+            << pad(fmt_ratio(large_ratio(lr, size, large_api::unbounded_get_into, large_api::queue_get_into)), 8)
+            << "get_into / get() "
+            << fmt_ratio(large_ratio(lr, size, large_api::queue_get_into, large_api::queue_get)) << "\n";
+}
+
+} // namespace
+
+void print_report(std::ostream& out, const report_input& in) {
+    print_header(out, in);
+    if (in.suite) print_suite(out, in);
+    if (in.large) print_large(out, *in.large);
+}
+
+void print_issue12_targets(std::ostream& out, const report_input& in) {
+    out << "\nISSUE 12 TARGETS  (ratios within this run, medians of the repetitions"
+        << (in.pinned ? "" : "; NOT pinned, the targets are stated for pinned runs") << ")\n";
+    out << "  " << pad("figure", 54) << rpad("measured", 9) << "  " << pad("target", 10) << "\n";
+    for (const auto& t : issue12_targets(in)) {
+        out << "  " << pad(t.figure, 54);
+        if (!std::isfinite(t.measured)) {
+            out << rpad("-", 9) << "  " << pad((t.at_most ? "<= " : ">= ") + fmt_ratio(t.target), 10) << t.note << "\n";
+            continue;
+        }
+        out << rpad(fmt_ratio(t.measured), 9) << "  " << pad((t.at_most ? "<= " : ">= ") + fmt_ratio(t.target), 10);
+        if (t.met()) out << "met";
+        else if (t.at_most) out << "MISSED: " << fmt("%.0f%%", 100 * (t.measured / t.target - 1)) << " over";
+        else out << "MISSED: " << fmt("%.0f%%", 100 * (1 - t.measured / t.target)) << " short";
+        out << (t.note.empty() ? "" : "  (" + t.note + ")") << "\n";
+    }
+}
+
 // ---- JSON -------------------------------------------------------------------------------------
 
 void write_json(const std::string& path, const report_input& in) {
@@ -589,6 +759,59 @@ void write_json(const std::string& path, const report_input& in) {
           << json_escape(t.what) << "\", \"measured\": " << json_num(t.measured) << ", \"needed\": "
           << json_num(t.needed) << ", \"met\": "
           << (std::isfinite(t.measured) ? (t.measured >= t.needed ? "true" : "false") : "null") << "}";
+        first = false;
+    }
+    o << "\n  ],\n  \"large\": ";
+    if (!in.large) {
+        o << "null";
+    } else {
+        const auto& lr = *in.large;
+        o << "{\"bytes_per_run\": " << lr.bytes_per_run << ", \"cpus\": [";
+        for (std::size_t i = 0; i < lr.cpus.size(); ++i) o << (i ? ", " : "") << lr.cpus[i];
+        o << "], \"rows\": [";
+        for (std::size_t i = 0; i < lr.rows.size(); ++i) {
+            const auto& row = lr.rows[i];
+            const auto& r = row.r;
+            o << (i ? ",\n" : "\n") << "    {\"api\": \"" << json_escape(r.sc.transport) << "\", \"size\": "
+              << r.sc.size << ", \"items_per_run\": " << row.items << ", \"status\": \"" << to_string(r.state)
+              << "\", \"note\": \"" << json_escape(r.note) << "\"";
+            if (r.state == status::ok)
+                o << ", \"items_per_s\": " << spread_json(r.of(&run_result::msgs_per_s))
+                  << ", \"bytes_per_s\": " << spread_json(r.of(&run_result::bytes_per_s));
+            o << "}";
+        }
+        o << "],\n    \"ratios\": [";
+        int k = 0;
+        for (std::size_t size : {std::size_t{1} << 20, std::size_t{64} << 20})
+            o << (k++ ? ", " : "") << "{\"size\": " << size << ", \"get_into_over_pipe\": "
+              << json_num(large_ratio(lr, size, large_api::queue_get_into, large_api::pipe))
+              << ", \"unbounded_over_bounded\": "
+              << json_num(large_ratio(lr, size, large_api::unbounded_get_into, large_api::queue_get_into))
+              << ", \"get_into_over_get\": "
+              << json_num(large_ratio(lr, size, large_api::queue_get_into, large_api::queue_get)) << "}";
+        o << "]}";
+    }
+    o << ",\n  \"loan\": ";
+    if (!in.loan) {
+        o << "null";
+    } else {
+        o << "[";
+        for (std::size_t i = 0; i < in.loan->rows.size(); ++i) {
+            const auto& l = in.loan->rows[i];
+            o << (i ? ", " : "") << "{\"api\": \"" << json_escape(l.api) << "\", \"size\": " << l.size
+              << ", \"copying_msgs_per_s\": " << json_num(l.copying) << ", \"loaned_msgs_per_s\": "
+              << json_num(l.loaned) << ", \"ratio\": " << json_num(l.loaned / l.copying) << "}";
+        }
+        o << "]";
+    }
+    o << ",\n  \"issue12_targets\": [";
+    first = true;
+    for (const auto& t : issue12_targets(in)) {
+        const bool measured = std::isfinite(t.measured);
+        o << (first ? "\n" : ",\n") << "    {\"figure\": \"" << json_escape(t.figure) << "\", \"measured\": "
+          << json_num(t.measured) << ", \"target\": " << json_num(t.target) << ", \"bound\": \""
+          << (t.at_most ? "<=" : ">=") << "\", \"met\": " << (measured ? (t.met() ? "true" : "false") : "null")
+          << ", \"note\": \"" << json_escape(t.note) << "\"}";
         first = false;
     }
     o << "\n  ]\n}\n";

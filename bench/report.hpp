@@ -5,9 +5,12 @@
 
 #include "common.hpp"
 #include "copy_limit.hpp"
+#include "large.hpp"
+#include "loan.hpp"
 #include "transport.hpp"
 
 #include <map>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -47,10 +50,18 @@ struct report_input {
     std::vector<scenario_result> results;
     std::map<std::string, transport::role> roles;   ///< transport name -> role
     std::map<std::string, bool> shared;             ///< transport name -> one channel for N->N
+    bool suite = true;                   ///< false: only a section ran (--large)
+    std::vector<std::string> filters;    ///< --filter as given (a missing target says so)
+    std::optional<large_report> large;   ///< LARGE ITEMS, when it ran
+    std::optional<loan_figures> loan;    ///< the loan section, when it ran
 };
 
-/// The human-readable report (tables, ratios, targets).
+/// The human-readable report: the machine, the suite's tables, ratios and issue 4's targets,
+/// then LARGE ITEMS when it ran.
 void print_report(std::ostream& out, const report_input& in);
+/// Issue 12's targets, one row each: measured and met or missed, or why this run has no figure
+/// for it. Printed last, once every section (the loan section prints itself) has run.
+void print_issue12_targets(std::ostream& out, const report_input& in);
 /// Every figure, every repetition, the ratios and the targets. Throws on I/O failure.
 void write_json(const std::string& path, const report_input& in);
 /// Throughput vs size (1->1, bytes) and round-trip bars, via gnuplot. Writes the script beside
