@@ -2,6 +2,7 @@
 #include "feeder.hpp"
 
 #include <shmq/detail/exit_flush.hpp>
+#include <shmq/detail/message_sink.hpp>
 
 #include <shmq/errors.hpp>
 
@@ -136,6 +137,13 @@ void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& o
     }
     if (copy_unlocked) lock.unlock();
     try {
+        if (buf.capacity() < item.size()) {
+            // A fresh buffer for a large item: huge pages where the kernel offers them, as for a
+            // large received message (message_sink.hpp), fault it in 2 MiB at a time.
+            std::vector<std::byte>().swap(buf);
+            buf.reserve(item.size());
+            advise_large_buffer(buf.data(), item.size());
+        }
         buf.assign(item.begin(), item.end());
     } catch (const std::bad_alloc&) {
         throw error(what_ + ": no memory to keep a " + std::to_string(item.size()) +
