@@ -53,10 +53,11 @@ struct feeder_list {
     static std::once_flag& once() { static std::once_flag o; return o; }
 
     // Process exit (atexit) or a Process child's exit: every backlog reaches shared memory unless
-    // its queue was cancel_join_thread()ed.
+    // its queue was cancel_join_thread()ed, and no thread is left lingering (idle_linger) while
+    // the process tears down its statics.
     static void flush_all() {
         std::lock_guard<std::mutex> lock(mutex());
-        for (feeder* f = first(); f; f = f->next_) f->flush();
+        for (feeder* f = first(); f; f = f->next_) f->stop();
     }
 
     // Fork: hold every feeder's lock across fork so the child sees no half-updated backlog.
