@@ -262,6 +262,9 @@ public:
     // semaphore rather than a mutex, because a Loan or View may be committed or released by
     // another thread than the one that took it. A child forked while one is out inherits the
     // object and the taken turn; destroying the object there gives both back (in the child).
+    // Known limit: if another thread held it, nothing in the child ever gives that turn back,
+    // so the child's loans (views) through this handle wait out their deadline (full_error /
+    // empty_error); the child may open the queue again or use another handle.
     std::binary_semaphore loan_turn_{1}, view_turn_{1};
     std::span<std::byte> loan(std::size_t n, bool block, const timeout_t& timeout) override;
     void commit_loan(std::size_t size) noexcept override {
