@@ -734,7 +734,8 @@ void channel::skip_dead_view(std::uint64_t& head) noexcept {
     st_.space.notify();
 }
 
-io_status channel::loan(std::size_t n, const deadline& until, std::byte** data) {
+io_status channel::loan(std::size_t n, const deadline& until, std::byte** data,
+                        std::uint64_t max_messages) {
     loan_lease_.emplace(st_.wlock, until, foreign());
     if (!loan_lease_->owns()) {
         loan_lease_.reset();
@@ -748,7 +749,7 @@ io_status channel::loan(std::size_t n, const deadline& until, std::byte** data) 
     }
     std::uint64_t tail = load_tail();
     const std::uint64_t need = ring::footprint(n);
-    switch (wait_for_space(tail, room_for(tail, need), until, 0)) {
+    switch (wait_for_space(tail, room_for(tail, need), until, max_messages)) {
     case wait_result::ready: break;
     case wait_result::broken_pipe: return io_status::broken_pipe;
     default: return io_status::timed_out;
@@ -781,6 +782,13 @@ void channel::commit_loan(std::size_t size) noexcept {
 }
 
 void channel::abandon_loan() noexcept { drop_lent(loan_lease_, loan_pid_); }
+
+void channel::check_commit(bool on_loan, std::size_t size, std::size_t lent) {
+    if (!on_loan) throw value_error("shmq: commit: nothing is on loan (committed already, or moved from)");
+    if (size > lent)
+        throw value_error("shmq: commit: " + std::to_string(size) + " bytes is more than the " +
+                          std::to_string(lent) + " on loan");
+}
 
 io_status channel::view(const deadline& until, const std::byte** data, std::size_t* size) {
     // A streamed message this process parked (read()) is resumed by read(), not lent.

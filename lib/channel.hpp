@@ -153,10 +153,15 @@ public:
 
     /// Takes the writer lease and reserves room for a whole record of up to n bytes
     /// (n <= whole_limit()); *data points at it (8-aligned). Nothing is published until
-    /// commit_loan; abandon_loan, or the process's death, publishes nothing.
-    io_status loan(std::size_t n, const deadline& until, std::byte** data);
+    /// commit_loan; abandon_loan, or the process's death, publishes nothing. max_messages as for
+    /// write(): a bounded queue's loan waits for a free slot as its put does.
+    io_status loan(std::size_t n, const deadline& until, std::byte** data,
+                   std::uint64_t max_messages = 0);
     /// Publishes the first `size` bytes of the loan as one message (size <= n).
     void commit_loan(std::size_t size) noexcept;
+    /// The caller-side checks of a commit (Connection::Loan, Queue's Loan): value_error unless
+    /// something is on loan and size <= the bytes lent.
+    static void check_commit(bool on_loan, std::size_t size, std::size_t lent);
     void abandon_loan() noexcept;
 
     /// Takes the reader lease and lends the next message in place: ok with *data/*size set, or

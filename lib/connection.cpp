@@ -161,10 +161,7 @@ Connection::Loan::~Loan() {
 }
 
 void Connection::Loan::commit(std::size_t size) {
-    if (!ch_) throw value_error("shmq: commit: nothing is on loan (committed already, or moved from)");
-    if (size > bytes_.size())
-        throw value_error("shmq: commit: " + std::to_string(size) + " bytes is more than the " +
-                          std::to_string(bytes_.size()) + " on loan");
+    detail::channel::check_commit(ch_ != nullptr, size, bytes_.size());
     std::exchange(ch_, nullptr)->commit_loan(size);
     bytes_ = {};
 }

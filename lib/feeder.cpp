@@ -279,6 +279,19 @@ void feeder::flush() noexcept {
     drained_.wait(lock, [&] { return drained() || cancelled() || !running_; });
 }
 
+bool feeder::drain(const deadline& until) {
+    check();
+    {
+        std::unique_lock<std::mutex> lock(m_);
+        // !running_ with items left happens only after a failure, which check() reports.
+        auto done = [&] { return drained() || !running_; };
+        if (until.forever()) drained_.wait(lock, done);
+        else if (!drained_.wait_until(lock, until.at(), done)) return false;
+    }
+    check();
+    return true;
+}
+
 void feeder::cancel() noexcept {
     cancelled_.store(true, std::memory_order_release);
     std::lock_guard<std::mutex> lock(m_);

@@ -62,6 +62,10 @@ public:
     std::size_t pending() const noexcept { return pending_.load(std::memory_order_acquire); }
     /// Blocks until pending() == 0, or returns at once after cancel(). Never throws.
     void flush() noexcept;
+    /// Blocks until pending() == 0 or the deadline passes (false); cancel() does not end it.
+    /// For a loan (Queue::loan), which writes straight into the ring and must not overtake this
+    /// process's earlier items. Throws broken_error when the thread has failed (see above).
+    bool drain(const deadline& until);
     /// Lets flush() and the process's exit stop waiting; the backlog may then be lost.
     void cancel() noexcept;
     bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }

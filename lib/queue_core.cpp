@@ -105,6 +105,25 @@ bool queue_core::join(const timeout_t& timeout) {
     return impl_->join(timeout);
 }
 
+queue_loan queue_core::loan(std::size_t n, bool block, const timeout_t& timeout) {
+    if (!impl_) throw closed_error("shmq: queue is closed");
+    return queue_loan(impl_, impl_->loan(n, block, timeout));
+}
+
+queue_view queue_core::get_view(bool block, const timeout_t& timeout) {
+    if (!impl_) throw closed_error("shmq: queue is closed");
+    queue_view v;
+    bool lent = false;
+    v.bytes_ = impl_->view(block, timeout, v.own_, &lent);
+    if (lent) v.impl_ = impl_;
+    return v;
+}
+
+std::size_t queue_core::max_loan() const {
+    if (!impl_) throw closed_error("shmq: queue is closed");
+    return impl_->max_loan();
+}
+
 std::uint64_t queue_core::lost_to_dead_consumers() const noexcept {
     return impl_ ? impl_->lost_to_dead_consumers() : 0;
 }

@@ -21,6 +21,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 namespace shmq::detail {
 
@@ -58,6 +59,38 @@ public:
     }
     /// Whether a get would not block now; re-arms this process's fileno() (wait()).
     virtual bool poll_ready() { return !empty(); }
+
+    // ---- Zero copy (Queue::loan / get_view, queue_loan.hpp). Shared memory only: the other
+    // backends keep these defaults, which check the handle (closed first) and throw value_error.
+
+    /// Room for an item of up to n bytes in the ring (n <= max_loan()), 8-byte aligned; nothing
+    /// is published until commit_loan. One loan at a time per handle: other threads wait.
+    /// Throws closed_error, value_error, full_error (the deadline passed), broken_error.
+    virtual std::span<std::byte> loan(std::size_t n, bool block, const timeout_t& timeout) {
+        (void)n, (void)block, (void)timeout;
+        zero_copy_unavailable();
+    }
+    /// Publishes the first `size` bytes of this handle's loan (size <= n), or drops it.
+    virtual void commit_loan(std::size_t size) noexcept { (void)size; }
+    virtual void abandon_loan() noexcept {}
+    /// The next item: lent in place (*lent = true; release_view consumes it), or, for an item
+    /// that came in pieces, read into `own` (*lent = false: already consumed). Throws
+    /// closed_error, value_error, empty_error, broken_error.
+    virtual std::span<const std::byte> view(bool block, const timeout_t& timeout,
+                                            std::vector<std::byte>& own, bool* lent) {
+        (void)block, (void)timeout, (void)own, (void)lent;
+        zero_copy_unavailable();
+    }
+    virtual void release_view() noexcept {}
+    /// The largest loan: half the ring less a record header.
+    virtual std::size_t max_loan() const { zero_copy_unavailable(); }
+
+private:
+    [[noreturn]] void zero_copy_unavailable() const {
+        check_open();
+        throw value_error("shmq: loans and views (loan, get_view, max_loan) are not available for "
+                          "a queue over NATS (nats://): only shared-memory queues have them");
+    }
 };
 
 // Shared memory (lib/queue_shm.cpp).

@@ -298,6 +298,14 @@ private:
     std::vector<std::string> names_;
 };
 
+/// The point where kill_at_point() kills: set it, then install kill_at_point as the test hook
+/// (lib/test_hook.hpp, debug builds) in a forked child, which then dies at that point.
+inline const char* kill_point = nullptr;
+/// A test hook that SIGKILLs the calling process when it reaches kill_point.
+inline void kill_at_point(const char* point) {
+    if (kill_point && std::strcmp(point, kill_point) == 0) ::raise(SIGKILL);
+}
+
 /// Forks a child that runs make(), keeps what it returns (a handle: never closed) and SIGKILLs
 /// itself once make() has returned: a creator that died holding its object. Returns the child's
 /// status from wait_child (-SIGKILL when all went as planned; make() failing gives its exit code).

@@ -36,13 +36,6 @@ void loan_send(Connection& c, std::size_t n, std::uint64_t seed) {
     l.commit();
 }
 
-#ifndef NDEBUG
-const char* kill_at = nullptr;
-void kill_here(const char* point) {
-    if (kill_at && std::strcmp(point, kill_at) == 0) ::raise(SIGKILL);
-}
-#endif
-
 } // namespace
 
 BOOST_AUTO_TEST_CASE(loan_commit_delivers_the_committed_prefix) {
@@ -144,8 +137,8 @@ BOOST_AUTO_TEST_CASE(a_writer_killed_mid_loan_publishes_nothing) {
     auto [r, w] = shmq::Pipe(false, ring(64 << 10));
     w.send_bytes(to_bytes("before"));
     scoped_child child([&] {
-        kill_at = "channel.loan.filled";
-        shmq::detail::test_hook::install(kill_here);
+        kill_point = "channel.loan.filled";
+        shmq::detail::test_hook::install(kill_at_point);
         loan_send(w, 4000, 5);
         return 1;   // not reached
     });
@@ -185,8 +178,8 @@ BOOST_AUTO_TEST_CASE(a_reader_killed_as_it_lends_loses_only_that_message) {
     w.send_bytes(to_bytes("first"));
     w.send_bytes(to_bytes("second"));
     scoped_child child([&] {
-        kill_at = "channel.view.lent";
-        shmq::detail::test_hook::install(kill_here);
+        kill_point = "channel.view.lent";
+        shmq::detail::test_hook::install(kill_at_point);
         Connection::View v = r.recv_view();
         return 1;
     });

@@ -383,6 +383,10 @@ namespace detail {
 template <class T>
 inline constexpr bool decodes_in_place_v =
     is_byte_container_v<T> && std::is_base_of_v<default_codec<T, codec_kind::bytes>, codec<T>>;
+/// True when codec<T> is the raw copy (the default for trivially copyable T, or raw_codec<T>):
+/// the message is T's object representation, sizeof(T) bytes.
+template <class T>
+inline constexpr bool sends_raw_v = std::is_base_of_v<default_codec<T, codec_kind::raw>, codec<T>>;
 } // namespace detail
 
 /// The raw codec, to opt a type in explicitly: `template <> struct shmq::codec<X> :

@@ -52,6 +52,15 @@ public:
     /// died before calling task_done() for them (those items' work may not have been done).
     std::uint64_t lost_to_dead_consumers() const noexcept { return this->core_.lost_to_dead_consumers(); }
 
+    /// No loans or views on a JoinableQueue: an item must be counted at put and at get for
+    /// task_done()/join(), and loans and views do not do that accounting (yet).
+    template <class... A> void loan(A&&...) {
+        static_assert(detail::always_false<T>, "shmq: JoinableQueue has no loan(); use put()");
+    }
+    template <class... A> void get_view(A&&...) {
+        static_assert(detail::always_false<T>, "shmq: JoinableQueue has no get_view(); use get()");
+    }
+
 private:
     explicit JoinableQueue(detail::queue_core core) noexcept : base(std::move(core)) {}
 };

@@ -358,8 +358,7 @@ template <class F> using pool_result_t = typename pool_fn_traits<pool_fn_ptr<F>>
 template <class F> using pool_params_t = typename pool_fn_traits<pool_fn_ptr<F>>::params;
 
 /// True when codec<T> is the raw copy, which needs no scratch buffer.
-template <class T>
-inline constexpr bool pool_raw_v = std::is_base_of_v<default_codec<T, codec_kind::raw>, codec<T>>;
+template <class T> inline constexpr bool pool_raw_v = sends_raw_v<T>;
 
 /// codec<T>::encode, with the thread's scratch buffer only when the codec may use one.
 template <class T> std::span<const std::byte> pool_encode(const T& v) {

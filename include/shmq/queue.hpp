@@ -50,8 +50,11 @@
 #include <shmq/errors.hpp>
 #include <shmq/options.hpp>
 
+#include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
+#include <utility>
 
 namespace shmq { class waitable; }
 
@@ -59,6 +62,11 @@ namespace shmq {
 
 template <class T> class Queue {
 public:
+    /// An item being written in the ring (loan()); see detail::item_loan. Move-only.
+    using Loan = detail::item_loan<T>;
+    /// An item read in place (get_view()); see detail::item_view. Move-only.
+    using View = detail::item_view<T>;
+
     /// Throws value_error (maxsize or capacity out of range), error (no shared memory).
     explicit Queue(std::size_t maxsize = 0, options opts = {})
         : core_(detail::queue_flavor::queue, to_maxsize(maxsize), opts, fingerprint()) {}
@@ -110,6 +118,57 @@ public:
     }
     void put_nowait(const T& obj) { put(obj, false); }
     T get_nowait() { return get(false); }
+
+    // ---- Zero copy: write an item in the ring, read it in place ------------------------------
+    // For items whose bytes in the ring are the item (detail/queue_loan.hpp): std::string and
+    // byte vectors, and trivially copyable T sent raw (at most 8-byte aligned); any other T does
+    // not compile (static_assert). Shared memory only: a nats:// queue throws value_error.
+    // JoinableQueue has none (its task_done accounting does not cover them).
+
+    /// Room for one item of up to n bytes inside the ring (byte items), to fill in place
+    /// (Loan::bytes(), 8-byte aligned) and publish with Loan::commit(size) — no copy on the way
+    /// in. Destroyed uncommitted, or its process killed before commit: nothing is published.
+    ///  * Order: the item comes after every item this process put before through this handle:
+    ///    the loan first waits until this handle's backlog (feeder) is in the ring.
+    ///  * Blocking, as a bounded put: waits for a free slot under maxsize and for room in the
+    ///    ring (also on an unbounded queue, unlike put: a loan has no backlog to go to), up to
+    ///    block/timeout; then full_error.
+    ///  * The writer lease is held until commit or destruction: other putters of this queue (in
+    ///    every process, this handle's feeder too) wait meanwhile, so fill it and commit
+    ///    promptly. One loan at a time per handle: another thread's loan waits for this one.
+    ///    The holder itself must not put meanwhile: a bounded put would wait for its own lease
+    ///    (an unbounded one goes to the backlog, published after the loan).
+    ///  * n may be at most max_loan(); larger items: put() (streamed in pieces).
+    /// Throws closed_error, value_error (n > max_loan(), nats://), full_error, broken_error.
+    template <std::integral N>
+        requires(!std::same_as<N, bool>)   // loan(true) is the raw form's `block`
+    Loan loan(N n, bool block = true, timeout_t timeout = std::nullopt) {
+        // A negative size becomes one no loan can have: value_error, after the closed check.
+        const std::size_t size = std::cmp_less(n, 0) ? SIZE_MAX : static_cast<std::size_t>(n);
+        return Loan(detail::loan_bytes<T>(core_, size, block, timeout));
+    }
+    /// Room for one T inside the ring (trivially copyable T), aligned for T: fill
+    /// Loan::value() and Loan::commit(). Otherwise as loan(n).
+    Loan loan(bool block = true, timeout_t timeout = std::nullopt) {
+        return Loan(detail::loan_value<T>(core_, block, timeout));
+    }
+    /// The largest loan: half the ring less a record header (options::capacity). Throws
+    /// closed_error, value_error (nats://).
+    std::size_t max_loan() const { return core_.max_loan(); }
+    /// The next item, read in place in the ring (View::bytes() / View::value()) when it is one
+    /// record (any item of up to max_loan() bytes); an item put with put() that was larger
+    /// travelled in pieces and is assembled into a buffer the View owns. Releasing or
+    /// destroying the View consumes the item. Waits as get() does (block/timeout, empty_error).
+    ///  * The reader lease is held until then: other getters of this queue wait meanwhile, the
+    ///    holder's own get() and get_view() too (release first). One view at a time per handle.
+    ///  * A process killed holding a view loses that item, and only it: the next getter skips
+    ///    it (so an item that crashes its reader does not crash the next one).
+    ///  * A raw T's item must be exactly sizeof(T) bytes, else codec_error (the item is
+    ///    consumed, as by a failing get).
+    /// Throws closed_error, value_error (nats://), empty_error, codec_error, broken_error.
+    View get_view(bool block = true, timeout_t timeout = std::nullopt) {
+        return View(detail::view_item<T>(core_, block, timeout));
+    }
 
     /// Items in the queue, plus this process's backlog. Exact when nothing moves.
     std::size_t qsize() const { return core_.qsize(); }

@@ -19,6 +19,10 @@ namespace shmq {
 
 template <class T> class SimpleQueue {
 public:
+    /// As Queue<T>::Loan and Queue<T>::View.
+    using Loan = detail::item_loan<T>;
+    using View = detail::item_view<T>;
+
     SimpleQueue() : SimpleQueue(options{}) {}
     explicit SimpleQueue(options opts)
         : core_(detail::queue_flavor::simple, 0, opts, detail::type_fingerprint<T>()) {}
@@ -54,6 +58,15 @@ public:
     }
     /// As get(), into `out`, reusing its capacity (Queue::get_into).
     void get_into(T& out) { detail::get_item_into(core_, out, true, std::nullopt); }
+
+    /// Zero copy, as Queue<T>::loan(n) / loan() / get_view() / max_loan() (see there), without
+    /// timeouts: the loan waits for room in the ring, get_view for an item. Byte items take
+    /// loan(n) and View::bytes(); trivially copyable T takes loan() and value(). Throws
+    /// closed_error, value_error (n > max_loan(), nats://), codec_error, broken_error.
+    Loan loan(std::size_t n) { return Loan(detail::loan_bytes<T>(core_, n, true, std::nullopt)); }
+    Loan loan() { return Loan(detail::loan_value<T>(core_, true, std::nullopt)); }
+    std::size_t max_loan() const { return core_.max_loan(); }
+    View get_view() { return View(detail::view_item<T>(core_, true, std::nullopt)); }
     /// Throws closed_error.
     bool empty() const {
         core_.check_open();

@@ -7,6 +7,7 @@
 
 #include <shmq/codec.hpp>
 #include <shmq/detail/message_sink.hpp>
+#include <shmq/detail/queue_loan.hpp>
 #include <shmq/errors.hpp>
 #include <shmq/options.hpp>
 
@@ -65,6 +66,14 @@ public:
     bool remove_if_named_here() const noexcept;
     /// Throws closed_error when closed (SimpleQueue's empty() after close).
     void check_open() const;
+    /// Room for an item of n bytes in the ring (Queue::loan). Throws closed_error, value_error
+    /// (n > max_loan(), a nats:// queue), full_error, broken_error.
+    queue_loan loan(std::size_t n, bool block, const timeout_t& timeout);
+    /// The next item in place (Queue::get_view). Throws closed_error, value_error (nats://),
+    /// empty_error, broken_error.
+    queue_view get_view(bool block, const timeout_t& timeout);
+    /// Throws closed_error, value_error (nats://).
+    std::size_t max_loan() const;
 
 private:
     explicit queue_core(std::shared_ptr<queue_impl> impl) noexcept;
@@ -98,6 +107,32 @@ template <class T> void get_item_into(queue_core& core, T& out, bool block, cons
     } else {
         out = get_item<T>(core, block, timeout);
     }
+}
+
+/// queue_core::loan for the facades' loan(n): byte items only (queue_loan.hpp says why).
+template <class T>
+queue_loan loan_bytes(queue_core& core, std::size_t n, bool block, const timeout_t& timeout) {
+    static_assert(lends_bytes_v<T> || !sends_raw_v<T>,
+                  "shmq: loan(n) is for byte items; a trivially copyable T takes loan(), room for one T");
+    static_assert(lends_bytes_v<T> || lends_value_v<T>, SHMQ_DETAIL_NOT_LENDABLE);
+    return core.loan(n, block, timeout);
+}
+
+/// queue_core::loan for the facades' loan(): room for one raw T.
+template <class T> queue_loan loan_value(queue_core& core, bool block, const timeout_t& timeout) {
+    static_assert(sends_raw_v<T> || !lends_bytes_v<T>,
+                  "shmq: loan() is for trivially copyable items; a byte item says how many bytes "
+                  "it needs: loan(n)");
+    static_assert(!sends_raw_v<T> || alignof(T) <= 8, SHMQ_DETAIL_OVERALIGNED);
+    static_assert(lends_bytes_v<T> || sends_raw_v<T>, SHMQ_DETAIL_NOT_LENDABLE);
+    return core.loan(sizeof(T), block, timeout);
+}
+
+/// queue_core::get_view for the facades' get_view().
+template <class T> queue_view view_item(queue_core& core, bool block, const timeout_t& timeout) {
+    static_assert(!sends_raw_v<T> || alignof(T) <= 8, SHMQ_DETAIL_OVERALIGNED);
+    static_assert(lends_bytes_v<T> || sends_raw_v<T>, SHMQ_DETAIL_NOT_LENDABLE);
+    return core.get_view(block, timeout);
 }
 
 } // namespace shmq::detail
