@@ -734,8 +734,30 @@ void channel::skip_dead_view(std::uint64_t& head) noexcept {
     st_.space.notify();
 }
 
+namespace {
+// Takes a handle's turn (channel::loan_turn_ / view_turn_) by the deadline.
+bool take_turn(std::binary_semaphore& turn, const deadline& until) {
+    if (until.forever()) {
+        turn.acquire();
+        return true;
+    }
+    return turn.try_acquire_until(until.at());
+}
+
+// Gives a turn back on every exit but the one that lends something out.
+struct turn_keeper {
+    std::binary_semaphore& turn;
+    bool keep = false;
+    ~turn_keeper() {
+        if (!keep) turn.release();
+    }
+};
+} // namespace
+
 io_status channel::loan(std::size_t n, const deadline& until, std::byte** data,
                         std::uint64_t max_messages) {
+    if (!take_turn(loan_turn_, until)) return io_status::timed_out;
+    turn_keeper turn{loan_turn_};
     loan_lease_.emplace(st_.wlock, until, foreign());
     if (!loan_lease_->owns()) {
         loan_lease_.reset();
@@ -762,6 +784,7 @@ io_status channel::loan(std::size_t n, const deadline& until, std::byte** data,
     loan_pid_ = self_pid();
     *data = ring_ + off + ring::header_size;
     keeper.keep = true;
+    turn.keep = true;
     return io_status::ok;
 }
 
@@ -772,6 +795,7 @@ void channel::drop_lent(std::optional<robust_lock>& lease, std::uint32_t pid) no
 }
 
 void channel::commit_loan(std::size_t size) noexcept {
+    turn_keeper turn{loan_turn_};   // given back on the way out
     if (loan_pid_ != self_pid()) return drop_lent(loan_lease_, loan_pid_);
     const std::uint64_t off = ring::bytes_of(loan_tail_) & (cap_ - 1);
     ring::write_header(ring_, off, static_cast<std::uint32_t>(size), ring::kind::whole);
@@ -781,7 +805,10 @@ void channel::commit_loan(std::size_t size) noexcept {
     notify_data();
 }
 
-void channel::abandon_loan() noexcept { drop_lent(loan_lease_, loan_pid_); }
+void channel::abandon_loan() noexcept {
+    turn_keeper turn{loan_turn_};
+    drop_lent(loan_lease_, loan_pid_);
+}
 
 void channel::check_commit(bool on_loan, std::size_t size, std::size_t lent) {
     if (!on_loan) throw value_error("shmq: commit: nothing is on loan (committed already, or moved from)");
@@ -793,6 +820,8 @@ void channel::check_commit(bool on_loan, std::size_t size, std::size_t lent) {
 io_status channel::view(const deadline& until, const std::byte** data, std::size_t* size) {
     // A streamed message this process parked (read()) is resumed by read(), not lent.
     if (parked_pid_.load(std::memory_order_acquire) == self_pid()) return io_status::streamed;
+    if (!take_turn(view_turn_, until)) return io_status::timed_out;
+    turn_keeper turn{view_turn_};
     for (;;) {
         // A slice at a time, like read(): another thread of ours may park a stream meanwhile
         // (then our process holds the lease, and only read() can resume it).
@@ -833,11 +862,13 @@ io_status channel::view(const deadline& until, const std::byte** data, std::size
         *data = ring_ + off + ring::header_size;
         *size = h.size;
         keeper.keep = true;
+        turn.keep = true;
         return io_status::ok;
     }
 }
 
 void channel::release_view() noexcept {
+    turn_keeper turn{view_turn_};   // given back on the way out
     if (view_pid_ != self_pid()) return drop_lent(view_lease_, view_pid_);
     st_.head.store(ring::advance(view_head_, view_rec_, 1), std::memory_order_release);
     // Cleared after head moved: a viewer killed between the two leaves a mark that no longer

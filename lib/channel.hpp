@@ -37,6 +37,7 @@
 #include <mutex>
 #include <algorithm>
 #include <optional>
+#include <semaphore>
 #include <span>
 #include <vector>
 
@@ -148,13 +149,17 @@ public:
     /// Items at least this large are copied into a feeder's backlog outside its mutex.
     static constexpr std::uint64_t large_item = std::uint64_t{64} << 10;
 
-    // ---- zero-copy (Connection::loan / recv_view). One of each at a time per channel handle:
-    // each holds its lease, which other threads of this process wait for like any writer.
+    // ---- zero-copy (Connection::loan / recv_view, Queue's loan / get_view). One of each at a
+    // time per channel handle: the lent lease is kept in the handle, and the robust mutex cannot
+    // tell this process's threads apart (its owner word is the process), so this handle's
+    // threads take turns (loan_turn_, view_turn_) before they take the lease. A semaphore, not
+    // a mutex: a loan or view may be committed or released by another thread.
 
-    /// Takes the writer lease and reserves room for a whole record of up to n bytes
-    /// (n <= whole_limit()); *data points at it (8-aligned). Nothing is published until
-    /// commit_loan; abandon_loan, or the process's death, publishes nothing. max_messages as for
-    /// write(): a bounded queue's loan waits for a free slot as its put does.
+    /// Waits for this handle's loan turn, takes the writer lease and reserves room for a whole
+    /// record of up to n bytes (n <= whole_limit()); *data points at it (8-aligned). Nothing is
+    /// published until commit_loan; abandon_loan, or the process's death, publishes nothing.
+    /// max_messages as for write(): a bounded queue's loan waits for a free slot as its put does.
+    /// The deadline covers the turn too (timed_out).
     io_status loan(std::size_t n, const deadline& until, std::byte** data,
                    std::uint64_t max_messages = 0);
     /// Publishes the first `size` bytes of the loan as one message (size <= n).
@@ -164,9 +169,10 @@ public:
     static void check_commit(bool on_loan, std::size_t size, std::size_t lent);
     void abandon_loan() noexcept;
 
-    /// Takes the reader lease and lends the next message in place: ok with *data/*size set, or
-    /// eof, or timed_out, or `streamed` when the next message is in pieces (or this process
-    /// parked one): then nothing was taken and the caller reads it with read().
+    /// Waits for this handle's view turn, takes the reader lease and lends the next message in
+    /// place: ok with *data/*size set, or eof, or timed_out, or `streamed` when the next message
+    /// is in pieces (or this process parked one): then nothing was taken (the turn is given
+    /// back) and the caller reads it with read().
     io_status view(const deadline& until, const std::byte** data, std::size_t* size);
     /// Consumes the viewed message and gives the lease back.
     void release_view() noexcept;
@@ -184,6 +190,12 @@ private:
     record_at_head record_at(std::uint64_t head, std::uint64_t avail) const;
     /// Under the reader lease: if a viewer died holding the record at head, skip that record.
     void skip_dead_view(std::uint64_t& head) noexcept;
+    // Taken by loan() / view() before the lease, given back with it (commit_loan, abandon_loan,
+    // release_view, or a failed loan/view). A child forked while one is out inherits the taken
+    // turn with the object; dropping the object there gives it back. Known limit: a turn another
+    // thread held at the fork is never given back in the child, whose loans (views) through
+    // this handle then wait out their deadline.
+    std::binary_semaphore loan_turn_{1}, view_turn_{1};
     std::optional<robust_lock> loan_lease_;   // while a loan is out: its lease, record start, size
     std::uint64_t loan_tail_ = 0, loan_size_ = 0;
     std::optional<robust_lock> view_lease_;   // while a view is out: its lease and record

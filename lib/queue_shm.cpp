@@ -49,7 +49,6 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
-#include <semaphore>
 
 namespace shmq::detail {
 namespace {
@@ -257,29 +256,15 @@ public:
         return seg_->queue().lost_to_dead_consumers.load(std::memory_order_acquire);
     }
 
-    // Loans and views (queue_loan.hpp). The channel keeps one loan and one view per handle (it
-    // stores the lease and position in the handle), so this handle's threads take turns: a
-    // semaphore rather than a mutex, because a Loan or View may be committed or released by
-    // another thread than the one that took it. A child forked while one is out inherits the
-    // object and the taken turn; destroying the object there gives both back (in the child).
-    // Known limit: if another thread held it, nothing in the child ever gives that turn back,
-    // so the child's loans (views) through this handle wait out their deadline (full_error /
-    // empty_error); the child may open the queue again or use another handle.
-    std::binary_semaphore loan_turn_{1}, view_turn_{1};
+    // Loans and views (queue_loan.hpp). The channel keeps one loan and one view per handle and
+    // makes this handle's threads take turns for them (channel.hpp).
     std::span<std::byte> loan(std::size_t n, bool block, const timeout_t& timeout) override;
-    void commit_loan(std::size_t size) noexcept override {
-        ch_.commit_loan(size);
-        loan_turn_.release();
-    }
-    void abandon_loan() noexcept override {
-        ch_.abandon_loan();
-        loan_turn_.release();
-    }
+    void commit_loan(std::size_t size) noexcept override { ch_.commit_loan(size); }
+    void abandon_loan() noexcept override { ch_.abandon_loan(); }
     std::span<const std::byte> view(bool block, const timeout_t& timeout,
                                     std::vector<std::byte>& own, bool* lent) override;
     void release_view() noexcept override {
         ch_.release_view();
-        view_turn_.release();
         // The item is gone now: a polled handle may turn unreadable (as Connection::View).
         if (poller* p = poll_.active()) p->rearm();
     }
@@ -290,25 +275,6 @@ public:
     void check_lendable() const;
 };
 
-namespace {
-// Takes a handle's turn (shm_queue::loan_turn_ / view_turn_) by the deadline.
-bool take_turn(std::binary_semaphore& turn, const deadline& until) {
-    if (until.forever()) {
-        turn.acquire();
-        return true;
-    }
-    return turn.try_acquire_until(until.at());
-}
-
-// Gives a turn back on every exit but the one that lends something out.
-struct turn_keeper {
-    std::binary_semaphore& turn;
-    bool keep = false;
-    ~turn_keeper() {
-        if (!keep) turn.release();
-    }
-};
-} // namespace
 
 std::shared_ptr<queue_impl> shm_queue_anonymous(queue_flavor flavor, std::int64_t maxsize,
                                                 const options& opts, std::uint64_t fp) {
@@ -421,8 +387,6 @@ std::span<std::byte> shm_queue::loan(std::size_t n, bool block, const timeout_t&
                           std::to_string(ch_.whole_limit()) +
                           " (half the ring less a record header); put larger items with put()");
     const deadline until = deadline::from(block, timeout);
-    if (!take_turn(loan_turn_, until)) throw full_error("shmq: queue is full (another loan of this handle is out)");
-    turn_keeper turn{loan_turn_};
     // FIFO per producer: a loan writes straight into the ring, so it must not overtake what this
     // process put before and its feeder has not yet written. Waiting for the backlog (rather
     // than writing it here) keeps one writer of the backlog, the feeder, and its order.
@@ -436,7 +400,6 @@ std::span<std::byte> shm_queue::loan(std::size_t n, bool block, const timeout_t&
         ch_.abandon_loan();
         seg_->check_lost();
     }
-    turn.keep = true;
     return {data, n};
 }
 
@@ -444,8 +407,6 @@ std::span<const std::byte> shm_queue::view(bool block, const timeout_t& timeout,
                                            std::vector<std::byte>& own, bool* lent) {
     check_lendable();
     const deadline until = deadline::from(block, timeout);
-    if (!take_turn(view_turn_, until)) throw empty_error("shmq: queue is empty (another view of this handle is out)");
-    turn_keeper turn{view_turn_};
     poll_guard polled(poll_);
     const std::byte* data = nullptr;
     std::size_t size = 0;
@@ -456,7 +417,6 @@ std::span<const std::byte> shm_queue::view(bool block, const timeout_t& timeout,
             seg_->check_lost();
         }
         *lent = true;
-        turn.keep = true;
         return {data, size};
     case io_status::streamed: {   // in pieces: assembled into the view's own buffer
         container_sink<std::vector<std::byte>> sink(own);

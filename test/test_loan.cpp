@@ -12,6 +12,7 @@
 #include "layout.hpp"
 #include "test_hook.hpp"
 
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <random>
@@ -103,6 +104,49 @@ BOOST_AUTO_TEST_CASE(recv_view_reads_in_place_and_release_consumes) {
     BOOST_TEST(!b.poll(0s));
     a.close();
     BOOST_CHECK_THROW(b.recv_view(), shmq::eof_error);
+}
+
+// Two threads loaning on one Connection, two threads viewing on the other: each takes its turn
+// (the lent lease lives in the handle, and the process-wide lease cannot tell threads apart).
+// Before the turns, the second loan's emplace unlocked the first thread's lease under it.
+BOOST_AUTO_TEST_CASE(threads_of_one_connection_take_turns_for_loans_and_views) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    constexpr std::uint64_t per_thread = 3000;
+    auto producer = [&w = w](std::uint64_t base) {
+        for (std::uint64_t i = 0; i < per_thread; ++i) {
+            Connection::Loan l = w.loan(64 + i % 500);
+            fill_pattern(l.bytes(), base + i);
+            l.commit();
+        }
+    };
+    std::atomic<std::uint64_t> got{0}, bad{0};
+    auto consumer = [&r = r, &got, &bad] {
+        while (got.load() < 2 * per_thread) {
+            if (!r.poll(0.05s)) continue;
+            Connection::View v;
+            try {
+                v = r.recv_view();   // the other consumer may have taken it: then wait
+            } catch (const shmq::eof_error&) {
+                break;   // all sent, all taken, writer closed
+            }
+            const std::size_t n = v.bytes().size();
+            bool whole = false;
+            for (std::uint64_t base : {std::uint64_t{0}, std::uint64_t{1} << 20})
+                for (std::uint64_t i = (n - 64) % 500; i < per_thread && !whole; i += 500)
+                    whole = matches_pattern(v.bytes(), base + i);
+            if (!whole) bad.fetch_add(1);
+            got.fetch_add(1);
+        }
+    };
+    std::thread a(producer, 0), b(producer, 1u << 20);
+    std::thread c(consumer), d(consumer);
+    a.join();
+    b.join();
+    w.close();   // consumers that still poll see EOF instead of waiting
+    c.join();
+    d.join();
+    BOOST_TEST(got.load() == 2 * per_thread);
+    BOOST_TEST(bad.load() == 0u);
 }
 
 // Loans and views of random sizes in a small ring: records land on every offset, across the end
