@@ -53,11 +53,15 @@ struct feeder_list {
     static std::once_flag& once() { static std::once_flag o; return o; }
 
     // Process exit (atexit) or a Process child's exit: every backlog reaches shared memory unless
-    // its queue was cancel_join_thread()ed, and no thread is left lingering (idle_linger) while
-    // the process tears down its statics.
+    // its queue was cancel_join_thread()ed, and a thread lingering on an empty backlog
+    // (idle_linger) ends now rather than while the process tears down its statics. Not joined:
+    // another thread of the process may still be putting (and so starting a thread) meanwhile.
     static void flush_all() {
         std::lock_guard<std::mutex> lock(mutex());
-        for (feeder* f = first(); f; f = f->next_) f->stop();
+        for (feeder* f = first(); f; f = f->next_) {
+            f->flush();
+            f->end_lingering();
+        }
     }
 
     // Fork: hold every feeder's lock across fork so the child sees no half-updated backlog.
@@ -296,6 +300,12 @@ void feeder::cancel() noexcept {
     cancelled_.store(true, std::memory_order_release);
     std::lock_guard<std::mutex> lock(m_);
     drained_.notify_all();
+}
+
+void feeder::end_lingering() noexcept {
+    std::lock_guard<std::mutex> lock(m_);
+    stop_ = true;   // cleared by the next put() that has to start a thread
+    work_.notify_all();
 }
 
 void feeder::stop() noexcept {

@@ -71,6 +71,9 @@ public:
     bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
     /// Ends the thread: joins it (after flush) or, when cancelled, detaches it. Never throws.
     void stop() noexcept;
+    /// Tells a thread waiting on an empty backlog to end now instead of after idle_linger (it
+    /// still writes anything put meanwhile first). Does not wait for it. Never throws.
+    void end_lingering() noexcept;
 
 private:
     friend struct feeder_list;
@@ -112,8 +115,8 @@ private:
     std::string failure_;   // under m_: why the thread failed
     void fail(const char* why) noexcept;   // the thread's catch: record, drop the backlog, stop
     bool running_ = false;
-    // Under m_: set by stop() so that a thread lingering on an empty backlog ends at once
-    // instead of after idle_linger; cleared by put() when it starts a thread.
+    // Under m_: set by stop() and end_lingering() so that a thread lingering on an empty
+    // backlog ends at once instead of after idle_linger; cleared by put() when it starts one.
     bool stop_ = false;
     std::thread thread_;
     feeder* prev_ = nullptr;
