@@ -149,4 +149,9 @@ struct scenario_result {
     }
 };
 
+/// Pins the calling process to one CPU (cpu < 0: leaves it where it is). Throws
+/// std::runtime_error naming the CPU and errno when the kernel refuses. Every section of the
+/// runner pins through this (harness.cpp).
+void pin_to(int cpu);
+
 } // namespace shmq_bench

@@ -105,6 +105,7 @@ double cpu_seconds(const rusage& ru) {
            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+} // namespace
 
 void pin_to(int cpu) {
     if (cpu < 0) return;
@@ -114,6 +115,8 @@ void pin_to(int cpu) {
     if (::sched_setaffinity(0, sizeof set, &set) != 0)
         throw std::runtime_error("cannot pin to CPU " + std::to_string(cpu) + ": " + std::strerror(errno));
 }
+
+namespace {
 
 
 struct child_slot {

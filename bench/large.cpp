@@ -182,13 +182,7 @@ template <class Body> pid_t spawn(control& c, int slot, int cpu, Body body) {
     if (::getppid() != parent) ::_exit(9);
     int rc = 0;
     try {
-        if (cpu >= 0) {
-            cpu_set_t set;
-            CPU_ZERO(&set);
-            CPU_SET(cpu, &set);
-            if (::sched_setaffinity(0, sizeof set, &set) != 0)
-                throw std::runtime_error("cannot pin to CPU " + std::to_string(cpu));
-        }
+        pin_to(cpu);
         body();
     } catch (const std::exception& e) {
         std::snprintf(c.error[slot], sizeof c.error[slot], "%s", e.what());

@@ -14,6 +14,7 @@
 // into its feeder's backlog. Figures: messages per second, median of --repeat runs
 // (min .. max), and the ratio loaned / copying.
 #include "loan.hpp"
+#include "common.hpp"
 
 #include <shmq/connection.hpp>
 #include <shmq/queue.hpp>
@@ -38,13 +39,6 @@ namespace shmq_bench {
 namespace {
 
 using clk = std::chrono::steady_clock;
-
-void pin(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    ::sched_setaffinity(0, sizeof set, &set);
-}
 
 // The work: write every byte (producer), read every byte (consumer).
 void produce_into(std::byte* p, std::size_t n, std::uint64_t seq) {
@@ -137,7 +131,11 @@ double run_once(bool loaned, std::size_t size, double seconds, int cpu_a, int cp
     const pid_t producer = ::fork();
     if (producer == 0) {
         ::alarm(30);
-        pin(cpu_a);
+        try {
+            pin_to(cpu_a);
+        } catch (...) {
+            ::_exit(1);
+        }
         ends.close_reader();
         std::vector<std::byte> buf(size);
         const auto until = clk::now() + std::chrono::duration<double>(seconds);
@@ -158,7 +156,11 @@ double run_once(bool loaned, std::size_t size, double seconds, int cpu_a, int cp
     const pid_t consumer = ::fork();
     if (consumer == 0) {
         ::alarm(30);
-        pin(cpu_b);
+        try {
+            pin_to(cpu_b);
+        } catch (...) {
+            ::_exit(1);
+        }
         ends.close_writer();
         std::vector<std::byte> buf(size);
         std::uint64_t n = 0, sum = 0;
@@ -189,13 +191,6 @@ double run_once(bool loaned, std::size_t size, double seconds, int cpu_a, int cp
     return double(n) / dt;
 }
 
-struct spread {
-    double median = 0, min = 0, max = 0;
-};
-spread of(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return {v[v.size() / 2], v.front(), v.back()};
-}
 std::string rate(double v) {
     char b[32];
     if (v >= 1e6) std::snprintf(b, sizeof b, "%.2f M", v / 1e6);
@@ -243,7 +238,7 @@ int loan_bench(int repeat, bool quick, loan_figures* out) {
                 ++failed;
                 continue;
             }
-            const spread c = of(copy), l = of(loan);
+            const spread c = spread_of(copy), l = spread_of(loan);
             char cs[64], ls[64];
             std::snprintf(cs, sizeof cs, "%s/s (%s .. %s)", rate(c.median).c_str(), rate(c.min).c_str(), rate(c.max).c_str());
             std::snprintf(ls, sizeof ls, "%s/s (%s .. %s)", rate(l.median).c_str(), rate(l.min).c_str(), rate(l.max).c_str());
