@@ -10,6 +10,7 @@
 #include <boost/archive/impl/archive_serializer_map.ipp>
 #include <boost/archive/impl/basic_binary_iarchive.ipp>
 #include <boost/archive/impl/basic_binary_iprimitive.ipp>
+#include <boost/serialization/void_cast.hpp>
 
 #include <cxxabi.h>
 
@@ -255,6 +256,7 @@ checked_iarchive::load_pointer(void*& t, const basic_pointer_iserializer* bpis,
                                    const boost::serialization::extended_type_info&)) {
     auto& s = *state_;
     const owner kind = std::exchange(pending_owner_, owner::none);
+    const auto* const declared = std::exchange(pointer_type_, nullptr);
     // Nested pointers (inside this one's object) save and restore the outer one's state.
     const auto saved_bpis = s.pointer_bpis;
     const auto saved_target = s.pointer_target;
@@ -279,23 +281,25 @@ checked_iarchive::load_pointer(void*& t, const basic_pointer_iserializer* bpis,
     s.pointer_is_reference = false;
     s.pointer_constructed = nullptr;
     s.class_name_pending = false;
+    // Destroys the new object this pointer created when the message fails: Boost hands it to
+    // nobody, so every failed message would leak it (and what it owns), and a stream of hostile
+    // messages would grow the receiver without bound. Not when an owning pointer inside it took
+    // it (a shared_ptr cycle back to it), which would then delete it a second time. Its own
+    // completed members are owned by it and go with it; nested pointers that failed were
+    // destroyed by their own load_pointer.
+    auto drop_new_object = [&](const basic_iserializer& its_class) {
+        const auto it = s.owners.find(t);
+        if (it != s.owners.end() && it->second.adopted) return;
+        if (it != s.owners.end()) s.owners.erase(it);
+        its_class.destroy(t);
+    };
     const basic_pointer_iserializer* result = nullptr;
     try {
         result = boost::archive::detail::basic_iarchive::load_pointer(t, bpis, finder);
     } catch (...) {
-        // Boost allocates the new object before loading its contents and hands it to nobody
-        // when that load throws: every failed message would leak it (and what it owns), so a
-        // stream of hostile messages would grow the receiver without bound. Destroy it here,
-        // unless an owning pointer inside it took it (a shared_ptr cycle back to it), which
-        // would then delete it a second time. Its own completed members are owned by it and go
-        // with it; nested pointers that failed were destroyed by their own load_pointer.
-        if (t != nullptr && !s.pointer_is_reference && s.pointer_constructed != nullptr) {
-            const auto it = s.owners.find(t);
-            if (it == s.owners.end() || !it->second.adopted) {
-                if (it != s.owners.end()) s.owners.erase(it);
-                s.pointer_constructed->destroy(t);
-            }
-        }
+        // Boost allocates the new object before loading its contents.
+        if (t != nullptr && !s.pointer_is_reference && s.pointer_constructed != nullptr)
+            drop_new_object(*s.pointer_constructed);
         restore();
         throw;
     }
@@ -303,6 +307,15 @@ checked_iarchive::load_pointer(void*& t, const basic_pointer_iserializer* bpis,
     restore();
 
     if (t == nullptr) return result;
+    if (result != bpis && result != nullptr && declared != nullptr &&
+        boost::serialization::void_upcast(result->get_eti(), *declared, t) == nullptr) {
+        // The class id named a class that is not the declared type or derived from it (any
+        // class already sent through a pointer may be named). Boost would throw only after this
+        // returns, when the new object is loaded.
+        if (!reference) drop_new_object(result->get_basic_serializer());
+        throw_archive_error("a pointer names an object of a class that is not its type or "
+                            "derived from it");
+    }
     if (!reference) { // a new object: whoever loaded it owns it
         s.owners[t] = {kind};
         return result;

@@ -1124,6 +1124,53 @@ BOOST_AUTO_TEST_CASE(failed_decodes_free_the_objects_pointers_created) {
     BOOST_TEST(leaked == 0u, leaked << " of " << wire.size() << " prefixes leaked");
 }
 
+namespace codec_test {
+struct shape_then_shared_node {
+    std::unique_ptr<shape> first;
+    std::unique_ptr<shared_node> second;
+    template <class Ar> void serialize(Ar& ar, unsigned) { ar & first & second; }
+};
+struct two_shapes {
+    std::unique_ptr<shape> first{new shape};
+    std::unique_ptr<shape> second{new shape};
+    template <class Ar> void serialize(Ar& ar, unsigned) { ar & first & second; }
+};
+} // namespace codec_test
+
+BOOST_AUTO_TEST_CASE(a_pointer_naming_an_unrelated_class_is_refused_and_freed) {
+    // Found by fuzz_codec (LeakSanitizer, 16 bytes): a pointer's class id may name any class
+    // already sent through a pointer. Boost creates and loads an object of that class, then
+    // fails to convert it to the pointer's type and throws, handing the object to nobody.
+    // The message: a shape_then_shared_node whose second pointer, instead of null, is the
+    // second pointer of a two_shapes (class id of shape, a new object id, a shape's contents).
+    codec_test::shape_then_shared_node half;
+    half.first = std::make_unique<codec_test::shape>();
+    bytes_t wire = encoded(half);
+    const bytes_t shapes = encoded(codec_test::two_shapes{});
+    const bytes_t null_pointer{std::byte{0xff}, std::byte{0xff}}; // class id -1
+    constexpr std::size_t second_shape = 2 + 4 + 4; // class id, object id, shape::id
+    BOOST_TEST_REQUIRE(wire.size() > 2u);
+    BOOST_TEST_REQUIRE((bytes_t(wire.end() - 2, wire.end()) == null_pointer));
+    BOOST_TEST_REQUIRE(shapes.size() > second_shape);
+    wire.resize(wire.size() - 2);
+    wire.insert(wire.end(), shapes.end() - second_shape, shapes.end());
+
+    codec_test::shape_then_shared_node valid;
+    valid.first = std::make_unique<codec_test::shape>();
+    valid.second = std::make_unique<codec_test::shared_node>();
+    BOOST_TEST_REQUIRE(!decode_fails<codec_test::shape_then_shared_node>(encoded(valid)));
+    BOOST_TEST_REQUIRE(decode_fails<codec_test::shape_then_shared_node>(wire)); // warms Boost up
+    const std::size_t before = live_bytes.load();
+    try {
+        (void)shmq::codec<codec_test::shape_then_shared_node>::decode(wire);
+        BOOST_ERROR("decoded a shape into a shared_node pointer");
+    } catch (const shmq::codec_error& e) {
+        BOOST_TEST(std::string(e.what()).find("not its type or derived from it") != std::string::npos,
+                   e.what());
+    }
+    BOOST_TEST(live_bytes.load() == before, live_bytes.load() - before << " bytes leaked");
+}
+
 // ---- nesting: a user's serialize that itself sends or receives ---------------------------------
 
 namespace {

@@ -60,9 +60,10 @@
 // alternatives down from a negative one, and overflow at INT_MIN). Trailing bytes after the
 // object are an error. Pointers (raw, std::unique_ptr, std/boost::shared_ptr,
 // boost::scoped_ptr, exported polymorphic classes): class ids and object ids are checked against
-// mirrors of Boost's own tables, a pointer may only name an object of the class it claims, and
-// an owning pointer only a new object or one it may share, so garbage cannot cause an
-// out-of-range read, a pointer to the wrong type or a double delete.
+// mirrors of Boost's own tables, a pointer may only name an object of the class it claims, that
+// class must be the pointer's type or derived from it, and an owning pointer may only name a
+// new object or one it may share, so garbage cannot cause an out-of-range read, a pointer to
+// the wrong type, a leak or a double delete.
 // Known limits: a message whose collections hold, together, more than `collection_slack`
 // elements whose serialize writes nothing is refused; loading a `char*` C string is refused (Boost would write through it without
 // a bound); raw pointers are taken as observers, so garbage can make two raw pointers name one

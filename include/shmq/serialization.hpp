@@ -15,7 +15,9 @@
 #include <boost/serialization/array_optimization.hpp>
 #include <boost/serialization/collection_size_type.hpp>
 #include <boost/serialization/is_bitwise_serializable.hpp>
+#include <boost/serialization/singleton.hpp>
 #include <boost/serialization/string.hpp>
+#include <boost/serialization/type_info_implementation.hpp>
 #include <shmq/detail/std_serialization.hpp>   // std::optional, variant, tuple, pair, map, ...
 
 #include <boost/mpl/size.hpp>
@@ -28,6 +30,7 @@ template <class T> class scoped_ptr;
 
 #include <concepts>
 #include <streambuf>
+#include <type_traits>
 
 // A Queue<T> of a class that Boost cannot serialize (no member serialize, no free one) would fail
 // deep inside Boost with dozens of lines. This overload is chosen exactly then: it has the
@@ -149,6 +152,17 @@ public:
         variant_alternatives_ = 0;
     }
 
+    template <class U> void load_override(U*& p) {
+        // Every pointer, raw or inside a smart pointer: the type it is declared as. Boost loads
+        // the object its class id names and only then converts the address to this type, so
+        // load_pointer checks that conversion before handing the object on.
+        pointer_type_ = &boost::serialization::singleton<
+            typename boost::serialization::type_info_implementation<std::remove_cv_t<U>>::type>::
+            get_const_instance();
+        this->impl::load_override(p);
+        pointer_type_ = nullptr;
+    }
+
     // Owning smart pointers: the pointer loaded next must be a new object, or one that may
     // legitimately be shared (see load_pointer).
     template <class U, class D> void load_override(std::unique_ptr<U, D>& p) { owned(p, owner::unique); }
@@ -193,6 +207,7 @@ private:
     std::unique_ptr<checked_iarchive_state> state_;
     next_count next_count_ = next_count::plain;
     owner pending_owner_ = owner::none;
+    const boost::serialization::extended_type_info* pointer_type_ = nullptr; // see load_override(U*&)
     std::size_t element_size_ = 0;
     std::size_t unordered_size_ = 0;
     // Elements all the collections still to be read may claim together: the message's size plus
