@@ -63,9 +63,10 @@ channel::~channel() {
     drop_parked();
     // A loan or view still out when its connection closes: the loan publishes nothing, the
     // view's message stays for the next reader.
-    drop_lent(loan_lease_, loan_pid_);
-    if (view_lease_ && view_pid_ == self_pid()) st_.viewing.store(0, std::memory_order_relaxed);
-    drop_lent(view_lease_, view_pid_);
+    drop_lent(loan_lease_, loan_pid_.load(std::memory_order_relaxed));
+    if (view_lease_ && view_pid_.load(std::memory_order_relaxed) == self_pid())
+        st_.viewing.store(0, std::memory_order_relaxed);
+    drop_lent(view_lease_, view_pid_.load(std::memory_order_relaxed));
 }
 
 void channel::drop_parked() noexcept {
@@ -735,29 +736,23 @@ void channel::skip_dead_view(std::uint64_t& head) noexcept {
 }
 
 namespace {
-// Takes a handle's turn (channel::loan_turn_ / view_turn_) by the deadline.
-bool take_turn(std::binary_semaphore& turn, const deadline& until) {
-    if (until.forever()) {
-        turn.acquire();
-        return true;
-    }
-    return turn.try_acquire_until(until.at());
-}
-
 // Gives a turn back on every exit but the one that lends something out.
 struct turn_keeper {
-    std::binary_semaphore& turn;
+    handle_turn& turn;
     bool keep = false;
     ~turn_keeper() {
-        if (!keep) turn.release();
+        if (!keep) turn.give_back();
     }
 };
 } // namespace
 
 io_status channel::loan(std::size_t n, const deadline& until, std::byte** data,
-                        std::uint64_t max_messages) {
-    if (!take_turn(loan_turn_, until)) return io_status::timed_out;
+                        std::uint64_t* ticket, std::uint64_t max_messages) {
+    bool inherited = false;
+    if (!loan_turn_.take(until, &inherited)) return io_status::timed_out;
     turn_keeper turn{loan_turn_};
+    // Taken over from the parent this process was forked from: what it lent is not ours.
+    if (inherited) drop_lent(loan_lease_, loan_pid_.load(std::memory_order_relaxed));
     loan_lease_.emplace(st_.wlock, until, foreign());
     if (!loan_lease_->owns()) {
         loan_lease_.reset();
@@ -781,7 +776,9 @@ io_status channel::loan(std::size_t n, const deadline& until, std::byte** data,
     const std::uint64_t off = place(tail, need);
     loan_tail_ = tail;
     loan_size_ = n;
-    loan_pid_ = self_pid();
+    *ticket = loan_ticket_.load(std::memory_order_relaxed) + 1;
+    loan_ticket_.store(*ticket, std::memory_order_relaxed);
+    loan_pid_.store(self_pid(), std::memory_order_release);
     *data = ring_ + off + ring::header_size;
     keeper.keep = true;
     turn.keep = true;
@@ -794,9 +791,26 @@ void channel::drop_lent(std::optional<robust_lock>& lease, std::uint32_t pid) no
     lease.reset();
 }
 
-void channel::commit_loan(std::size_t size) noexcept {
+bool channel::finish_lent(handle_turn& turn, std::optional<robust_lock>& lease,
+                          const std::atomic<std::uint32_t>& pid,
+                          const std::atomic<std::uint64_t>& current, std::uint64_t ticket) noexcept {
+    // The pid before the ticket: a thread that took the turn over stores them the other way
+    // round, so seeing its pid means seeing its ticket too.
+    const std::uint32_t lender = pid.load(std::memory_order_acquire);
+    const bool is_current = ticket == current.load(std::memory_order_relaxed);
+    if (lender == self_pid()) return is_current;
+    // Lent in the parent this process was forked from (an inherited Loan or View): forget it
+    // under the turn, unless a thread of ours has taken the turn over, and forgotten it, already.
+    if (is_current && turn.take_from(lender)) {
+        drop_lent(lease, lender);
+        turn.give_back();
+    }
+    return false;
+}
+
+void channel::commit_loan(std::uint64_t ticket, std::size_t size) noexcept {
+    if (!finish_lent(loan_turn_, loan_lease_, loan_pid_, loan_ticket_, ticket)) return;
     turn_keeper turn{loan_turn_};   // given back on the way out
-    if (loan_pid_ != self_pid()) return drop_lent(loan_lease_, loan_pid_);
     const std::uint64_t off = ring::bytes_of(loan_tail_) & (cap_ - 1);
     ring::write_header(ring_, off, static_cast<std::uint32_t>(size), ring::kind::whole);
     SHMQ_TEST_HOOK("channel.loan.filled");
@@ -805,9 +819,10 @@ void channel::commit_loan(std::size_t size) noexcept {
     notify_data();
 }
 
-void channel::abandon_loan() noexcept {
+void channel::abandon_loan(std::uint64_t ticket) noexcept {
+    if (!finish_lent(loan_turn_, loan_lease_, loan_pid_, loan_ticket_, ticket)) return;
     turn_keeper turn{loan_turn_};
-    drop_lent(loan_lease_, loan_pid_);
+    loan_lease_.reset();   // unlocks: nothing was published
 }
 
 void channel::check_commit(bool on_loan, std::size_t size, std::size_t lent) {
@@ -817,11 +832,15 @@ void channel::check_commit(bool on_loan, std::size_t size, std::size_t lent) {
                           std::to_string(lent) + " on loan");
 }
 
-io_status channel::view(const deadline& until, const std::byte** data, std::size_t* size) {
+io_status channel::view(const deadline& until, const std::byte** data, std::size_t* size,
+                        std::uint64_t* ticket) {
     // A streamed message this process parked (read()) is resumed by read(), not lent.
     if (parked_pid_.load(std::memory_order_acquire) == self_pid()) return io_status::streamed;
-    if (!take_turn(view_turn_, until)) return io_status::timed_out;
+    bool inherited = false;
+    if (!view_turn_.take(until, &inherited)) return io_status::timed_out;
     turn_keeper turn{view_turn_};
+    // Taken over from the parent this process was forked from: its view is not ours.
+    if (inherited) drop_lent(view_lease_, view_pid_.load(std::memory_order_relaxed));
     for (;;) {
         // A slice at a time, like read(): another thread of ours may park a stream meanwhile
         // (then our process holds the lease, and only read() can resume it).
@@ -858,7 +877,9 @@ io_status channel::view(const deadline& until, const std::byte** data, std::size
         SHMQ_TEST_HOOK("channel.view.lent");
         view_head_ = head;
         view_rec_ = rec;
-        view_pid_ = self_pid();
+        *ticket = view_ticket_.load(std::memory_order_relaxed) + 1;
+        view_ticket_.store(*ticket, std::memory_order_relaxed);
+        view_pid_.store(self_pid(), std::memory_order_release);
         *data = ring_ + off + ring::header_size;
         *size = h.size;
         keeper.keep = true;
@@ -867,9 +888,9 @@ io_status channel::view(const deadline& until, const std::byte** data, std::size
     }
 }
 
-void channel::release_view() noexcept {
+void channel::release_view(std::uint64_t ticket) noexcept {
+    if (!finish_lent(view_turn_, view_lease_, view_pid_, view_ticket_, ticket)) return;
     turn_keeper turn{view_turn_};   // given back on the way out
-    if (view_pid_ != self_pid()) return drop_lent(view_lease_, view_pid_);
     st_.head.store(ring::advance(view_head_, view_rec_, 1), std::memory_order_release);
     // Cleared after head moved: a viewer killed between the two leaves a mark that no longer
     // matches head, so nothing more is skipped.

@@ -26,6 +26,7 @@
 #pragma once
 
 #include "deadline.hpp"
+#include "handle_turn.hpp"
 #include <shmq/detail/message_sink.hpp>
 #include "ring.hpp"
 #include "segment.hpp"
@@ -37,7 +38,6 @@
 #include <mutex>
 #include <algorithm>
 #include <optional>
-#include <semaphore>
 #include <span>
 #include <vector>
 
@@ -152,30 +152,33 @@ public:
     // ---- zero-copy (Connection::loan / recv_view, Queue's loan / get_view). One of each at a
     // time per channel handle: the lent lease is kept in the handle, and the robust mutex cannot
     // tell this process's threads apart (its owner word is the process), so this handle's
-    // threads take turns (loan_turn_, view_turn_) before they take the lease. A semaphore, not
-    // a mutex: a loan or view may be committed or released by another thread.
+    // threads take turns (loan_turn_, view_turn_, handle_turn.hpp) before they take the lease.
+    // Each loan and view gets a ticket, which its commit or release must present: after a fork,
+    // a Loan or View object the child inherited may outlive the turn (taken over by another
+    // thread of the child), and must then do nothing.
 
     /// Waits for this handle's loan turn, takes the writer lease and reserves room for a whole
-    /// record of up to n bytes (n <= whole_limit()); *data points at it (8-aligned). Nothing is
-    /// published until commit_loan; abandon_loan, or the process's death, publishes nothing.
-    /// max_messages as for write(): a bounded queue's loan waits for a free slot as its put does.
-    /// The deadline covers the turn too (timed_out).
-    io_status loan(std::size_t n, const deadline& until, std::byte** data,
+    /// record of up to n bytes (n <= whole_limit()); *data points at it (8-aligned), *ticket
+    /// names the loan. Nothing is published until commit_loan; abandon_loan, or the process's
+    /// death, publishes nothing. max_messages as for write(): a bounded queue's loan waits for a
+    /// free slot as its put does. The deadline covers the turn too (timed_out).
+    io_status loan(std::size_t n, const deadline& until, std::byte** data, std::uint64_t* ticket,
                    std::uint64_t max_messages = 0);
     /// Publishes the first `size` bytes of the loan as one message (size <= n).
-    void commit_loan(std::size_t size) noexcept;
+    void commit_loan(std::uint64_t ticket, std::size_t size) noexcept;
     /// The caller-side checks of a commit (Connection::Loan, Queue's Loan): value_error unless
     /// something is on loan and size <= the bytes lent.
     static void check_commit(bool on_loan, std::size_t size, std::size_t lent);
-    void abandon_loan() noexcept;
+    void abandon_loan(std::uint64_t ticket) noexcept;
 
     /// Waits for this handle's view turn, takes the reader lease and lends the next message in
-    /// place: ok with *data/*size set, or eof, or timed_out, or `streamed` when the next message
-    /// is in pieces (or this process parked one): then nothing was taken (the turn is given
-    /// back) and the caller reads it with read().
-    io_status view(const deadline& until, const std::byte** data, std::size_t* size);
+    /// place: ok with *data/*size/*ticket set, or eof, or timed_out, or `streamed` when the next
+    /// message is in pieces (or this process parked one): then nothing was taken (the turn is
+    /// given back) and the caller reads it with read().
+    io_status view(const deadline& until, const std::byte** data, std::size_t* size,
+                   std::uint64_t* ticket);
     /// Consumes the viewed message and gives the lease back.
-    void release_view() noexcept;
+    void release_view(std::uint64_t ticket) noexcept;
 
 private:
     enum class wait_result { ready, timed_out, eof, broken_pipe, abandoned };
@@ -191,18 +194,27 @@ private:
     /// Under the reader lease: if a viewer died holding the record at head, skip that record.
     void skip_dead_view(std::uint64_t& head) noexcept;
     // Taken by loan() / view() before the lease, given back with it (commit_loan, abandon_loan,
-    // release_view, or a failed loan/view). A child forked while one is out inherits the taken
-    // turn with the object; dropping the object there gives it back. Known limit: a turn another
-    // thread held at the fork is never given back in the child, whose loans (views) through
-    // this handle then wait out their deadline.
-    std::binary_semaphore loan_turn_{1}, view_turn_{1};
+    // release_view, or a failed loan/view). A child forked while a loan or view was out inherits
+    // its turn, its lease and its ticket: a Loan object the forking thread held is still there
+    // and may commit or abandon it (which only forgets it, see finish_lent); a turn another
+    // thread held is taken over by the child's next loan (view), which forgets what was lent.
+    handle_turn loan_turn_, view_turn_;
     std::optional<robust_lock> loan_lease_;   // while a loan is out: its lease, record start, size
     std::uint64_t loan_tail_ = 0, loan_size_ = 0;
     std::optional<robust_lock> view_lease_;   // while a view is out: its lease and record
     std::uint64_t view_head_ = 0, view_rec_ = 0;
     // The process that took the loan / view: a forked child that inherits one must neither
-    // publish nor unlock its parent's lease (drop_lent()).
-    std::uint32_t loan_pid_ = 0, view_pid_ = 0;
+    // publish nor unlock its parent's lease (drop_lent()). Atomic, as is the ticket: after a
+    // fork, an inherited Loan (View) reads them while a thread that took the turn over writes
+    // them (finish_lent()). Written under the turn: the ticket first, then the pid (release).
+    std::atomic<std::uint32_t> loan_pid_{0}, view_pid_{0};
+    std::atomic<std::uint64_t> loan_ticket_{0}, view_ticket_{0};
+    /// Whether the loan (view) `ticket` is this process's current one. If it is the parent's
+    /// instead (a forked child's inherited object), forgets it (when the turn can still be taken
+    /// over) and returns false; false too for a ticket that is no longer current.
+    bool finish_lent(handle_turn& turn, std::optional<robust_lock>& lease,
+                     const std::atomic<std::uint32_t>& pid, const std::atomic<std::uint64_t>& current,
+                     std::uint64_t ticket) noexcept;
     static void drop_lent(std::optional<robust_lock>& lease, std::uint32_t pid) noexcept;
     /// `stream_writer`: when non-zero, the read is inside a stream written by that lease owner:
     /// wait for its next piece (no deadline) unless the stream is abandoned.

@@ -108,9 +108,10 @@ Connection::Loan Connection::loan(std::size_t n) {
         throw value_error("shmq: loan: " + std::to_string(n) + " bytes is more than max_loan() = " +
                           std::to_string(max_loan()) + " (half the ring); send larger messages with send_bytes");
     std::byte* data = nullptr;
-    if (impl_->tx_->loan(n, detail::deadline(), &data) == detail::io_status::broken_pipe)
+    std::uint64_t ticket = 0;
+    if (impl_->tx_->loan(n, detail::deadline(), &data, &ticket) == detail::io_status::broken_pipe)
         throw broken_pipe_error("shmq: broken pipe: every reading end is closed");
-    return Loan(&*impl_->tx_, std::span<std::byte>(data, n));
+    return Loan(&*impl_->tx_, std::span<std::byte>(data, n), ticket);
 }
 
 std::size_t Connection::max_loan() const {
@@ -126,7 +127,7 @@ Connection::View Connection::recv_view() {
     View v;
     const std::byte* data = nullptr;
     std::size_t size = 0;
-    switch (impl_->rx_->view(detail::deadline(), &data, &size)) {
+    switch (impl_->rx_->view(detail::deadline(), &data, &size, &v.ticket_)) {
     case detail::io_status::ok:
         v.ch_ = &*impl_->rx_;
         v.poll_ = &impl_->poll_;
@@ -145,24 +146,26 @@ Connection::View Connection::recv_view() {
 }
 
 Connection::Loan::Loan(Loan&& other) noexcept
-    : ch_(std::exchange(other.ch_, nullptr)), bytes_(std::exchange(other.bytes_, {})) {}
+    : ch_(std::exchange(other.ch_, nullptr)), bytes_(std::exchange(other.bytes_, {})),
+      ticket_(other.ticket_) {}
 
 Connection::Loan& Connection::Loan::operator=(Loan&& other) noexcept {
     if (this != &other) {
-        if (ch_) ch_->abandon_loan();
+        if (ch_) ch_->abandon_loan(ticket_);
         ch_ = std::exchange(other.ch_, nullptr);
         bytes_ = std::exchange(other.bytes_, {});
+        ticket_ = other.ticket_;
     }
     return *this;
 }
 
 Connection::Loan::~Loan() {
-    if (ch_) ch_->abandon_loan();
+    if (ch_) ch_->abandon_loan(ticket_);
 }
 
 void Connection::Loan::commit(std::size_t size) {
     detail::channel::check_commit(ch_ != nullptr, size, bytes_.size());
-    std::exchange(ch_, nullptr)->commit_loan(size);
+    std::exchange(ch_, nullptr)->commit_loan(ticket_, size);
     bytes_ = {};
 }
 
@@ -170,7 +173,8 @@ Connection::View::View(View&& other) noexcept
     : ch_(std::exchange(other.ch_, nullptr)),
       poll_(std::exchange(other.poll_, nullptr)),
       bytes_(std::exchange(other.bytes_, {})),
-      own_(std::move(other.own_)) {
+      own_(std::move(other.own_)),
+      ticket_(other.ticket_) {
     if (!ch_) bytes_ = std::span<const std::byte>(own_.data(), own_.size());
 }
 
@@ -181,13 +185,14 @@ Connection::View& Connection::View::operator=(View&& other) noexcept {
         poll_ = std::exchange(other.poll_, nullptr);
         bytes_ = std::exchange(other.bytes_, {});
         own_ = std::move(other.own_);
+        ticket_ = other.ticket_;
         if (!ch_) bytes_ = std::span<const std::byte>(own_.data(), own_.size());
     }
     return *this;
 }
 
 void Connection::View::release() noexcept {
-    if (ch_) std::exchange(ch_, nullptr)->release_view();
+    if (ch_) std::exchange(ch_, nullptr)->release_view(ticket_);
     if (poll_)
         if (detail::poller* p = std::exchange(poll_, nullptr)->active()) p->rearm();
     bytes_ = {};

@@ -107,14 +107,16 @@ bool queue_core::join(const timeout_t& timeout) {
 
 queue_loan queue_core::loan(std::size_t n, bool block, const timeout_t& timeout) {
     if (!impl_) throw closed_error("shmq: queue is closed");
-    return queue_loan(impl_, impl_->loan(n, block, timeout));
+    std::uint64_t ticket = 0;
+    const std::span<std::byte> bytes = impl_->loan(n, block, timeout, &ticket);
+    return queue_loan(impl_, bytes, ticket);
 }
 
 queue_view queue_core::get_view(bool block, const timeout_t& timeout) {
     if (!impl_) throw closed_error("shmq: queue is closed");
     queue_view v;
     bool lent = false;
-    v.bytes_ = impl_->view(block, timeout, v.own_, &lent);
+    v.bytes_ = impl_->view(block, timeout, v.own_, &lent, &v.ticket_);
     if (lent) v.impl_ = impl_;
     return v;
 }

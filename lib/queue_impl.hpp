@@ -66,22 +66,25 @@ public:
     /// Room for an item of up to n bytes in the ring (n <= max_loan()), 8-byte aligned; nothing
     /// is published until commit_loan. One loan at a time per handle: other threads wait.
     /// Throws closed_error, value_error, full_error (the deadline passed), broken_error.
-    virtual std::span<std::byte> loan(std::size_t n, bool block, const timeout_t& timeout) {
-        (void)n, (void)block, (void)timeout;
+    /// *ticket names the loan (channel.hpp), for its commit or abandon.
+    virtual std::span<std::byte> loan(std::size_t n, bool block, const timeout_t& timeout,
+                                      std::uint64_t* ticket) {
+        (void)n, (void)block, (void)timeout, (void)ticket;
         zero_copy_unavailable();
     }
     /// Publishes the first `size` bytes of this handle's loan (size <= n), or drops it.
-    virtual void commit_loan(std::size_t size) noexcept { (void)size; }
-    virtual void abandon_loan() noexcept {}
+    virtual void commit_loan(std::uint64_t ticket, std::size_t size) noexcept { (void)ticket, (void)size; }
+    virtual void abandon_loan(std::uint64_t ticket) noexcept { (void)ticket; }
     /// The next item: lent in place (*lent = true; release_view consumes it), or, for an item
     /// that came in pieces, read into `own` (*lent = false: already consumed). Throws
     /// closed_error, value_error, empty_error, broken_error.
     virtual std::span<const std::byte> view(bool block, const timeout_t& timeout,
-                                            std::vector<std::byte>& own, bool* lent) {
-        (void)block, (void)timeout, (void)own, (void)lent;
+                                            std::vector<std::byte>& own, bool* lent,
+                                            std::uint64_t* ticket) {
+        (void)block, (void)timeout, (void)own, (void)lent, (void)ticket;
         zero_copy_unavailable();
     }
-    virtual void release_view() noexcept {}
+    virtual void release_view(std::uint64_t ticket) noexcept { (void)ticket; }
     /// The largest loan: half the ring less a record header.
     virtual std::size_t max_loan() const { zero_copy_unavailable(); }
 

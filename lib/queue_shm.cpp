@@ -258,13 +258,17 @@ public:
 
     // Loans and views (queue_loan.hpp). The channel keeps one loan and one view per handle and
     // makes this handle's threads take turns for them (channel.hpp).
-    std::span<std::byte> loan(std::size_t n, bool block, const timeout_t& timeout) override;
-    void commit_loan(std::size_t size) noexcept override { ch_.commit_loan(size); }
-    void abandon_loan() noexcept override { ch_.abandon_loan(); }
+    std::span<std::byte> loan(std::size_t n, bool block, const timeout_t& timeout,
+                              std::uint64_t* ticket) override;
+    void commit_loan(std::uint64_t ticket, std::size_t size) noexcept override {
+        ch_.commit_loan(ticket, size);
+    }
+    void abandon_loan(std::uint64_t ticket) noexcept override { ch_.abandon_loan(ticket); }
     std::span<const std::byte> view(bool block, const timeout_t& timeout,
-                                    std::vector<std::byte>& own, bool* lent) override;
-    void release_view() noexcept override {
-        ch_.release_view();
+                                    std::vector<std::byte>& own, bool* lent,
+                                    std::uint64_t* ticket) override;
+    void release_view(std::uint64_t ticket) noexcept override {
+        ch_.release_view(ticket);
         // The item is gone now: a polled handle may turn unreadable (as Connection::View).
         if (poller* p = poll_.active()) p->rearm();
     }
@@ -380,7 +384,8 @@ void shm_queue::check_lendable() const {
                           "them is not built); use put/get");
 }
 
-std::span<std::byte> shm_queue::loan(std::size_t n, bool block, const timeout_t& timeout) {
+std::span<std::byte> shm_queue::loan(std::size_t n, bool block, const timeout_t& timeout,
+                                     std::uint64_t* ticket) {
     check_lendable();
     if (n > ch_.whole_limit())
         throw value_error("shmq: loan: " + std::to_string(n) + " bytes is more than max_loan() = " +
@@ -394,26 +399,27 @@ std::span<std::byte> shm_queue::loan(std::size_t n, bool block, const timeout_t&
         throw full_error("shmq: queue is full (this process's earlier items are still waiting for room)");
     std::byte* data = nullptr;
     // A bounded queue's maxsize counts ring items: the loan waits for a free slot as put does.
-    if (ch_.loan(n, until, &data, static_cast<std::uint64_t>(maxsize_)) != io_status::ok)
+    if (ch_.loan(n, until, &data, ticket, static_cast<std::uint64_t>(maxsize_)) != io_status::ok)
         throw full_error("shmq: queue is full");
     if (seg_->lost()) {   // the ring is a truncated segment's stand-in: nothing would arrive
-        ch_.abandon_loan();
+        ch_.abandon_loan(*ticket);
         seg_->check_lost();
     }
     return {data, n};
 }
 
 std::span<const std::byte> shm_queue::view(bool block, const timeout_t& timeout,
-                                           std::vector<std::byte>& own, bool* lent) {
+                                           std::vector<std::byte>& own, bool* lent,
+                                           std::uint64_t* ticket) {
     check_lendable();
     const deadline until = deadline::from(block, timeout);
     poll_guard polled(poll_);
     const std::byte* data = nullptr;
     std::size_t size = 0;
-    switch (ch_.view(until, &data, &size)) {
+    switch (ch_.view(until, &data, &size, ticket)) {
     case io_status::ok:
         if (seg_->lost()) {   // read from a truncated segment's stand-in: not delivered
-            ch_.release_view();
+            ch_.release_view(*ticket);
             seg_->check_lost();
         }
         *lent = true;

@@ -268,3 +268,98 @@ BOOST_AUTO_TEST_CASE(a_forked_child_leaves_its_parents_loan_alone) {
     w.send_bytes(to_bytes("still mine"));   // the lease was given back by the commit
     BOOST_TEST(to_string(r.recv_bytes()) == "still mine");
 }
+
+// A child forked while another thread of its parent holds a loan inherits the taken turn, and
+// no thread of the child can ever give it back: the child's loans on that connection take the
+// turn over (they used to wait for ever). The lease itself is still the parent's, held by a
+// live process, so the child's loan waits for the parent's commit, then goes on.
+BOOST_AUTO_TEST_CASE(a_child_forked_while_another_thread_holds_a_loan_can_loan) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    std::atomic<bool> lent{false}, forked{false};
+    std::thread holder([&, &w = w] {
+        Connection::Loan l = w.loan(64);
+        fill_pattern(l.bytes(), 21);
+        lent = true;
+        while (!forked) std::this_thread::sleep_for(1ms);
+        std::this_thread::sleep_for(200ms);   // the child waits for the lease meanwhile
+        l.commit();
+    });
+    while (!lent) std::this_thread::sleep_for(1ms);
+    scoped_child child([&, &w = w] {
+        loan_send(w, 100, 22);   // takes the turn over, then waits for the parent's lease
+        return 0;
+    });
+    forked = true;
+    holder.join();
+    BOOST_TEST(child.wait(10s) == 0);   // without the takeover: killed after 10 s
+    auto first = r.recv_bytes();
+    BOOST_TEST(first.size() == 64u);
+    BOOST_TEST(matches_pattern(first, 21));
+    BOOST_TEST_REQUIRE(r.poll(2s));
+    auto second = r.recv_bytes();
+    BOOST_TEST(second.size() == 100u);
+    BOOST_TEST(matches_pattern(second, 22));
+}
+
+// The forking thread's own loan: the child holds an inherited Loan object and loans again
+// through the same connection before dropping it. The new loan takes the turn over; the old
+// object, dropped afterwards, must then neither publish, nor abandon the child's loan, nor
+// unlock anything.
+BOOST_AUTO_TEST_CASE(an_inherited_loan_dropped_after_the_child_loaned_again_does_nothing) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    Connection::Loan l = w.loan(64);
+    fill_pattern(l.bytes(), 31);
+    scoped_child child([&, &w = w] {
+        Connection::Loan inherited = std::move(l);
+        Connection::Loan mine = w.loan(100);   // waits for the parent's commit (the lease)
+        fill_pattern(mine.bytes(), 32);
+        { Connection::Loan gone = std::move(inherited); }   // the parent's: must do nothing
+        mine.commit();
+        w.send_bytes(to_bytes("after"));   // the lease was given back by the commit
+        return 0;
+    });
+    std::this_thread::sleep_for(200ms);
+    BOOST_TEST(!r.poll(0s));   // nothing published by the child while the parent holds the lease
+    l.commit();
+    BOOST_TEST(child.wait(10s) == 0);
+    auto first = r.recv_bytes();
+    BOOST_TEST(first.size() == 64u);
+    BOOST_TEST(matches_pattern(first, 31));
+    BOOST_TEST_REQUIRE(r.poll(2s));
+    auto second = r.recv_bytes();
+    BOOST_TEST(second.size() == 100u);
+    BOOST_TEST(matches_pattern(second, 32));
+    BOOST_TEST_REQUIRE(r.poll(2s));
+    BOOST_TEST(to_string(r.recv_bytes()) == "after");
+    w.send_bytes(to_bytes("parent again"));   // the parent's lease is free too
+    BOOST_TEST(to_string(r.recv_bytes()) == "parent again");
+}
+
+// Views likewise: another thread of the parent holds a view when it forks; the child's
+// recv_view takes the turn over and, once the parent releases (the reader lease), gets the next
+// message.
+BOOST_AUTO_TEST_CASE(a_child_forked_while_another_thread_holds_a_view_can_view) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    w.send_bytes(to_bytes("one"));
+    w.send_bytes(to_bytes("two"));
+    std::atomic<bool> viewing{false}, forked{false};
+    std::string seen;
+    std::thread holder([&, &r = r] {
+        Connection::View v = r.recv_view();
+        seen = to_string(v.bytes());
+        viewing = true;
+        while (!forked) std::this_thread::sleep_for(1ms);
+        std::this_thread::sleep_for(200ms);
+        v.release();
+    });
+    while (!viewing) std::this_thread::sleep_for(1ms);
+    scoped_child child([&, &r = r] {
+        Connection::View v = r.recv_view();   // takes the turn over, waits for the reader lease
+        return to_string(v.bytes()) == "two" ? 0 : 1;
+    });
+    forked = true;
+    holder.join();
+    BOOST_TEST(seen == "one");
+    BOOST_TEST(child.wait(10s) == 0);   // without the takeover: killed after 10 s
+    BOOST_TEST(!r.poll(0.05s));         // "two" was consumed by the child
+}

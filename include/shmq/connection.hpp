@@ -100,8 +100,12 @@ public:
     /// end (threads or processes) wait meanwhile, so fill it and commit promptly. Destroyed
     /// uncommitted, or its process killed before commit: nothing is published (a dead holder's
     /// lease is taken over like any dead writer's). n may be at most max_loan(); larger: use
-    /// send_bytes (streamed in pieces). The bytes start 8-byte aligned. Throws closed_error,
-    /// value_error (read-only end, n > max_loan()), broken_pipe_error.
+    /// send_bytes (streamed in pieces). The bytes start 8-byte aligned. One loan per
+    /// Connection at a time: other threads' loans on it wait. Fork: a child forked while a loan
+    /// was out (in any thread) inherits it as its parent's (committing or dropping it there
+    /// publishes and releases nothing), and its own loans wait only for the parent's lease,
+    /// as they would for any other process's. Throws closed_error, value_error (read-only end,
+    /// n > max_loan()), broken_pipe_error.
     Loan loan(std::size_t n);
     /// The largest loan: half the ring, less a record header (options::capacity).
     std::size_t max_loan() const;
@@ -110,8 +114,9 @@ public:
     /// pieces and is assembled into a buffer the View owns. The reader lease is held until the
     /// View is released or destroyed: other receivers on this end wait meanwhile. A process
     /// killed holding a view loses that message, and only it: the next reader skips it (so a
-    /// message that crashes its reader does not crash the next one). Throws closed_error,
-    /// value_error (write-only end), eof_error.
+    /// message that crashes its reader does not crash the next one). One view per Connection
+    /// at a time, and across fork as for loan(). Throws closed_error, value_error (write-only
+    /// end), eof_error.
     View recv_view();
 
     /// True when a message (or its first piece) is waiting, or at EOF. Never consumes.
@@ -201,9 +206,11 @@ public:
 
 private:
     friend class Connection;
-    Loan(detail::channel* ch, std::span<std::byte> bytes) noexcept : ch_(ch), bytes_(bytes) {}
+    Loan(detail::channel* ch, std::span<std::byte> bytes, std::uint64_t ticket) noexcept
+        : ch_(ch), bytes_(bytes), ticket_(ticket) {}
     detail::channel* ch_ = nullptr;
     std::span<std::byte> bytes_;
+    std::uint64_t ticket_ = 0;   // which loan of the channel this is (channel.hpp)
 };
 
 /// A received message read in place (Connection::recv_view). Move-only; must not outlive the
@@ -224,6 +231,7 @@ private:
     detail::poll_slot* poll_ = nullptr;   // the connection's fileno(): re-armed at release
     std::span<const std::byte> bytes_;
     std::vector<std::byte> own_;      // a message that came in pieces
+    std::uint64_t ticket_ = 0;        // which view of the channel this is (channel.hpp)
 };
 
 /// Creates a pipe. duplex: two connections that both send and receive. !duplex: (reader, writer).

@@ -62,9 +62,11 @@ public:
 
 private:
     friend class queue_core;
-    queue_loan(std::shared_ptr<queue_impl> impl, std::span<std::byte> bytes) noexcept;
+    queue_loan(std::shared_ptr<queue_impl> impl, std::span<std::byte> bytes,
+               std::uint64_t ticket) noexcept;
     std::shared_ptr<queue_impl> impl_;   // non-null while on loan
     std::span<std::byte> bytes_;
+    std::uint64_t ticket_ = 0;           // which loan of the handle this is
 };
 
 /// A byte-level view: an item read in place (or assembled in own_). Move-only.
@@ -83,6 +85,7 @@ private:
     std::shared_ptr<queue_impl> impl_;   // non-null while lent in place
     std::span<const std::byte> bytes_;
     std::vector<std::byte> own_;         // an item that came in pieces
+    std::uint64_t ticket_ = 0;           // which view of the handle this is
 };
 
 /// Queue<T>::Loan: room for one item in the ring. Byte items: bytes() and commit(size);
