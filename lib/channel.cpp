@@ -278,6 +278,7 @@ channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t n
         },
         [&]() -> R {
             if (eof_rules_ && reap_due()) registry::reap(*seg_, reader_end(index_));
+            if (unread_ && unread_()) return wait_result::broken_pipe;
             return std::nullopt;
         });
 }

@@ -34,6 +34,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <algorithm>
@@ -79,6 +80,10 @@ public:
     ~channel();
     /// The same, now (a queue handle being closed). Never throws.
     void drop_parked() noexcept;
+    /// For a queue's channel (no end-of-stream rules): `unread` says, when asked after a sleep
+    /// of a write waiting for room, that nobody can ever read this ring again; the wait then ends
+    /// as broken_pipe. Set before any other thread uses the channel. Must not throw.
+    void end_waits_when(std::function<bool()> unread) { unread_ = std::move(unread); }
     channel(const channel&) = delete;
     channel& operator=(const channel&) = delete;
 
@@ -248,6 +253,7 @@ private:
     std::uint64_t load_floor() const;
     bool readers_gone();
     bool writers_gone();
+    std::function<bool()> unread_;   // see end_waits_when(); empty for Connections
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
                      std::uint64_t max_messages, const uncounter* uncount);
     /// The largest piece of a streamed message, header included.

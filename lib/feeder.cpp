@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <pthread.h>
 #include <system_error>
 
@@ -101,6 +102,7 @@ void feeder::reset_after_fork() noexcept {
     unpublished_.store(nullptr, std::memory_order_release);   // the parent's slot, not ours
     cancelled_.store(false, std::memory_order_release);   // per process, as in Python
     failed_.store(false, std::memory_order_release);      // the parent's thread failed, not ours
+    orphaned_.store(false, std::memory_order_release);    // the parent's thread, not ours
     failure_.clear();
     running_ = false;
     stop_ = false;
@@ -244,20 +246,28 @@ void feeder::run_loop() {
         while (done < batch.size()) {
             const auto& item = batch[done];
             std::size_t n = 0;
+            io_status st = io_status::timed_out;
             if (item.size() > ch_.stream_limit()) {
                 // Streamed. No deadline: giving up between pieces would throw away the pieces a
                 // reader already has, and starting over could repeat that for ever.
-                if (ch_.write(item, deadline(), max_messages_, &unc) == io_status::ok) n = 1;
+                st = ch_.write(item, deadline(), max_messages_, &unc);
+                if (st == io_status::ok) n = 1;
             } else {
                 views.clear();
                 for (std::size_t i = done; i < batch.size() && batch[i].size() <= ch_.stream_limit(); ++i)
                     views.emplace_back(batch[i].data(), batch[i].size());
                 n = ch_.write_some(views, deadline(timeout_t(feeder_slice)), max_messages_, &unc);
                 // No room: wait for some, a slice at a time.
-                if (n == 0 && ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_, &unc) ==
-                                  io_status::ok)
-                    n = 1;
+                if (n == 0) {
+                    st = ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_, &unc);
+                    if (st == io_status::ok) n = 1;
+                }
             }
+            // Only an orphaned thread's waits end so (channel::end_waits_when): its items can
+            // never be read. fail() drops them and ends the thread.
+            if (st == io_status::broken_pipe)
+                throw std::runtime_error("nobody can read the queue any more (its name is gone, "
+                                         "and no other handle holds it)");
             if (n) {
                 // The channel uncounted them from pending_ just before publishing, so qsize()
                 // (ring + pending) never counts an item twice, even for an instant.
@@ -316,6 +326,9 @@ void feeder::stop() noexcept {
     work_.notify_all();
     if (running_ && cancelled()) {
         // Still writing into a ring nobody drains: let it go; `owner` keeps its state alive.
+        // It writes on while someone may still read (Python's feeder likewise writes on while
+        // the pipe has a reader), and ends when the queue says nobody can (orphaned()).
+        orphaned_.store(true, std::memory_order_release);
         thread_.detach();
         return;
     }

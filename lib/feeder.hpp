@@ -69,6 +69,9 @@ public:
     /// Lets flush() and the process's exit stop waiting; the backlog may then be lost.
     void cancel() noexcept;
     bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+    /// Whether stop() let a cancelled thread go on alone (its queue handle is gone): the queue
+    /// then ends the thread's waits once nobody can read the ring any more (queue_shm.cpp).
+    bool orphaned() const noexcept { return orphaned_.load(std::memory_order_acquire); }
     /// Ends the thread: joins it (after flush) or, when cancelled, detaches it. Never throws.
     void stop() noexcept;
     /// Tells a thread waiting on an empty backlog to end now instead of after idle_linger (it
@@ -111,6 +114,9 @@ private:
     std::atomic<bool> cancelled_{false};
     // Set by the thread (after writing failure_ under m_) when a write threw; never cleared
     // except in a forked child. Read by put()/check() in any thread.
+    // Set by stop() when it detaches a cancelled thread still writing; read by the queue's
+    // channel check (any thread). Never cleared: the handle that could have done so is gone.
+    std::atomic<bool> orphaned_{false};
     std::atomic<bool> failed_{false};
     std::string failure_;   // under m_: why the thread failed
     void fail(const char* why) noexcept;   // the thread's catch: record, drop the backlog, stop

@@ -150,6 +150,18 @@ public:
                             seg_->name().empty() ? std::string("shmq: queue")
                                                  : "shmq: queue '" + seg_->name() + "'",
                             [this](std::size_t n) noexcept { uncount_unpublished(n); });
+        if (feeder_) ch_.end_waits_when([this]() noexcept { return nobody_else_reads(); });
+    }
+
+    // Whether the ring can never be read again, asked by the channel after each sleep of a write
+    // waiting for room: only an orphaned feeder (cancel_join_thread, then this handle dropped;
+    // it keeps this object alive) can be the writer then. Nobody can read once no process can
+    // open the queue by name (removed, replaced, or anonymous) and no handle but this one holds
+    // it: forked children's inherited handles count, and dead holders are reaped first.
+    bool nobody_else_reads() const noexcept {
+        if (!feeder_->orphaned() || seg_->openable_by_name()) return false;
+        registry::reap(*seg_, queue_handle_end);
+        return registry::holders(*seg_, queue_handle_end) <= 1;
     }
 
     static end_counts handle_counts() noexcept {

@@ -111,6 +111,9 @@ public:
     /// True while the user name still names this very segment (same device and inode), not a
     /// replacement or nothing. Never throws.
     bool named_here() const noexcept;
+    /// Whether another process could still open this segment by its name: a named segment whose
+    /// name still leads here, or whose file could not be identified (then assumed so).
+    bool openable_by_name() const noexcept { return !name_.empty() && (ino_ == 0 || named_here()); }
     bool read_only() const noexcept { return read_only_; }
 
     segment_header& header() const noexcept { return *static_cast<segment_header*>(base_); }

@@ -19,7 +19,6 @@
 #include <fstream>
 #include <thread>
 #include <cstring>
-#include <dirent.h>
 #include <string>
 #include <vector>
 
@@ -27,16 +26,6 @@ using namespace std::chrono_literals;
 using namespace shmq::test;
 
 namespace {
-
-std::size_t threads_of_this_process() {
-    std::size_t n = 0;
-    if (DIR* d = ::opendir("/proc/self/task")) {
-        while (const dirent* e = ::readdir(d))
-            if (e->d_name[0] != '.') ++n;
-        ::closedir(d);
-    }
-    return n;
-}
 
 shmq::options ring(std::size_t bytes) {
     shmq::options o;

@@ -423,6 +423,86 @@ BOOST_AUTO_TEST_CASE(cancel_join_thread_does_not_stop_delivery_while_the_process
     BOOST_TEST(q.qsize() == static_cast<std::size_t>(n - got));
 }
 
+// cancel_join_thread, then the handle dropped with a backlog: the feeder thread goes on alone
+// (delivery continues while the process lives, above). Once nobody can ever read the ring (no
+// name to open it by, no other handle), it ends and frees what it held; it used to wait for
+// room for ever, one stuck thread and one mapped segment per such queue.
+namespace {
+/// Waits (bounded) until this process is back to `threads` threads.
+bool threads_back_to(std::size_t threads, std::chrono::seconds within) {
+    const auto until = std::chrono::steady_clock::now() + within;
+    while (threads_of_this_process() != threads) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::sleep_for(10ms);
+    }
+    return true;
+}
+/// This process's thread count once it holds still for 200 ms (bounded): a feeder of an earlier
+/// test may still be ending.
+std::size_t settled_threads() {
+    std::size_t n = threads_of_this_process();
+    for (int i = 0; i < 25; ++i) {
+        std::this_thread::sleep_for(200ms);
+        const std::size_t now = threads_of_this_process();
+        if (now == n) break;
+        n = now;
+    }
+    return n;
+}
+/// Fills a queue's 4 KiB ring and leaves a backlog: whole items and one streamed.
+template <class Q> void stuck_backlog(Q& q) {
+    for (int i = 0; i < 10; ++i) q.put(pattern_string(1024, static_cast<std::uint64_t>(i)));
+    q.put(pattern_string(10000, 10));   // larger than the ring: written in pieces
+    q.put(pattern_string(1024, 11));
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(an_abandoned_backlog_nobody_can_read_ends_its_thread, *utf::timeout(60)) {
+    const std::size_t before = settled_threads();
+    {
+        Queue<std::string> q(0, small_ring);   // anonymous: nobody else can ever hold it
+        stuck_backlog(q);
+        BOOST_TEST(threads_of_this_process() == before + 1);   // the feeder
+        q.cancel_join_thread();
+    }
+    BOOST_TEST(threads_back_to(before, 10s), threads_of_this_process() << " threads, " << before
+                                                                        << " before");
+}
+
+BOOST_AUTO_TEST_CASE(an_abandoned_backlog_waits_while_the_name_exists_then_ends, *utf::timeout(60)) {
+    const std::string name = unique_name("abandoned");
+    shm_remover cleanup(name);
+    const std::size_t before = settled_threads();
+    {
+        auto q = Queue<std::string>::create(name, 0, small_ring);
+        stuck_backlog(q);
+        q.cancel_join_thread();
+    }
+    // Anyone may still open it by name and read: the thread stays.
+    std::this_thread::sleep_for(300ms);
+    BOOST_TEST(threads_of_this_process() == before + 1);
+    {
+        // A handle opened meanwhile reads everything, in order, streamed item included.
+        auto reader = Queue<std::string>::open(name);
+        for (std::uint64_t i = 0; i < 12; ++i) {
+            const std::string s = reader.get(true, 5s);
+            BOOST_TEST(matches_pattern(s, i), "item " << i);
+            BOOST_TEST(s.size() == (i == 10 ? 10000u : 1024u));
+        }
+    }
+    BOOST_TEST(threads_back_to(before, 10s));   // drained: it ended as any idle feeder does
+
+    {
+        auto q = Queue<std::string>::open(name);
+        stuck_backlog(q);
+        q.cancel_join_thread();
+    }
+    std::this_thread::sleep_for(300ms);
+    BOOST_TEST(threads_of_this_process() == before + 1);
+    Queue<std::string>::remove(name);   // now nobody can open it again
+    BOOST_TEST(threads_back_to(before, 10s));
+}
+
 // ---- codec errors ----------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(failing_encode_is_codec_error_and_changes_nothing) {

@@ -17,6 +17,9 @@
 //    close) waits until this process's backlog is in shared memory; the destructor, process exit
 //    and a shmq::Process child's exit do the same unless cancel_join_thread() was called, in
 //    which case the backlog may be lost. If nobody ever gets, that wait is forever — as in Python.
+//    A cancelled handle's feeder goes on delivering after the handle is gone, while the process
+//    lives and someone could read; once nobody can (the name is removed or the queue is
+//    anonymous, and no other handle in any process holds it), it drops the backlog and ends.
 //  * Anonymous queues are shared with children forked after construction. Named queues
 //    (create/open) are shared by name with unrelated processes and live until remove().
 //
