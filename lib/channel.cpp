@@ -311,9 +311,25 @@ channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& 
         });
 }
 
+bool channel::writer_lease_in_slices() {
+    if (st_.wlock.try_lock_fast()) return true;   // uncontended: no clock read
+    for (;;) {
+        robust_lock lease(st_.wlock, deadline().within(liveness_slice), foreign());
+        if (lease.owns()) {
+            lease.release();
+            return true;
+        }
+        if (unread()) return false;
+    }
+}
+
 io_status channel::write(std::span<const std::byte> msg, const deadline& until,
                          std::uint64_t max_messages, const uncounter* uncount) {
-    robust_lock lease(st_.wlock, until, foreign());
+    // An orphaned feeder's endless write (end_waits_when) waits for the lease a slice at a time.
+    const bool sliced = unread_ && until.forever();
+    if (sliced && !writer_lease_in_slices()) return io_status::broken_pipe;
+    robust_lock lease = sliced ? robust_lock(st_.wlock, std::adopt_lock)
+                               : robust_lock(st_.wlock, until, foreign());
     if (!lease.owns()) return io_status::timed_out;
     claim_writer_lease();
     if (eof_rules_) {

@@ -84,6 +84,8 @@ public:
     /// of a write waiting for room, that nobody can ever read this ring again; the wait then ends
     /// as broken_pipe. Set before any other thread uses the channel. Must not throw.
     void end_waits_when(std::function<bool()> unread) { unread_ = std::move(unread); }
+    /// What that check says now (false without one).
+    bool unread() const { return unread_ && unread_(); }
     channel(const channel&) = delete;
     channel& operator=(const channel&) = delete;
 
@@ -254,6 +256,10 @@ private:
     bool readers_gone();
     bool writers_gone();
     std::function<bool()> unread_;   // see end_waits_when(); empty for Connections
+    /// An endless wait for the writer lease on a channel with an unread check, a slice at a
+    /// time: true once this process holds the lease (guard released: adopt it), false once
+    /// nobody can read.
+    bool writer_lease_in_slices();
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
                      std::uint64_t max_messages, const uncounter* uncount);
     /// The largest piece of a streamed message, header included.

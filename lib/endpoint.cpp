@@ -139,6 +139,19 @@ void endpoint::release() noexcept {
     if (registered_) registry::detach(*seg_, self(), counts_);
 }
 
+bool endpoint::recount(const end_counts& to) noexcept {
+    std::lock_guard<std::mutex> lock(endpoint_list::mutex());   // a fork parks counts_
+    if (released_ || !registered_) return false;
+    try {
+        registry::attach(*seg_, self(), to);
+    } catch (...) {
+        return false;
+    }
+    registry::detach(*seg_, self(), counts_);
+    counts_ = to;
+    return true;
+}
+
 void endpoint::unregistered() {
     throw error("shmq: more than " + std::to_string(max_holders) +
                     " live processes hold this object: this process was not registered as a "

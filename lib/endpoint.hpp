@@ -38,6 +38,10 @@ public:
     void check_registered() const { if (!registered_) unregistered(); }
     const std::shared_ptr<segment>& seg() const noexcept { return seg_; }
     const end_counts& counts() const noexcept { return counts_; }
+    /// Holds `to` instead of the present counts (the new ones attached first, so this process's
+    /// slot stays its own throughout). False, and nothing changed, when released, unregistered,
+    /// or the registry refused. Never throws.
+    bool recount(const end_counts& to) noexcept;
 
 private:
     friend struct endpoint_list;

@@ -263,9 +263,11 @@ void feeder::run_loop() {
                     if (st == io_status::ok) n = 1;
                 }
             }
-            // Only an orphaned thread's waits end so (channel::end_waits_when): its items can
-            // never be read. fail() drops them and ends the thread.
-            if (st == io_status::broken_pipe)
+            // Only an orphaned thread's waits end so (channel::end_waits_when), or find so when
+            // they time out (a lease nobody gives back): its items can never be read. fail()
+            // drops them and ends the thread.
+            if (st == io_status::broken_pipe ||
+                (n == 0 && orphaned_.load(std::memory_order_acquire) && ch_.unread()))
                 throw std::runtime_error("nobody can read the queue any more (its name is gone, "
                                          "and no other handle holds it)");
             if (n) {

@@ -156,13 +156,19 @@ public:
     // Whether the ring can never be read again, asked by the channel after each sleep of a write
     // waiting for room: only an orphaned feeder (cancel_join_thread, then this handle dropped;
     // it keeps this object alive) can be the writer then. Nobody can read once no process can
-    // open the queue by name (removed, replaced, or anonymous) and no handle but this one holds
-    // it: forked children's inherited handles count, and dead holders are reaped first.
+    // open the queue by name (removed, replaced, or anonymous) and no handle that can still read
+    // holds it: forked children's inherited handles count, dropped handles whose feeders go on
+    // alone (this one's, and other orphans', queue_orphan_end) do not, dead holders are reaped.
     bool nobody_else_reads() const noexcept {
         if (!feeder_->orphaned() || seg_->openable_by_name()) return false;
+        // Until finish() has moved this handle's count apart, it is one of the holders.
+        const std::uint32_t self_count = counted_apart_.load(std::memory_order_acquire) ? 0 : 1;
         registry::reap(*seg_, queue_handle_end);
-        return registry::holders(*seg_, queue_handle_end) <= 1;
+        return registry::holders(*seg_, queue_handle_end) <= self_count;
     }
+    // Set by finish() once this orphaned handle counts as queue_orphan_end (registry.hpp); read
+    // by the feeder thread's nobody_else_reads().
+    std::atomic<bool> counted_apart_{false};
 
     static end_counts handle_counts() noexcept {
         end_counts c{};
@@ -261,6 +267,12 @@ public:
         // Like Python's finalizer: the backlog reaches shared memory before the handle goes,
         // unless cancel_join_thread() said otherwise.
         if (feeder_) feeder_->stop();
+        if (feeder_ && feeder_->orphaned()) {
+            // Its thread goes on alone: this handle holds the segment but reads no more.
+            end_counts orphan{};
+            orphan[queue_orphan_end] = 1;
+            if (ep_.recount(orphan)) counted_apart_.store(true, std::memory_order_release);
+        }
     }
     void task_done() override;
     bool join(const timeout_t& timeout) override;

@@ -28,6 +28,11 @@ constexpr std::uint32_t reader_end(std::uint32_t c) { return 2 * c + 1; }
 /// unused end counts the queue handles of each process instead, so every process using a queue
 /// has a slot (its JoinableQueue accounting, `shmq stat`'s holder list) until its last handle goes.
 inline constexpr std::uint32_t queue_handle_end = 2;
+/// A queue handle that was dropped while its feeder thread goes on alone (cancel_join_thread,
+/// feeder.hpp) moves its count here (writer end 0, otherwise unused by queues): the process
+/// still holds the segment, but that handle can no longer read, so it does not make anyone wait
+/// for a reader (queue_shm.cpp, nobody_else_reads).
+inline constexpr std::uint32_t queue_orphan_end = writer_end(0);
 
 /// attach() to a segment that was retired (layout.hpp segment_header::retired): its name was
 /// unlinked or replaced while we opened it. A not_found_error, so an opener that gives up after

@@ -503,6 +503,26 @@ BOOST_AUTO_TEST_CASE(an_abandoned_backlog_waits_while_the_name_exists_then_ends,
     BOOST_TEST(threads_back_to(before, 10s));
 }
 
+BOOST_AUTO_TEST_CASE(two_abandoned_backlogs_do_not_wait_for_each_other, *utf::timeout(60)) {
+    // Two handles, each dropped with its own backlog: neither can read any more, so neither may
+    // count as the other's reader (each used to keep the other's thread waiting for ever).
+    const std::string name = unique_name("abandoned2");
+    shm_remover cleanup(name);
+    const std::size_t before = settled_threads();
+    {
+        auto a = Queue<std::string>::create(name, 0, small_ring);
+        auto b = Queue<std::string>::open(name);
+        stuck_backlog(a);
+        stuck_backlog(b);
+        BOOST_TEST(threads_of_this_process() == before + 2);
+        a.cancel_join_thread();
+        b.cancel_join_thread();
+    }
+    Queue<std::string>::remove(name);
+    BOOST_TEST(threads_back_to(before, 10s), threads_of_this_process() << " threads, " << before
+                                                                        << " before");
+}
+
 // ---- codec errors ----------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(failing_encode_is_codec_error_and_changes_nothing) {
