@@ -95,10 +95,14 @@ void uncount_dead(const segment* qseg, holder_slot& slot, std::uint32_t index) n
         taken = 0;
     }
     if (q && unpublished + taken != 0) {
-        const auto n = static_cast<std::int64_t>(unpublished + taken);
+        // Unsigned throughout: the counters of a corrupt slot may be anything (their sum too,
+        // wrapping), and the amount taken off is at most `unfinished` itself.
+        const std::uint64_t n = unpublished + taken;
         std::int64_t v = q->unfinished.load(std::memory_order_acquire);
-        while (v > 0 && !q->unfinished.compare_exchange_weak(v, v - std::min(v, n),
-                                                             std::memory_order_acq_rel)) {
+        while (v > 0 &&
+               !q->unfinished.compare_exchange_weak(
+                   v, v - static_cast<std::int64_t>(std::min(static_cast<std::uint64_t>(v), n)),
+                   std::memory_order_acq_rel)) {
         }
         if (taken) q->lost_to_dead_consumers.fetch_add(taken, std::memory_order_acq_rel);
         SHMQ_TEST_HOOK("registry.uncount_dead");

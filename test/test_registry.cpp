@@ -78,6 +78,33 @@ BOOST_AUTO_TEST_CASE(reap_drops_only_dead_holders, *boost::unit_test::timeout(30
     BOOST_CHECK_EQUAL(reg::holders(*seg, 0), 1u);   // ours
 }
 
+// Found by fuzz_segment (UBSan, signed overflow): a dead holder's JoinableQueue counters come
+// from shared memory, and a corrupt slot may hold anything there. Reaping it must take at most
+// `unfinished` off (clamped at 0), never add or overflow.
+BOOST_AUTO_TEST_CASE(reaping_a_slot_with_garbage_counters_clamps_unfinished, *boost::unit_test::timeout(30))
+{
+    sd::segment_params p;
+    p.kind = sd::segment_kind::joinable_queue;
+    p.channels = 1;
+    auto seg = sd::segment::create_anonymous(p);
+    seg->queue().unfinished.store(5);
+    for (const std::uint64_t garbage : {std::uint64_t{0xB500'0000'0000'0000},   // negative as int64
+                                        std::uint64_t{0x4A4A'4A4A'4A4A'4A4A}, ~std::uint64_t{0}}) {
+        seg->queue().unfinished.store(5);
+        scoped_child dead([&] {
+            reg::attach(*seg, sd::self(), {0, 0, 1, 0});
+            sd::holder_slot* slot = reg::slot_of(*seg, sd::self());
+            if (slot == nullptr) return 1;
+            slot->unpublished.store(garbage);
+            slot->taken.store(garbage / 3);
+            return 0;   // dies holding them
+        });
+        BOOST_REQUIRE_EQUAL(dead.wait(5s), 0);
+        BOOST_CHECK_EQUAL(reg::reap(*seg, sd::queue_handle_end), 1u);
+        BOOST_CHECK_EQUAL(seg->queue().unfinished.load(), 0);   // not 5 + garbage, not negative
+    }
+}
+
 // More writer processes than registry slots: each either counts (no EOF while it lives) or is
 // told so clearly (a shmq::error when it sends); never silently uncounted.
 BOOST_AUTO_TEST_CASE(more_processes_than_slots_never_miscount, *boost::unit_test::timeout(120))
