@@ -163,8 +163,8 @@ public:
         if (!feeder_->orphaned() || seg_->openable_by_name()) return false;
         // Until finish() has moved this handle's count apart, it is one of the holders.
         const std::uint32_t self_count = counted_apart_.load(std::memory_order_acquire) ? 0 : 1;
-        registry::reap(*seg_, queue_handle_end);
-        return registry::holders(*seg_, queue_handle_end) <= self_count;
+        // From the slots, not the holders word: a corrupt word must not keep the thread for ever.
+        return registry::held_in_slots(*seg_, queue_handle_end) <= self_count;
     }
     // Set by finish() once this orphaned handle counts as queue_orphan_end (registry.hpp); read
     // by the feeder thread's nobody_else_reads().

@@ -303,6 +303,19 @@ std::uint32_t reap(const segment& s, std::uint32_t end) noexcept {
     return drop_dead(r, end, queue_of(s));
 }
 
+std::uint64_t held_in_slots(const segment& s, std::uint32_t end) noexcept {
+    registry_state& r = s.registry();
+    locked guard(r, deadline(timeout_t(std::chrono::duration<double>(0))));
+    if (!guard.owns()) return holders(s, end);
+    drop_dead(r, end, queue_of(s));
+    std::uint64_t sum = 0;
+    for (const auto& slot : r.slots)
+        if (slot.pid.load(std::memory_order_relaxed) != 0) sum += slot.count[end].load(std::memory_order_relaxed);
+    for (const auto& p : r.pending)
+        if (p.token.load(std::memory_order_relaxed) != 0) sum += p.count[end].load(std::memory_order_relaxed);
+    return sum;
+}
+
 std::uint32_t reap_any(const segment& s) noexcept {
     registry_state& r = s.registry();
     // Opportunistic: if another process holds the registry lock (it may be stopped, with

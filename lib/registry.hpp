@@ -96,6 +96,11 @@ verdict retire(const segment& s, bool need_dead, const std::function<bool()>& th
 inline std::uint64_t opens(const segment& s) noexcept {
     return s.registry().opens.load(std::memory_order_acquire);
 }
+/// How many handles of processes not known to be dead hold `end`, summed from the slots and
+/// pending forks after dropping dead holders (as reap), rather than read from the holders word,
+/// which a corrupt segment may have wrong. Slow (a liveness probe per holder); when another
+/// process holds the registry lock, returns holders(s, end) instead of waiting. Never throws.
+std::uint64_t held_in_slots(const segment& s, std::uint32_t end) noexcept;
 /// How many handles, over all processes, hold `end` (a snapshot; acquire).
 inline std::uint32_t holders(const segment& s, std::uint32_t end) noexcept {
     return s.registry().holders[end].load(std::memory_order_acquire);

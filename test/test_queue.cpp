@@ -17,6 +17,10 @@
 #include <shmq/queue.hpp>
 #include <shmq/serialization.hpp>   // types sent with Boost.Serialization
 
+#include "layout.hpp"     // a corrupt registry word, below
+#include "registry.hpp"
+#include "segment.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -517,6 +521,25 @@ BOOST_AUTO_TEST_CASE(two_abandoned_backlogs_do_not_wait_for_each_other, *utf::ti
         BOOST_TEST(threads_of_this_process() == before + 2);
         a.cancel_join_thread();
         b.cancel_join_thread();
+    }
+    Queue<std::string>::remove(name);
+    BOOST_TEST(threads_back_to(before, 10s), threads_of_this_process() << " threads, " << before
+                                                                        << " before");
+}
+
+BOOST_AUTO_TEST_CASE(a_corrupt_holders_word_does_not_keep_an_abandoned_backlog, *utf::timeout(60)) {
+    // Found by fuzz_segment: a segment whose registry says 1000 handles hold it, though no slot
+    // does. The orphan asks the slots (registry::held_in_slots), not the word.
+    const std::string name = unique_name("abandoned3");
+    shm_remover cleanup(name);
+    const std::size_t before = settled_threads();
+    {
+        auto q = Queue<std::string>::create(name, 0, small_ring);
+        stuck_backlog(q);
+        q.cancel_join_thread();
+        const auto seg = shmq::detail::segment::inspect(
+            name, shmq::detail::inspect_mode{.read_only = false, .wait = true});
+        seg->registry().holders[shmq::detail::queue_handle_end].store(1000);
     }
     Queue<std::string>::remove(name);
     BOOST_TEST(threads_back_to(before, 10s), threads_of_this_process() << " threads, " << before
