@@ -163,8 +163,12 @@ public:
         if (!feeder_->orphaned() || seg_->openable_by_name()) return false;
         // Until finish() has moved this handle's count apart, it is one of the holders.
         const std::uint32_t self_count = counted_apart_.load(std::memory_order_acquire) ? 0 : 1;
-        // From the slots, not the holders word: a corrupt word must not keep the thread for ever.
-        return registry::held_in_slots(*seg_, queue_handle_end) <= self_count;
+        // The slots (dead holders dropped first) and the holders word agree unless the segment
+        // is corrupt; then either may be anything, and a wrong one must not keep the thread for
+        // ever, so the smaller count decides.
+        const std::uint64_t in_slots = registry::held_in_slots(*seg_, queue_handle_end);
+        return std::min<std::uint64_t>(in_slots, registry::holders(*seg_, queue_handle_end)) <=
+               self_count;
     }
     // Set by finish() once this orphaned handle counts as queue_orphan_end (registry.hpp); read
     // by the feeder thread's nobody_else_reads().
