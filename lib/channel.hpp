@@ -80,9 +80,10 @@ public:
     ~channel();
     /// The same, now (a queue handle being closed). Never throws.
     void drop_parked() noexcept;
-    /// For a queue's channel (no end-of-stream rules): `unread` says, when asked after a sleep
-    /// of a write waiting for room, that nobody can ever read this ring again; the wait then ends
-    /// as broken_pipe. Set before any other thread uses the channel. Must not throw.
+    /// For a queue's channel (no end-of-stream rules): `unread` says that nobody can ever read
+    /// this ring again. Asked after each sleep of a write waiting for room, between the slices of
+    /// an endless wait for the writer lease (both then end as broken_pipe), and by the feeder
+    /// through unread(). Set before any other thread uses the channel. Must not throw.
     void end_waits_when(std::function<bool()> unread) { unread_ = std::move(unread); }
     /// What that check says now (false without one).
     bool unread() const { return unread_ && unread_(); }

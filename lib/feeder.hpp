@@ -112,11 +112,12 @@ private:
     std::size_t in_flight_ = 0;
     bool drained() const noexcept { return backlog_.empty() && in_flight_ == 0; }
     std::atomic<bool> cancelled_{false};
+    // Set by stop() when it detaches a cancelled thread still writing; read by that thread and
+    // by the queue's channel check (queue_shm.cpp). Never cleared except in a forked child
+    // (which has no such thread): the handle that could clear it is gone.
+    std::atomic<bool> orphaned_{false};
     // Set by the thread (after writing failure_ under m_) when a write threw; never cleared
     // except in a forked child. Read by put()/check() in any thread.
-    // Set by stop() when it detaches a cancelled thread still writing; read by the queue's
-    // channel check (any thread). Never cleared: the handle that could have done so is gone.
-    std::atomic<bool> orphaned_{false};
     std::atomic<bool> failed_{false};
     std::string failure_;   // under m_: why the thread failed
     void fail(const char* why) noexcept;   // the thread's catch: record, drop the backlog, stop
