@@ -325,7 +325,8 @@ bool channel::writer_lease_in_slices() {
 
 io_status channel::write(std::span<const std::byte> msg, const deadline& until,
                          std::uint64_t max_messages, const uncounter* uncount) {
-    // An orphaned feeder's endless write (end_waits_when) waits for the lease a slice at a time.
+    // An endless write on a channel with an unread check (a feeder's streamed item) takes the
+    // lease a slice at a time, so that an orphaned feeder's wait can end (end_waits_when).
     const bool sliced = unread_ && until.forever();
     if (sliced && !writer_lease_in_slices()) return io_status::broken_pipe;
     robust_lock lease = sliced ? robust_lock(st_.wlock, std::adopt_lock)
