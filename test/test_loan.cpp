@@ -37,6 +37,15 @@ void loan_send(Connection& c, std::size_t n, std::uint64_t seed) {
     l.commit();
 }
 
+// Receives the next message (waiting at most 2 s for it) and checks it is `n` bytes of pattern
+// `seed`.
+void expect_patterned(Connection& r, std::size_t n, std::uint64_t seed) {
+    BOOST_TEST_REQUIRE(r.poll(2s), "no message of pattern " << seed);
+    const auto got = r.recv_bytes();
+    BOOST_TEST(got.size() == n, "pattern " << seed);
+    BOOST_TEST(matches_pattern(got, seed), "pattern " << seed);
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(loan_commit_delivers_the_committed_prefix) {
@@ -292,13 +301,8 @@ BOOST_AUTO_TEST_CASE(a_child_forked_while_another_thread_holds_a_loan_can_loan) 
     forked = true;
     holder.join();
     BOOST_TEST(child.wait(10s) == 0);   // without the takeover: killed after 10 s
-    auto first = r.recv_bytes();
-    BOOST_TEST(first.size() == 64u);
-    BOOST_TEST(matches_pattern(first, 21));
-    BOOST_TEST_REQUIRE(r.poll(2s));
-    auto second = r.recv_bytes();
-    BOOST_TEST(second.size() == 100u);
-    BOOST_TEST(matches_pattern(second, 22));
+    expect_patterned(r, 64, 21);
+    expect_patterned(r, 100, 22);
 }
 
 // The forking thread's own loan: the child holds an inherited Loan object and loans again
@@ -322,13 +326,8 @@ BOOST_AUTO_TEST_CASE(an_inherited_loan_dropped_after_the_child_loaned_again_does
     BOOST_TEST(!r.poll(0s));   // nothing published by the child while the parent holds the lease
     l.commit();
     BOOST_TEST(child.wait(10s) == 0);
-    auto first = r.recv_bytes();
-    BOOST_TEST(first.size() == 64u);
-    BOOST_TEST(matches_pattern(first, 31));
-    BOOST_TEST_REQUIRE(r.poll(2s));
-    auto second = r.recv_bytes();
-    BOOST_TEST(second.size() == 100u);
-    BOOST_TEST(matches_pattern(second, 32));
+    expect_patterned(r, 64, 31);
+    expect_patterned(r, 100, 32);
     BOOST_TEST_REQUIRE(r.poll(2s));
     BOOST_TEST(to_string(r.recv_bytes()) == "after");
     w.send_bytes(to_bytes("parent again"));   // the parent's lease is free too

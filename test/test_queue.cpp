@@ -474,6 +474,34 @@ BOOST_AUTO_TEST_CASE(an_abandoned_backlog_nobody_can_read_ends_its_thread, *utf:
                                                                         << " before");
 }
 
+BOOST_AUTO_TEST_CASE(an_abandoned_backlog_is_delivered_to_a_forked_reader, *utf::timeout(60)) {
+    // A child forked with the handle holds the anonymous queue, so it may still read: the
+    // orphaned feeder must go on (not drop the backlog) and the child gets every item, in order.
+    const std::size_t before = settled_threads();
+    std::optional<Queue<std::string>> q(std::in_place, 0, small_ring);
+    scoped_child reader([&] {
+        std::this_thread::sleep_for(500ms);   // the parent's handle is gone by then
+        for (std::uint64_t i = 0; i < 12; ++i) {
+            std::string s;
+            try {
+                s = q->get(true, 5s);
+            } catch (const shmq::error&) {
+                return 10 + static_cast<int>(i);   // missing
+            }
+            if (!matches_pattern(s, i) || s.size() != (i == 10 ? 10000u : 1024u))
+                return 30 + static_cast<int>(i);   // wrong or out of order
+        }
+        return 0;
+    });
+    stuck_backlog(*q);
+    q->cancel_join_thread();
+    q.reset();
+    std::this_thread::sleep_for(200ms);
+    BOOST_TEST(threads_of_this_process() == before + 1);   // still delivering
+    BOOST_TEST(reader.wait(20s) == 0);
+    BOOST_TEST(threads_back_to(before, 10s));
+}
+
 BOOST_AUTO_TEST_CASE(an_abandoned_backlog_waits_while_the_name_exists_then_ends, *utf::timeout(60)) {
     const std::string name = unique_name("abandoned");
     shm_remover cleanup(name);
