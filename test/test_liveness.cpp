@@ -12,6 +12,7 @@
 
 #include <shmq/shmq.hpp>
 
+#include "sanitizer_limits.hpp"
 #include "test_fixtures.hpp"
 
 #include <cstring>
@@ -106,23 +107,10 @@ BOOST_AUTO_TEST_CASE(reader_at_fd_limit_sees_live_writer, *boost::unit_test::tim
 // reader (also at its fd limit) sleeps between messages, so each writer waits on the writer
 // lease for whole liveness slices while the other holds it. A "dead" verdict from EMFILE would
 // put both inside the lease: torn messages, broken_error or lost ones.
-// Not under ASan/UBSan: at the fd limit their runtime cannot probe memory (it tests readability
-// through a pipe), so UBSan's vptr check reports every virtual call as a bad object. The debug
-// and tsan builds run it.
-struct not_under_asan {
-    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
-#if defined(__SANITIZE_ADDRESS__)
-        boost::test_tools::assertion_result r(false);
-        r.message() << "the sanitizer runtime needs file descriptors of its own";
-        return r;
-#else
-        return true;
-#endif
-    }
-};
-
+// Not under ASan/UBSan (sanitizer_limits.hpp, asan_needs_descriptors); the debug and tsan builds
+// run it.
 BOOST_AUTO_TEST_CASE(writers_at_fd_limit_never_share_the_lease, *boost::unit_test::timeout(120)
-                     * boost::unit_test::precondition(not_under_asan()))
+                     * boost::unit_test::precondition(not_under_asan{asan_needs_descriptors}))
 {
     constexpr std::size_t cap = 64 * 1024, msg = 4 * cap;
     constexpr int per_writer = 25;

@@ -11,6 +11,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "queue_fixtures.hpp"
+#include "sanitizer_limits.hpp"
 
 #include <shmq/process.hpp>
 #include <shmq/queue.hpp>
@@ -269,7 +270,10 @@ struct fork_item {
 
 } // namespace
 
-BOOST_AUTO_TEST_CASE(child_forked_while_another_thread_is_inside_put, *utf::timeout(50)) {
+// Not under ASan (sanitizer_limits.hpp, asan_fork_unsafe_allocator): its children hung in the
+// runtime's allocator, never in shmq. The debug build runs it.
+BOOST_AUTO_TEST_CASE(child_forked_while_another_thread_is_inside_put,
+                     *utf::timeout(50) * utf::precondition(not_under_asan{asan_fork_unsafe_allocator})) {
     // README (fork-safe) / issue #3 item 4: children forked while a parent thread loops in put()
     // (and the parent's feeder runs: the small ring overflows into the backlog) can get and put
     // through the inherited queue. Every item of the thread arrives exactly once (at the parent, or
@@ -342,7 +346,7 @@ BOOST_AUTO_TEST_CASE(child_forked_while_another_thread_is_inside_put, *utf::time
     BOOST_CHECK_THROW(q.get(true, 200ms), shmq::empty_error);
 
     for (int k = 0; k < children; ++k) {
-        BOOST_TEST(codes[k] == child_ok, "child " << k);
+        BOOST_TEST(codes[k] == child_ok, "child " << k << " exit code " << codes[k]);
         BOOST_TEST(markers[k] == 1, "child " << k << " marker seen " << markers[k] << " times");
     }
     BOOST_TEST(out_of_order == 0);
