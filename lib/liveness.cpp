@@ -121,6 +121,11 @@ bool identity_of(std::uint32_t pid, process_identity& out) noexcept {
 
 liveness probe(const process_identity& who, unsigned start_bits) noexcept {
     if (who.pid == 0) return liveness::dead;
+    // An identity no kernel can give names nobody, in any namespace: a pid at or above
+    // PID_MAX_LIMIT (pid_max cannot be set higher), or a namespace id wider than the kernel's
+    // 32-bit inode numbers. Only corrupt shared memory holds one; calling it unknown would let
+    // that garbage keep a slot, a count or an abandoned feeder for ever.
+    if (who.pid >= pid_max_limit || who.pidns > 0xffffffffu) return liveness::dead;
     const process_identity& me = self();
     // A pid of another namespace names some other process here, or none: we cannot tell.
     if (who.pidns != 0 && me.pidns != 0 && who.pidns != me.pidns) return liveness::unknown;

@@ -15,6 +15,8 @@
 //   alive    it runs, with the same start time;
 //   unknown  anything else: /proc unreadable (EMFILE, ENFILE, EACCES, hidepid), or a process of
 //            another pid namespace. Unknown never takes a lease over and never reaps.
+// An identity no kernel can give (a pid >= pid_max_limit, a namespace id above 32 bits) is dead:
+// only a corrupt segment holds one.
 #pragma once
 
 #include <atomic>
@@ -32,6 +34,10 @@ struct process_identity {
 };
 
 enum class liveness { alive, dead, unknown };
+
+/// Linux's PID_MAX_LIMIT on 64-bit systems: /proc/sys/kernel/pid_max cannot exceed it, so every
+/// pid of every namespace is below it.
+inline constexpr std::uint32_t pid_max_limit = 4u * 1024 * 1024;
 
 /// This process's identity. Loaded once (thread-safe) and refreshed in a forked child (atfork).
 const process_identity& self() noexcept;

@@ -558,8 +558,9 @@ BOOST_AUTO_TEST_CASE(two_abandoned_backlogs_do_not_wait_for_each_other, *utf::ti
 
 BOOST_AUTO_TEST_CASE(a_corrupt_registry_does_not_keep_an_abandoned_backlog, *utf::timeout(60)) {
     // Found by fuzz_segment: a registry that says 1000 handles hold the queue, in its holders word
-    // or in a slot of a live process (this one). The count in the slots and the word agree unless
-    // the segment is corrupt, so the orphan believes the smaller (queue_shm.cpp).
+    // or in a slot of a live process (this one), or both, with a slot of garbage. The count in the
+    // slots and the word agree unless the segment is corrupt, so the orphan believes the smaller
+    // (queue_shm.cpp), and a slot naming an impossible process is dead (liveness.hpp).
     namespace sd = shmq::detail;
     const std::function<void(sd::segment&)> corruptions[] = {
         [](sd::segment& seg) { seg.registry().holders[sd::queue_handle_end].store(1000); },
@@ -567,6 +568,16 @@ BOOST_AUTO_TEST_CASE(a_corrupt_registry_does_not_keep_an_abandoned_backlog, *utf
             sd::holder_slot* mine = sd::registry::slot_of(seg, sd::self());
             BOOST_TEST_REQUIRE(mine != nullptr);
             mine->count[sd::queue_handle_end].fetch_add(1000);
+        },
+        // Both say so: the word, and a slot overwritten with 0x78 bytes, which names a process of
+        // "another pid namespace" (registry.cpp keeps those) that no kernel could give.
+        [](sd::segment& seg) {
+            seg.registry().holders[sd::queue_handle_end].store(1000);
+            for (sd::holder_slot& slot : seg.registry().slots) {
+                if (slot.pid.load() != 0) continue;
+                std::memset(static_cast<void*>(&slot), 0x78, sizeof slot);
+                break;
+            }
         },
     };
     for (const auto& corrupt : corruptions) {

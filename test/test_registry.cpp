@@ -105,6 +105,43 @@ BOOST_AUTO_TEST_CASE(reaping_a_slot_with_garbage_counters_clamps_unfinished, *bo
     }
 }
 
+// Found by fuzz_segment: a slot overwritten with bytes (here 0x78) names pid 0x78787878 in pid
+// namespace 0x7878787878787878. Another namespace's pid cannot be judged from here, so such a slot
+// was kept for ever, and its count with it (an abandoned feeder waited on it). No kernel gives
+// either value (liveness.hpp), so it is reaped like a dead holder; a plausible holder of another
+// namespace still is not.
+BOOST_AUTO_TEST_CASE(a_slot_naming_an_impossible_process_is_reaped, *boost::unit_test::timeout(30))
+{
+    struct holder {
+        std::uint32_t pid;
+        std::uint64_t pidns;
+        bool reaped;
+    };
+    const std::uint64_t other_ns = sd::self().pidns == 0xF000'1234u ? 0xF000'1235u : 0xF000'1234u;
+    const holder cases[] = {
+        {0x7878'7878u, 0x7878'7878'7878'7878u, true},    // both impossible
+        {0x7878'7878u, 0, true},                         // pid beyond PID_MAX_LIMIT, namespace unknown
+        {sd::pid_max_limit, sd::self().pidns, true},     // the first pid no kernel gives
+        {1, std::uint64_t{1} << 32, true},               // a namespace id wider than an inode number
+        {1, other_ns, false},                            // init of another namespace: unknown, kept
+    };
+    for (const holder& h : cases) {
+        auto seg = pipe_segment();
+        sd::holder_slot& slot = seg->registry().slots[7];
+        BOOST_REQUIRE_EQUAL(slot.pid.load(), 0u);
+        slot.start.store(0x7878'7878'7878'7878u);
+        slot.pidns.store(h.pidns);
+        slot.count[1].store(1000);
+        seg->registry().holders[1].store(1000);
+        slot.pid.store(h.pid);
+        BOOST_TEST_CONTEXT("pid " << h.pid << " pidns " << h.pidns) {
+            BOOST_CHECK_EQUAL(reg::reap(*seg, 1), h.reaped ? 1u : 0u);
+            BOOST_CHECK_EQUAL(reg::holders(*seg, 1), h.reaped ? 0u : 1000u);
+            BOOST_CHECK_EQUAL(slot.pid.load(), h.reaped ? 0u : h.pid);
+        }
+    }
+}
+
 // More writer processes than registry slots: each either counts (no EOF while it lives) or is
 // told so clearly (a shmq::error when it sends); never silently uncounted.
 BOOST_AUTO_TEST_CASE(more_processes_than_slots_never_miscount, *boost::unit_test::timeout(120))
