@@ -97,6 +97,7 @@ void feeder::reset_after_fork() noexcept {
     // was using (a condition variable may have had that thread as a waiter).
     backlog_.clear();
     spare_.clear();
+    spare_bytes_ = 0;
     in_flight_ = 0;
     pending_.store(0, std::memory_order_release);
     unpublished_.store(nullptr, std::memory_order_release);   // the parent's slot, not ours
@@ -141,6 +142,7 @@ void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& o
     if (!spare_.empty()) {
         buf = std::move(spare_.back());   // its capacity is reused
         spare_.pop_back();
+        spare_bytes_ -= buf.capacity();
     }
     if (copy_unlocked) lock.unlock();
     try {
@@ -231,6 +233,7 @@ void feeder::run_loop() {
         if (backlog_.empty()) {
             running_ = false;
             std::vector<std::vector<std::byte>>().swap(spare_);
+            spare_bytes_ = 0;
             drained_.notify_all();
             return;
         }
@@ -279,8 +282,12 @@ void feeder::run_loop() {
                     // Their buffers are free now, not at the end of the batch: a producer that
                     // keeps the backlog non-empty then copies into warm memory instead of
                     // allocating (and page-faulting) a buffer per item.
-                    for (std::size_t i = done; i < done + n && spare_.size() < spare_max; ++i)
-                        if (batch[i].capacity() <= spare_keep_bytes) spare_.push_back(std::move(batch[i]));
+                    for (std::size_t i = done; i < done + n && spare_.size() < spare_max; ++i) {
+                        const std::size_t bytes = batch[i].capacity();
+                        if (bytes > spare_bytes_max - spare_bytes_) continue;
+                        spare_bytes_ += bytes;
+                        spare_.push_back(std::move(batch[i]));
+                    }
                 }
                 done += n;
                 drained_.notify_all();

@@ -93,13 +93,16 @@ private:
     std::deque<std::vector<std::byte>> backlog_;
     // Under m_: buffers of items the thread has published, for put() to copy the next items
     // into: a burst of large puts then allocates (and page-faults) only its first few buffers.
-    // At most spare_max; dropped when the thread ends (idle_linger after running dry), so an
-    // idle queue holds no memory.
+    // Kept while they total at most spare_bytes_max (spare_bytes_ is their capacity) and number
+    // at most spare_max; dropped when the thread ends (idle_linger after running dry), so an
+    // idle queue holds no memory. A byte budget rather than a count: a producer outrunning the
+    // ring fills a backlog for a whole time slice while the thread (on the same CPU) waits, and
+    // every buffer not kept is a fresh one to page-fault next time, a 1 MiB item's worth of
+    // faults costing more than its two copies.
     std::vector<std::vector<std::byte>> spare_;
-    static constexpr std::size_t spare_max = 8;
-    // A buffer larger than this is freed rather than kept: eight spares of a huge item would pin
-    // that much memory for as long as the thread lives.
-    static constexpr std::size_t spare_keep_bytes = std::size_t{16} << 20;
+    std::size_t spare_bytes_ = 0;
+    static constexpr std::size_t spare_max = 256;
+    static constexpr std::size_t spare_bytes_max = std::size_t{64} << 20;
     // For qsize(): items of this process not yet visible in the ring. The channel decrements it
     // just before it publishes them (so it never overlaps the ring's count).
     std::atomic<std::size_t> pending_{0};
