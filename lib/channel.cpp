@@ -143,8 +143,9 @@ std::uint32_t speculative_word(const std::byte* at) noexcept {
 
 channel::walk_result channel::walk(std::uint64_t head, std::uint64_t tail) const noexcept {
     // Reads headers with atomic loads (speculative_word): without the reader lease, a reader may
-    // consume and a writer overwrite them meanwhile, so anything odd (a header that does not validate) answers
-    // "ready" and lets a reader decide under its lease, where a real corruption is broken_error.
+    // consume and a writer overwrite them meanwhile, so anything odd (a header that does not
+    // validate) answers "ready" and lets a reader decide under its lease, where a real
+    // corruption is broken_error.
     walk_result r{false, head, 0};
     std::uint64_t pos = head;
     std::uint64_t stream_start = head, stream_writer = 0;   // inside a stream begun there, by it
