@@ -11,6 +11,16 @@
 namespace shmq::detail::registry {
 namespace {
 
+// The handles on `end` that the slots and pending forks record (the truth `holders` caches).
+std::uint64_t counted_in_slots(const registry_state& r, std::uint32_t end) noexcept {
+    std::uint64_t sum = 0;
+    for (const auto& slot : r.slots)
+        if (slot.pid.load(std::memory_order_relaxed) != 0) sum += slot.count[end].load(std::memory_order_relaxed);
+    for (const auto& p : r.pending)
+        if (p.token.load(std::memory_order_relaxed) != 0) sum += p.count[end].load(std::memory_order_relaxed);
+    return sum;
+}
+
 // Takes the registry lock. A holder that died inside the lock may have updated a slot but not
 // `holders`: after a takeover, recompute holders from the slots (the slots are the truth).
 class locked {
@@ -21,16 +31,8 @@ public:
     }
     bool owns() const noexcept { return g_.owns(); }
     void recompute() noexcept {
-        for (std::size_t e = 0; e < max_ends; ++e) {
-            std::uint32_t sum = 0;
-            for (auto& slot : r_.slots)
-                if (slot.pid.load(std::memory_order_relaxed) != 0)
-                    sum += slot.count[e].load(std::memory_order_relaxed);
-            for (auto& p : r_.pending)
-                if (p.token.load(std::memory_order_relaxed) != 0)
-                    sum += p.count[e].load(std::memory_order_relaxed);
-            r_.holders[e].store(sum, std::memory_order_release);
-        }
+        for (std::uint32_t e = 0; e < max_ends; ++e)
+            r_.holders[e].store(static_cast<std::uint32_t>(counted_in_slots(r_, e)), std::memory_order_release);
     }
 
 private:
@@ -308,12 +310,7 @@ std::uint64_t held_in_slots(const segment& s, std::uint32_t end) noexcept {
     locked guard(r, deadline(timeout_t(std::chrono::duration<double>(0))));
     if (!guard.owns()) return holders(s, end);
     drop_dead(r, end, queue_of(s));
-    std::uint64_t sum = 0;
-    for (const auto& slot : r.slots)
-        if (slot.pid.load(std::memory_order_relaxed) != 0) sum += slot.count[end].load(std::memory_order_relaxed);
-    for (const auto& p : r.pending)
-        if (p.token.load(std::memory_order_relaxed) != 0) sum += p.count[end].load(std::memory_order_relaxed);
-    return sum;
+    return counted_in_slots(r, end);
 }
 
 std::uint32_t reap_any(const segment& s) noexcept {
