@@ -17,6 +17,7 @@
 #include <cstring>
 #include <random>
 #include <thread>
+#include <vector>
 
 using namespace std::chrono_literals;
 using namespace shmq::test;
@@ -156,6 +157,53 @@ BOOST_AUTO_TEST_CASE(threads_of_one_connection_take_turns_for_loans_and_views) {
     d.join();
     BOOST_TEST(got.load() == 2 * per_thread);
     BOOST_TEST(bad.load() == 0u);
+}
+
+// Threads of one connection that wait for the turn (handle_turn.hpp) sleep until the holder gives
+// it back: each holder keeps it 1 ms, so the others are asleep on it, and with three threads a
+// woken one must pass the wake-up on. A lost wake-up would show as a wait of the turn's 1 s
+// fallback; every wait here must end far sooner.
+BOOST_AUTO_TEST_CASE(a_thread_waiting_for_the_turn_wakes_when_it_is_given_back) {
+    auto [r, w] = shmq::Pipe(false, ring(1 << 20));
+    constexpr int threads = 3, each = 30;
+    std::atomic<std::int64_t> longest_ns{0};
+    auto note = [&](std::chrono::steady_clock::time_point t0) {
+        const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    std::chrono::steady_clock::now() - t0).count();
+        for (std::int64_t m = longest_ns.load(); ns > m && !longest_ns.compare_exchange_weak(m, ns);) {
+        }
+    };
+    auto loaner = [&, &w = w](int id) {
+        for (int i = 0; i < each; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            Connection::Loan l = w.loan(64);
+            note(t0);
+            fill_pattern(l.bytes(), static_cast<std::uint64_t>(id * each + i));
+            std::this_thread::sleep_for(1ms);
+            l.commit();
+        }
+    };
+    std::vector<std::thread> ts;
+    for (int id = 0; id < threads; ++id) ts.emplace_back(loaner, id);
+    for (auto& t : ts) t.join();
+    BOOST_TEST(longest_ns.load() < 900'000'000, "longest wait for the loan turn " << longest_ns.load() << " ns");
+
+    longest_ns = 0;
+    std::atomic<int> seen{0};
+    auto viewer = [&, &r = r] {
+        for (int i = 0; i < each; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            Connection::View v = r.recv_view();
+            note(t0);
+            if (v.bytes().size() == 64) seen.fetch_add(1);
+            std::this_thread::sleep_for(1ms);
+        }
+    };
+    ts.clear();
+    for (int id = 0; id < threads; ++id) ts.emplace_back(viewer);
+    for (auto& t : ts) t.join();
+    BOOST_TEST(seen.load() == threads * each);
+    BOOST_TEST(longest_ns.load() < 900'000'000, "longest wait for the view turn " << longest_ns.load() << " ns");
 }
 
 // Loans and views of random sizes in a small ring: records land on every offset, across the end
