@@ -12,7 +12,8 @@
 // 1 MiB through a 4 MiB ring (a loan is at most half the ring). The Queue is bounded (maxsize
 // 64), so a copying producer waits for room as a loaning one does, instead of running ahead
 // into its feeder's backlog. Figures: messages per second, median of --repeat runs
-// (min .. max), and the ratio loaned / copying.
+// (min .. max), and the ratio loaned / copying. A third row runs the same work through a bare
+// ring of slots (bare_ends): the limit of what any zero-copy API could reach here.
 #include "loan.hpp"
 #include "common.hpp"
 
@@ -20,13 +21,16 @@
 #include <shmq/queue.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <sched.h>
@@ -119,12 +123,97 @@ struct queue_ends {
     }
 };
 
+// The limit: the same work through a bare ring of fixed slots in shared memory (no lease, no
+// record header, no event; the waiting side spins with `pause` and yields now and then, as the
+// suite's SPSC ring does). Its loaned rate is what a perfect zero-copy API would reach here, so
+// it over the copying API's rate is the most the loaned/copying ratio can be on this machine.
+struct bare_ends {
+    struct control {
+        alignas(64) std::atomic<std::uint64_t> head;   // messages consumed: the consumer's
+        alignas(64) std::atomic<std::uint64_t> tail;   // messages published: the producer's
+    };
+    std::size_t ring_bytes;
+    std::size_t slot = 0, slots = 0;
+    void* map = nullptr;
+    control* c = nullptr;
+    std::uint64_t* sizes = nullptr;   // per slot: the message's bytes (0: the end)
+    std::byte* ring = nullptr;
+
+    explicit bare_ends(const shmq::options& o) : ring_bytes(o.capacity) {}
+    bare_ends(const bare_ends&) = delete;
+    ~bare_ends() {
+        if (map) ::munmap(map, 4096 + ring_bytes);
+    }
+    void open(std::size_t size) {   // before fork: both children map the same ring
+        slot = size;
+        slots = ring_bytes / size;
+        map = ::mmap(nullptr, 4096 + ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (map == MAP_FAILED) {
+            map = nullptr;
+            throw std::runtime_error("mmap");
+        }
+        c = new (map) control{};
+        sizes = reinterpret_cast<std::uint64_t*>(static_cast<std::byte*>(map) + sizeof(control));
+        ring = static_cast<std::byte*>(map) + 4096;
+    }
+    static void relax(unsigned& spins) noexcept {
+        if ((++spins & 127) == 0) ::sched_yield();
+        else __builtin_ia32_pause();
+    }
+    std::byte* room() {   // the producer's next slot, once the consumer has left it
+        const std::uint64_t t = c->tail.load(std::memory_order_relaxed);
+        for (unsigned spins = 0; t - c->head.load(std::memory_order_acquire) >= slots;) relax(spins);
+        return ring + (t % slots) * slot;
+    }
+    void publish(std::size_t n) {
+        const std::uint64_t t = c->tail.load(std::memory_order_relaxed);
+        sizes[t % slots] = n;
+        c->tail.store(t + 1, std::memory_order_release);
+    }
+    std::pair<const std::byte*, std::size_t> next() {
+        const std::uint64_t h = c->head.load(std::memory_order_relaxed);
+        for (unsigned spins = 0; c->tail.load(std::memory_order_acquire) == h;) relax(spins);
+        return {ring + (h % slots) * slot, sizes[h % slots]};
+    }
+    void done() { c->head.store(c->head.load(std::memory_order_relaxed) + 1, std::memory_order_release); }
+
+    void close_reader() {}
+    void close_writer() {}
+    void send_loaned(std::size_t size, std::uint64_t seq) {
+        produce_into(room(), size, seq);
+        publish(size);
+    }
+    void send_copied(std::vector<std::byte>& buf, std::uint64_t seq) {
+        produce_into(buf.data(), buf.size(), seq);
+        std::memcpy(room(), buf.data(), buf.size());
+        publish(buf.size());
+    }
+    void send_end() {
+        room();
+        publish(0);
+    }
+    std::optional<std::uint64_t> recv_loaned() {
+        const auto [p, n] = next();
+        const std::optional<std::uint64_t> sum = n ? std::optional(consume(p, n)) : std::nullopt;
+        done();
+        return sum;
+    }
+    std::optional<std::uint64_t> recv_copied(std::vector<std::byte>& buf) {
+        const auto [p, n] = next();
+        if (n) std::memcpy(buf.data(), p, n);
+        done();
+        if (n == 0) return std::nullopt;
+        return consume(buf.data(), n);
+    }
+};
+
 // One run: messages per second over `seconds`, or -1 on failure.
 template <class Ends>
 double run_once(bool loaned, std::size_t size, double seconds, int cpu_a, int cpu_b) {
     shmq::options o;
     o.capacity = std::size_t{4} << 20;
     Ends ends(o);
+    if constexpr (requires { ends.open(size); }) ends.open(size);
     auto* count = static_cast<std::uint64_t*>(
         ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
     if (count == MAP_FAILED) throw std::runtime_error("mmap");
@@ -223,6 +312,7 @@ int loan_bench(int repeat, bool quick, loan_figures* out) {
     const scenario scenarios[] = {
         {"Pipe", "Pipe  (send/recv_into | loan/view)", &run_once<pipe_ends>},
         {"Queue", "Queue (put/get_into | loan/get_view)", &run_once<queue_ends>},
+        {"ring", "bare ring, the limit (memcpy | in place)", &run_once<bare_ends>},
     };
     for (const scenario& sc : scenarios) {
         std::printf("%s\n", sc.what);

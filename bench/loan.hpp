@@ -11,7 +11,8 @@ namespace shmq_bench {
 
 /// One size of one API: medians over the repetitions, messages per second.
 struct loan_row {
-    std::string api;              ///< "Pipe" (Connection::loan / recv_view), "Queue" (Queue::loan / get_view)
+    std::string api;              ///< "Pipe" (Connection::loan / recv_view), "Queue" (Queue::loan /
+                                  ///< get_view), "ring" (the bare ring: the limit)
     std::size_t size = 0;         ///< message bytes
     double copying = 0;           ///< send_bytes / recv_bytes_into
     double loaned = 0;            ///< loan + commit / recv_view + release

@@ -213,7 +213,13 @@ std::vector<scenario> make_suite(bool quick, const std::vector<std::unique_ptr<t
     for (payload k : {payload::pod, payload::record})
         for (const auto& t : ts)
             if (t->what() == transport::role::shmq || t->external()) add(*t, k, 64, 1, mode::throughput);
-    for (const auto& t : ts) add(*t, payload::bytes, 64, 1, mode::latency);
+    // Round trips: 64 B for every transport; larger messages (full suite) for the compiled ones,
+    // so the figures against cpp-ipc cover every size, not only the small-message path.
+    const std::vector<std::size_t> trip_sizes =
+        quick ? std::vector<std::size_t>{64} : std::vector<std::size_t>{64, 1 * KiB, 64 * KiB, 1 * MiB};
+    for (std::size_t size : trip_sizes)
+        for (const auto& t : ts)
+            if (size == 64 || !t->external()) add(*t, payload::bytes, size, 1, mode::latency);
     return v;
 }
 

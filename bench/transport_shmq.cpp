@@ -114,8 +114,8 @@ template <> struct message<record_message> {
 
 class pipe_channels {
 public:
-    void open(int n) {
-        for (int i = 0; i < n; ++i) pipes_.push_back(shmq::Pipe(false));
+    void open(int n, shmq::options o = {}) {
+        for (int i = 0; i < n; ++i) pipes_.push_back(shmq::Pipe(false, o));
     }
     void close() noexcept { pipes_.clear(); }
     shmq::Connection& reader(int ch) { return pipes_.at(static_cast<std::size_t>(ch)).first; }
@@ -150,6 +150,60 @@ public:
         shmq::Connection& c_;
         std::size_t want_;
         std::vector<std::byte> buf_;
+    };
+
+private:
+    pipe_channels chans_;
+};
+
+// The same Pipe, written through a loan (one copy into the ring) and read in place with
+// recv_view: the like-for-like peer of cpp-ipc, whose receiver of a message over 64 bytes gets a
+// buffer pointing into its shared chunk store instead of a copy (transport_cpp_ipc.cpp). From
+// 1 KiB up to the largest loan (half the ring); the consumer's work is the same as every other
+// reader's here (the length and the last byte). A 4 MiB ring (options::capacity), as in the
+// loan section, so that a 1 MiB message is one loan.
+class shmq_pipe_view final : public basic_transport<shmq_pipe_view> {
+    static shmq::options ring() {
+        shmq::options o;
+        o.capacity = std::size_t{4} << 20;
+        return o;
+    }
+
+public:
+    std::string name() const override { return "shmq Pipe loan/view"; }
+    role what() const override { return role::shmq; }
+    bool shared() const override { return false; }
+    std::string remark(payload, std::size_t, mode) const override { return "4 MiB ring"; }
+    std::string unsupported(payload k, std::size_t size, mode) const override {
+        if (k != payload::bytes) return "bytes only";
+        if (size < 1024) return "from 1 KiB (below it, cpp-ipc copies too)";
+        static const std::size_t largest = shmq::Pipe(false, ring()).second.max_loan();
+        if (size > largest) return "larger than the largest loan";
+        return {};
+    }
+    void open_channels() { chans_.open(params().channels, ring()); }
+    void close() noexcept override { chans_.close(); }
+
+    struct writer {
+        writer(shmq_pipe_view& t, int ch) : c_(t.chans_.writer(ch)), msg_(t.params().size) {}
+        void send(bool end) {
+            const auto bytes = msg_.get(end);
+            shmq::Connection::Loan loan = c_.loan(bytes.size());
+            std::memcpy(loan.bytes().data(), bytes.data(), bytes.size());
+            loan.commit();
+        }
+        void finish() {}
+        shmq::Connection& c_;
+        byte_message msg_;
+    };
+    struct reader {
+        reader(shmq_pipe_view& t, int ch) : c_(t.chans_.reader(ch)), want_(t.params().size) {}
+        bool recv() {
+            const shmq::Connection::View v = c_.recv_view();
+            return is_end(v.bytes().data(), v.bytes().size(), want_);
+        }
+        shmq::Connection& c_;
+        std::size_t want_;
     };
 
 private:
@@ -299,6 +353,7 @@ std::vector<std::unique_ptr<transport>> make_shmq_transports() {
     v.push_back(std::make_unique<by_kind>(std::make_unique<shmq_pipe_bytes>(),
                                           std::make_unique<shmq_pipe_typed<pod_message>>(),
                                           std::make_unique<shmq_pipe_typed<record_message>>()));
+    v.push_back(std::make_unique<shmq_pipe_view>());
 #ifdef SHMQ_BENCH_HAVE_QUEUE
     v.push_back(make_queue<queue_family>("shmq Queue"));
     v.push_back(make_queue<simple_queue_family>("shmq SimpleQueue"));
