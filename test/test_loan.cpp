@@ -16,6 +16,7 @@
 #include <csignal>
 #include <cstring>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -45,6 +46,22 @@ void expect_patterned(Connection& r, std::size_t n, std::uint64_t seed) {
     const auto got = r.recv_bytes();
     BOOST_TEST(got.size() == n, "pattern " << seed);
     BOOST_TEST(matches_pattern(got, seed), "pattern " << seed);
+}
+
+// A thread that holds a 64-byte loan of pattern 21 (so the turn and the writer lease) from before
+// this returns until 200 ms after `forked` is set, then commits it.
+std::thread hold_a_loan_across_fork(Connection& w, std::atomic<bool>& forked) {
+    std::atomic<bool> lent{false};
+    std::thread holder([&w, &forked, &lent] {
+        Connection::Loan l = w.loan(64);
+        fill_pattern(l.bytes(), 21);
+        lent = true;
+        while (!forked) std::this_thread::sleep_for(1ms);
+        std::this_thread::sleep_for(200ms);   // the child waits for the lease meanwhile
+        l.commit();
+    });
+    while (!lent) std::this_thread::sleep_for(1ms);
+    return holder;
 }
 
 } // namespace
@@ -332,16 +349,8 @@ BOOST_AUTO_TEST_CASE(a_forked_child_leaves_its_parents_loan_alone) {
 // live process, so the child's loan waits for the parent's commit, then goes on.
 BOOST_AUTO_TEST_CASE(a_child_forked_while_another_thread_holds_a_loan_can_loan) {
     auto [r, w] = shmq::Pipe(false, ring(64 << 10));
-    std::atomic<bool> lent{false}, forked{false};
-    std::thread holder([&, &w = w] {
-        Connection::Loan l = w.loan(64);
-        fill_pattern(l.bytes(), 21);
-        lent = true;
-        while (!forked) std::this_thread::sleep_for(1ms);
-        std::this_thread::sleep_for(200ms);   // the child waits for the lease meanwhile
-        l.commit();
-    });
-    while (!lent) std::this_thread::sleep_for(1ms);
+    std::atomic<bool> forked{false};
+    std::thread holder = hold_a_loan_across_fork(w, forked);
     scoped_child child([&, &w = w] {
         loan_send(w, 100, 22);   // takes the turn over, then waits for the parent's lease
         return 0;
@@ -351,6 +360,38 @@ BOOST_AUTO_TEST_CASE(a_child_forked_while_another_thread_holds_a_loan_can_loan) 
     BOOST_TEST(child.wait(10s) == 0);   // without the takeover: killed after 10 s
     expect_patterned(r, 64, 21);
     expect_patterned(r, 100, 22);
+}
+
+// The same with a second parent thread asleep on the turn when the child is forked: the child
+// inherits a turn word with the parent's pid and the waiters bit (handle_turn.hpp), must take it
+// over all the same, and the parent's sleeper must still be woken when the holder commits.
+BOOST_AUTO_TEST_CASE(a_child_forked_while_a_thread_sleeps_on_the_turn_can_loan) {
+    auto [r, w] = shmq::Pipe(false, ring(64 << 10));
+    std::atomic<bool> forked{false}, second_done{false};
+    std::thread holder = hold_a_loan_across_fork(w, forked);
+    std::thread sleeper([&, &w = w] {   // asleep on the turn until the holder commits
+        loan_send(w, 80, 23);
+        second_done = true;
+    });
+    std::this_thread::sleep_for(50ms);
+    scoped_child child([&, &w = w] {
+        loan_send(w, 100, 22);   // takes the turn over, then waits for the parent's lease
+        return 0;
+    });
+    forked = true;
+    holder.join();
+    sleeper.join();
+    BOOST_TEST(child.wait(10s) == 0);   // without the takeover: killed after 10 s
+    BOOST_TEST(second_done.load());
+    expect_patterned(r, 64, 21);
+    // The child's message and the sleeper's race for the lease once the holder lets it go.
+    std::set<std::pair<std::size_t, bool>> got;
+    for (int i = 0; i < 2; ++i) {
+        BOOST_TEST_REQUIRE(r.poll(2s));
+        const auto m = r.recv_bytes();
+        got.insert({m.size(), matches_pattern(m, m.size() == 100 ? 22 : 23)});
+    }
+    BOOST_TEST((got == std::set<std::pair<std::size_t, bool>>{{80, true}, {100, true}}));
 }
 
 // The forking thread's own loan: the child holds an inherited Loan object and loans again
