@@ -147,6 +147,8 @@ struct bare_ends {
     void open(std::size_t size) {   // before fork: both children map the same ring
         slot = size;
         slots = ring_bytes / size;
+        if (slots < 2 || slots > (4096 - sizeof(control)) / sizeof(std::uint64_t))
+            throw std::runtime_error("bare ring: the sizes table holds 2 to 496 slots");
         map = ::mmap(nullptr, 4096 + ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (map == MAP_FAILED) {
             map = nullptr;
