@@ -9,12 +9,29 @@
 #include <string>
 #include <vector>
 
+#include <sched.h>
+
 namespace shmq_bench {
 
 using clock = std::chrono::steady_clock;   // CLOCK_MONOTONIC: one clock for every process
 
 inline std::int64_t now_ns() noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
+}
+
+/// One step of a bare ring's spin (the SPSC ring transport, the loan section's bare ring): a CPU
+/// pause, and every 128th step a sched_yield, so that on an oversubscribed machine the peer gets
+/// to run. It never sleeps.
+inline void spin_relax(unsigned& spins) noexcept {
+    if ((++spins & 127) == 0) {
+        ::sched_yield();
+    } else {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield" ::: "memory");
+#endif
+    }
 }
 
 /// What a message carries. `bytes` has the scenario's size; the others have a fixed shape.

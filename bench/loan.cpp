@@ -158,13 +158,9 @@ struct bare_ends {
         sizes = reinterpret_cast<std::uint64_t*>(static_cast<std::byte*>(map) + sizeof(control));
         ring = static_cast<std::byte*>(map) + 4096;
     }
-    static void relax(unsigned& spins) noexcept {
-        if ((++spins & 127) == 0) ::sched_yield();
-        else __builtin_ia32_pause();
-    }
     std::byte* room() {   // the producer's next slot, once the consumer has left it
         const std::uint64_t t = c->tail.load(std::memory_order_relaxed);
-        for (unsigned spins = 0; t - c->head.load(std::memory_order_acquire) >= slots;) relax(spins);
+        for (unsigned spins = 0; t - c->head.load(std::memory_order_acquire) >= slots;) spin_relax(spins);
         return ring + (t % slots) * slot;
     }
     void publish(std::size_t n) {
@@ -174,7 +170,7 @@ struct bare_ends {
     }
     std::pair<const std::byte*, std::size_t> next() {
         const std::uint64_t h = c->head.load(std::memory_order_relaxed);
-        for (unsigned spins = 0; c->tail.load(std::memory_order_acquire) == h;) relax(spins);
+        for (unsigned spins = 0; c->tail.load(std::memory_order_acquire) == h;) spin_relax(spins);
         return {ring + (h % slots) * slot, sizes[h % slots]};
     }
     void done() { c->head.store(c->head.load(std::memory_order_relaxed) + 1, std::memory_order_release); }

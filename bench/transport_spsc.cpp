@@ -35,17 +35,6 @@ struct control {
 static_assert(sizeof(control) == 128, "head and tail on separate cache lines");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "indices must be lock-free in shared memory");
 
-inline void relax(unsigned& spins) noexcept {
-    if ((++spins & 127) == 0) {
-        ::sched_yield();
-    } else {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        asm volatile("yield" ::: "memory");
-#endif
-    }
-}
 
 class spsc_transport final : public basic_transport<spsc_transport> {
 public:
@@ -110,7 +99,7 @@ public:
             while (ring_bytes - (tail_ - head_cache_) < need) {
                 head_cache_ = c_->head.load(std::memory_order_acquire);
                 if (ring_bytes - (tail_ - head_cache_) >= need) break;
-                relax(spins);
+                spin_relax(spins);
             }
         }
         void copy_in(const void* src, std::uint64_t n) noexcept {
@@ -165,7 +154,7 @@ public:
             while (tail_cache_ - head_ < need) {
                 tail_cache_ = c_->tail.load(std::memory_order_acquire);
                 if (tail_cache_ - head_ >= need) break;
-                relax(spins);
+                spin_relax(spins);
             }
         }
         void copy_out(void* dst, std::uint64_t n) noexcept {
