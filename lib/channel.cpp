@@ -257,6 +257,15 @@ std::uint64_t channel::place(std::uint64_t& tail, std::uint64_t need) noexcept {
     return offset;
 }
 
+bool channel::fits_cached(std::uint64_t tail, std::uint64_t need,
+                          std::uint64_t max_messages) const noexcept {
+    if (retain_) return false;
+    const std::uint64_t head = seen_head_.load(std::memory_order_relaxed);
+    const std::uint64_t used = ring::used(head, tail);
+    return used <= cap_ && cap_ - used >= need &&
+           (max_messages == 0 || ring::messages(head, tail) < max_messages);
+}
+
 channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t need,
                                              const deadline& until, std::uint64_t max_messages) {
     auto fits = [&] {
@@ -340,10 +349,12 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
                          std::uint64_t max_messages, const uncounter* uncount) {
     // An endless write on a channel with an unread check (a feeder's streamed item) takes the
     // lease a slice at a time, so that an orphaned feeder's wait can end (end_waits_when).
+    // Uncontended, either way: one compare-exchange, no clock read (as read() does).
     const bool sliced = unread_ && until.forever();
-    if (sliced && !writer_lease_in_slices()) return io_status::broken_pipe;
-    robust_lock lease = sliced ? robust_lock(st_.wlock, std::adopt_lock)
-                               : robust_lock(st_.wlock, until, foreign());
+    const bool taken = st_.wlock.try_lock_fast() || (sliced && writer_lease_in_slices());
+    if (sliced && !taken) return io_status::broken_pipe;
+    robust_lock lease = taken ? robust_lock(st_.wlock, std::adopt_lock)
+                              : robust_lock(st_.wlock, until, foreign());
     if (!lease.owns()) return io_status::timed_out;
     claim_writer_lease();
     if (eof_rules_) {
@@ -356,10 +367,13 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     if (msg.size() > stream_limit()) return stream(msg, tail, until, max_messages, uncount);
 
     const std::uint64_t need = ring::footprint(msg.size());
-    switch (wait_for_space(tail, room_for(tail, need), until, max_messages)) {
-    case wait_result::ready: break;
-    case wait_result::broken_pipe: return io_status::broken_pipe;
-    default: return io_status::timed_out;
+    const std::uint64_t room = room_for(tail, need);
+    if (!fits_cached(tail, room, max_messages)) {
+        switch (wait_for_space(tail, room, until, max_messages)) {
+        case wait_result::ready: break;
+        case wait_result::broken_pipe: return io_status::broken_pipe;
+        default: return io_status::timed_out;
+        }
     }
     std::uint64_t off = place(tail, need);
     ring::write_header(ring_, off, static_cast<std::uint32_t>(msg.size()), ring::kind::whole);
@@ -504,7 +518,7 @@ channel::record_at_head channel::record_at(std::uint64_t head, std::uint64_t ava
 }
 
 io_status channel::read(message_sink& sink, const deadline& until,
-                        std::optional<std::size_t> maxlength, std::size_t* length,
+                        std::size_t maxlength, std::size_t* length,
                         const struct taker* taker) {
     // The message being assembled from a stream: its writer (0 = not in a stream), its length,
     // the bytes so far, and how much of the sink is reserved. The sink grows with what arrived
@@ -554,7 +568,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
                                                 : resuming.try_lock_until(until.at());
             if (!got_it) return io_status::timed_out;
             if (parked_.held) {
-                if (maxlength && parked_.total > *maxlength) {
+                if (parked_.total > maxlength) {
                     if (length) *length = static_cast<std::size_t>(parked_.total);
                     return io_status::too_long;
                 }
@@ -676,7 +690,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
         case ring::kind::whole:
             // A whole message in the middle of a stream: that stream's writer gave up or died.
             drop_stream();
-            if (maxlength && h.size > *maxlength) {
+            if (h.size > maxlength) {
                 if (length) *length = h.size;
                 return io_status::too_long;
             }
@@ -692,7 +706,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
             const std::uint64_t piece = h.size - ring::first_prefix;
             if (piece >= total || total > position_byte_mask || stream_writer == 0)
                 corrupt("bad streamed message header");
-            if (maxlength && total > *maxlength) {
+            if (total > maxlength) {
                 if (length) *length = static_cast<std::size_t>(total);
                 return io_status::too_long;
             }

@@ -103,7 +103,10 @@ public:
     std::size_t write_some(std::span<const std::span<const std::byte>> msgs, const deadline& until,
                            std::uint64_t max_messages = 0,
                            const uncounter* uncount = nullptr);
-    /// Reads one message into sink. With maxlength, a longer message stays unread (too_long,
+    /// read()'s maxlength when there is none. (A plain size, not an optional: an optional passed
+    /// by value is stored and reloaded on every call, on the small-message path.)
+    static constexpr std::size_t no_maxlength = ~std::size_t{0};
+    /// Reads one message into sink. A message longer than maxlength stays unread (too_long,
     /// and *length gets its size). Throws broken_error on a corrupt segment, error when the sink
     /// cannot hold the message (that message is then dropped, the next one stays readable).
     /// The deadline bounds the wait for a message to begin: once a streamed message has begun,
@@ -113,7 +116,7 @@ public:
     /// goes up as the message is consumed, under the reader lease; with retained records
     /// (options::redeliver, retained.hpp) the record is also marked as taken by that slot.
     io_status read(message_sink& sink, const deadline& until,
-                   std::optional<std::size_t> maxlength = std::nullopt,
+                   std::size_t maxlength = no_maxlength,
                    std::size_t* length = nullptr, const struct taker* taker = nullptr);
     /// Whether records stay until task_done (retained.hpp).
     bool retains() const noexcept { return retain_; }
@@ -246,6 +249,10 @@ private:
     const std::atomic<std::uint32_t>* foreign() const noexcept;
     wait_result wait_for_space(std::uint64_t tail, std::uint64_t need, const deadline& until,
                                std::uint64_t max_messages);
+    /// wait_for_space's first look, inline on write()'s path: `need` bytes fit by the cached
+    /// head (which only underestimates the room). False sends the writer to wait_for_space,
+    /// which reloads head; always false with retained records, whose room ends at release.
+    bool fits_cached(std::uint64_t tail, std::uint64_t need, std::uint64_t max_messages) const noexcept;
     /// Records `need` bytes (and a pad first if they would cross the end) at tail; returns the
     /// offset where the record goes and updates tail past the pad.
     std::uint64_t place(std::uint64_t& tail, std::uint64_t need) noexcept;

@@ -213,7 +213,7 @@ std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxleng
     std::vector<std::byte> out;
     detail::vector_sink sink(out);
     std::size_t length = 0;
-    switch (impl_->rx_->read(sink, detail::deadline(), maxlength, &length)) {
+    switch (impl_->rx_->read(sink, detail::deadline(), maxlength.value_or(detail::channel::no_maxlength), &length)) {
     case detail::io_status::eof:
         throw eof_error("shmq: end of stream: every writing end is closed");
     case detail::io_status::too_long:

@@ -398,7 +398,7 @@ void shm_queue::get(message_sink& sink, bool block, const timeout_t& timeout) {
             throw error("shmq: this process is not registered as a holder of the queue");
     }
     poll_guard polled(q.poll_);
-    const io_status st = q.ch_.read(sink, until, std::nullopt, nullptr, tk ? &*tk : nullptr);
+    const io_status st = q.ch_.read(sink, until, channel::no_maxlength, nullptr, tk ? &*tk : nullptr);
     q.seg_->check_lost();   // what was read may come from a truncated segment's stand-in
     if (st != io_status::ok) throw empty_error("shmq: queue is empty");
 }
