@@ -295,6 +295,7 @@ int run(int argc, char** argv) {
     if (!opt.no_python)
         for (auto& t : make_python_transports()) ts.push_back(std::move(t));
     ts.push_back(make_spsc_transport());
+    ts.push_back(make_spsc_transport(true));
     if (auto t = make_cpp_ipc_transport()) ts.push_back(std::move(t));
     for (auto& t : make_shmq_transports()) ts.push_back(std::move(t));
 

@@ -286,6 +286,7 @@ std::vector<target_check> targets(const report_input& in, const result_index& ix
 
 const char* const cpp_ipc_name = "cpp-ipc route";     // transport_cpp_ipc.cpp
 const char* const ceiling_name = "SPSC ring (ceiling)";   // transport_spsc.cpp
+const char* const leased_ring_name = "SPSC ring with leases";   // transport_spsc.cpp
 
 struct issue12_row {
     std::string figure;       ///< as the issue words it
@@ -297,8 +298,14 @@ struct issue12_row {
     /// run (limit_against in issue12_targets); NaN otherwise. Below the target, the target cannot
     /// be met on this machine in this run: a measured limit.
     double limit = NAN;
+    /// The limit is the SPSC ring with leases (the 64 B rows against the ring): what the ring
+    /// reaches when it makes shmq's locked instructions, the limit of shmq's way of sharing an
+    /// end between processes rather than of every design.
+    bool limit_of_leases = false;
     bool met() const { return at_most ? measured <= target : measured >= target; }
-    bool beyond_limit() const { return std::isfinite(limit) && limit < target; }
+    bool beyond_limit() const {
+        return std::isfinite(limit) && (at_most ? limit > target : limit < target);
+    }
 };
 
 /// Empty when the suite has a figure for (t, bytes, size, 1->1, m); otherwise why not.
@@ -349,6 +356,11 @@ std::vector<issue12_row> issue12_targets(const report_input& in) {
         if (why.empty()) row.measured = tput(scen(shmq, size, mode::throughput)) / tput(scen(base, size, mode::throughput));
         else row.note = why;
         if (why.empty() && base != ceiling_name) row.limit = limit_against(base, size);
+        if (why.empty() && base == ceiling_name &&
+            why_missing(in, leased_ring_name, size, mode::throughput).empty()) {
+            row.limit = tput(scen(leased_ring_name, size, mode::throughput)) / tput(scen(base, size, mode::throughput));
+            row.limit_of_leases = true;
+        }
         v.push_back(std::move(row));
     };
     // A ratio of the 64 B round trips' percentile q: num's over den's.
@@ -359,6 +371,10 @@ std::vector<issue12_row> issue12_targets(const report_input& in) {
         if (why.empty()) why = why_missing(in, den, 64, mode::latency);
         if (why.empty()) row.measured = scen(num, 64, mode::latency)->of(q).median / scen(den, 64, mode::latency)->of(q).median;
         else row.note = why;
+        if (why.empty() && den == ceiling_name && why_missing(in, leased_ring_name, 64, mode::latency).empty()) {
+            row.limit = scen(leased_ring_name, 64, mode::latency)->of(q).median / scen(den, 64, mode::latency)->of(q).median;
+            row.limit_of_leases = true;
+        }
         v.push_back(std::move(row));
     };
     // A ratio from the LARGE ITEMS section.
@@ -724,7 +740,10 @@ void print_issue12_targets(std::ostream& out, const report_input& in) {
     out << "  limit: for a target against another transport, the ratio a perfect transport would reach\n"
            "  in this run: the SPSC ring's msg/s for 64 B, one hot memcpy per message (COPY LIMIT) for\n"
            "  1 MiB; for the loans, a bare ring's in-place rate with the same work over the Pipe's\n"
-           "  copying rate. A limit below the target means this run could not meet it\n";
+           "  copying rate. A limit below the target means this run could not meet it. For the 64 B\n"
+           "  rows against the SPSC ring, the limit is that ring making shmq's locked instructions\n"
+           "  around each message (SPSC ring with leases): what shmq's way of letting processes\n"
+           "  share an end costs here, not a limit of every design\n";
     out << "  " << pad("figure", 54) << rpad("measured", 9) << "  " << pad("target", 10) << rpad("limit", 7)
         << "  \n";
     for (const auto& t : issue12_targets(in)) {
@@ -740,7 +759,8 @@ void print_issue12_targets(std::ostream& out, const report_input& in) {
         if (t.met()) out << "met";
         else if (t.at_most) out << "MISSED: " << fmt("%.0f%%", 100 * (t.measured / t.target - 1)) << " over";
         else out << "MISSED: " << fmt("%.0f%%", 100 * (1 - t.measured / t.target)) << " short";
-        if (!t.met() && t.beyond_limit()) out << ", beyond the limit";
+        if (!t.met() && t.beyond_limit())
+            out << (t.limit_of_leases ? ", beyond the ring with leases" : ", beyond the limit");
         out << (t.note.empty() ? "" : "  (" + t.note + ")") << "\n";
     }
 }
@@ -882,7 +902,9 @@ void write_json(const std::string& path, const report_input& in) {
         o << (first ? "\n" : ",\n") << "    {\"figure\": \"" << json_escape(t.figure) << "\", \"measured\": "
           << json_num(t.measured) << ", \"target\": " << json_num(t.target) << ", \"bound\": \""
           << (t.at_most ? "<=" : ">=") << "\", \"met\": " << (measured ? (t.met() ? "true" : "false") : "null")
-          << ", \"limit\": " << json_num(t.limit) << ", \"note\": \"" << json_escape(t.note) << "\"}";
+          << ", \"limit\": " << json_num(t.limit) << ", \"limit_of\": \""
+          << (t.limit_of_leases ? "SPSC ring with leases" : std::isfinite(t.limit) ? "perfect transport" : "")
+          << "\", \"note\": \"" << json_escape(t.note) << "\"}";
         first = false;
     }
     o << "\n  ]\n}\n";

@@ -205,7 +205,9 @@ inline std::vector<std::byte> touched_buffer(std::size_t n) { return std::vector
 std::unique_ptr<transport> make_pipe_transport();
 std::unique_ptr<transport> make_socketpair_transport();
 std::unique_ptr<transport> make_message_queue_transport();
-std::unique_ptr<transport> make_spsc_transport();
+/// The lock-free SPSC ring (the ceiling), or the same ring making shmq's locked instructions
+/// around each message (with_leases: 64 B only; transport_spsc.cpp).
+std::unique_ptr<transport> make_spsc_transport(bool with_leases = false);
 /// Null unless the runner was built with --cpp-ipc=DIR (transport_cpp_ipc.cpp).
 std::unique_ptr<transport> make_cpp_ipc_transport();
 std::vector<std::unique_ptr<transport>> make_shmq_transports();

@@ -8,6 +8,13 @@
 // release store of the tail; a larger one is streamed through the ring in pieces. Point to point:
 // N->N runs N rings. The waiting side spins with `pause` and yields the core every 128 spins, so
 // that on an oversubscribed machine (4->4 on 2 cores) the peer gets to run; it never sleeps.
+//
+// The same ring "with leases" (64 B only) also makes, per message, the locked instructions a
+// shmq channel makes and nothing else: each side takes its lease with a compare-exchange, gives
+// it back with an exchange after publishing, and checks the other side's wake-up word after a
+// seq_cst fence (lib/channel.cpp, lib/sync/event.hpp). Its rate over the bare ring's is what
+// shmq's way of sharing an end between processes costs on this machine, without shmq's code
+// (the issue 12 targets print it as the limit of the 64 B rows against the ring).
 #include "transport.hpp"
 
 #include <atomic>
@@ -26,21 +33,50 @@ namespace {
 constexpr std::size_t ring_bytes = std::size_t{1} << 20;
 static_assert((ring_bytes & (ring_bytes - 1)) == 0, "the ring size must be a power of two");
 
-// Layout of one channel's mapping: this control block, then ring_bytes of data. Each index has
-// a cache line of its own so the two sides do not false-share.
+// Layout of one channel's mapping: this control block, then ring_bytes of data. Each word has
+// a cache line of its own so the two sides do not false-share (as in lib/layout.hpp).
 struct control {
     alignas(64) std::atomic<std::uint64_t> head;   // bytes consumed: written by the consumer only
     alignas(64) std::atomic<std::uint64_t> tail;   // bytes published: written by the producer only
+    // Used only "with leases": each side's lease (taken and given back by that side alone), and
+    // the words a sleeper would mark, read by the other side after each publication (nobody
+    // sleeps here, so they stay 0).
+    alignas(64) std::atomic<std::uint64_t> writer_lease;
+    alignas(64) std::atomic<std::uint64_t> reader_lease;
+    alignas(64) std::atomic<std::uint32_t> data_sleepers;
+    alignas(64) std::atomic<std::uint32_t> space_sleepers;
 };
-static_assert(sizeof(control) == 128, "head and tail on separate cache lines");
+static_assert(sizeof(control) == 6 * 64, "every word on a cache line of its own");
+
+/// The locked instructions a shmq channel makes around each message on one side (see above).
+struct lease_steps {
+    static void take(std::atomic<std::uint64_t>& lease) noexcept {
+        std::uint64_t free = 0;
+        // Only this side takes it, so the first compare-exchange always succeeds.
+        (void)lease.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed);
+    }
+    static void give_back(std::atomic<std::uint64_t>& lease, std::atomic<std::uint32_t>& sleepers) noexcept {
+        lease.exchange(0, std::memory_order_release);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        // Nobody sleeps here, so there is never anyone to wake; the load is what a notify costs
+        // then (an atomic load is never optimised away).
+        (void)sleepers.load(std::memory_order_relaxed);
+    }
+};
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "indices must be lock-free in shared memory");
 
 
 class spsc_transport final : public basic_transport<spsc_transport> {
 public:
-    std::string name() const override { return "SPSC ring (ceiling)"; }
-    role what() const override { return role::ceiling; }
+    explicit spsc_transport(bool with_leases) : leases_(with_leases) {}
+    std::string name() const override { return leases_ ? "SPSC ring with leases" : "SPSC ring (ceiling)"; }
+    role what() const override { return leases_ ? role::baseline : role::ceiling; }
     bool shared() const override { return false; }
+    std::string unsupported(payload kind, std::size_t size, mode) const override {
+        if (kind != payload::bytes) return "bytes only";
+        if (leases_ && size != 64) return "64 B only (the small-message limit)";
+        return {};
+    }
 
     void open_channels() {
         for (int i = 0; i < params().channels; ++i) {
@@ -60,7 +96,8 @@ public:
     /// \pre one writer per channel (one process, one thread).
     struct writer {
         writer(spsc_transport& t, int ch)
-            : c_(t.maps_.at(static_cast<std::size_t>(ch))), ring_(data_of(c_)), msg_(t.params().size) {
+            : c_(t.maps_.at(static_cast<std::size_t>(ch))), ring_(data_of(c_)), msg_(t.params().size),
+              leases_(t.leases_) {
             tail_ = c_->tail.load(std::memory_order_relaxed);   // only this writer moves it
             head_cache_ = c_->head.load(std::memory_order_acquire);
         }
@@ -68,10 +105,12 @@ public:
             auto m = msg_.get(end);
             const std::uint64_t len = m.size();
             if (sizeof len + len <= ring_bytes) {
+                if (leases_) lease_steps::take(c_->writer_lease);
                 wait_space(sizeof len + len);
                 copy_in(&len, sizeof len);
                 copy_in(m.data(), len);
                 c_->tail.store(tail_, std::memory_order_release);   // pairs with the reader's acquire
+                if (leases_) lease_steps::give_back(c_->writer_lease, c_->data_sleepers);
                 return;
             }
             wait_space(sizeof len);
@@ -113,6 +152,7 @@ public:
         control* c_;
         std::byte* ring_;
         byte_message msg_;
+        bool leases_;
         std::uint64_t tail_ = 0, head_cache_ = 0;
     };
 
@@ -120,12 +160,13 @@ public:
     struct reader {
         reader(spsc_transport& t, int ch)
             : c_(t.maps_.at(static_cast<std::size_t>(ch))), ring_(data_of(c_)), want_(t.params().size),
-              buf_(touched_buffer(want_)) {
+              buf_(touched_buffer(want_)), leases_(t.leases_) {
             head_ = c_->head.load(std::memory_order_relaxed);   // only this reader moves it
             tail_cache_ = c_->tail.load(std::memory_order_acquire);
         }
         bool recv() {
             std::uint64_t len;
+            if (leases_) lease_steps::take(c_->reader_lease);
             wait_data(sizeof len);
             copy_out(&len, sizeof len);
             if (len > buf_.size()) throw std::runtime_error("SPSC ring: message too long");
@@ -133,6 +174,7 @@ public:
                 wait_data(len);   // published together with the header: no wait in practice
                 copy_out(buf_.data(), len);
                 c_->head.store(head_, std::memory_order_release);   // pairs with the writer's acquire
+                if (leases_) lease_steps::give_back(c_->reader_lease, c_->space_sleepers);
                 return is_end(buf_.data(), len, want_);
             }
             c_->head.store(head_, std::memory_order_release);
@@ -169,15 +211,19 @@ public:
         std::byte* ring_;
         std::size_t want_;
         std::vector<std::byte> buf_;
+        bool leases_;
         std::uint64_t head_ = 0, tail_cache_ = 0;
     };
 
 private:
+    bool leases_;
     std::vector<control*> maps_;
 };
 
 } // namespace
 
-std::unique_ptr<transport> make_spsc_transport() { return std::make_unique<spsc_transport>(); }
+std::unique_ptr<transport> make_spsc_transport(bool with_leases) {
+    return std::make_unique<spsc_transport>(with_leases);
+}
 
 } // namespace shmq_bench
