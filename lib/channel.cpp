@@ -278,15 +278,11 @@ channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t n
                    (max_messages == 0 || ring::messages(head, tail) < max_messages);
         }
         // Try the cached head first: in steady state this touches no line of the reader's.
-        std::uint64_t head = seen_head_.load(std::memory_order_relaxed);
-        std::uint64_t used = ring::used(head, tail);
-        if (used > cap_ || cap_ - used < need ||
-            (max_messages && ring::messages(head, tail) >= max_messages)) {
-            head = load_head();
-            seen_head_.store(head, std::memory_order_relaxed);
-            used = ring::used(head, tail);
-            if (used > cap_) corrupt("head is ahead of tail");
-        }
+        if (fits_cached(tail, need, max_messages)) return true;
+        const std::uint64_t head = load_head();
+        seen_head_.store(head, std::memory_order_relaxed);
+        const std::uint64_t used = ring::used(head, tail);
+        if (used > cap_) corrupt("head is ahead of tail");
         return cap_ - used >= need &&
                (max_messages == 0 || ring::messages(head, tail) < max_messages);
     };
