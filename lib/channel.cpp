@@ -516,6 +516,57 @@ channel::record_at_head channel::record_at(std::uint64_t head, std::uint64_t ava
 io_status channel::read(message_sink& sink, const deadline& until,
                         std::size_t maxlength, std::size_t* length,
                         const struct taker* taker) {
+    // The short path: the lease free, a whole record at head (there already, or arriving during
+    // a busy spin), a sink that takes it. A small message's round trip is mostly the instructions
+    // between the record's arrival and the reply's publication, and read_any()'s generality (the
+    // parked message, streams, retained records, its lambdas' state kept in memory) cost about
+    // twice these. Anything else goes to read_any(), with the lease if this path took it.
+    if (retain_ || parked_pid_.load(std::memory_order_acquire) == self_pid() ||
+        !st_.rlock.try_lock_fast())
+        return read_any(sink, until, maxlength, length, taker, false);
+    robust_lock lease(st_.rlock, std::adopt_lock);
+    claim_reader_lease();
+    std::uint64_t head = load_head();
+    skip_dead_view(head);
+    std::uint64_t avail = published_after(head);
+    if (avail == 0 && !until.expired()) {
+        // read_any()'s wait spins this way first too; an expired deadline (a non-blocking get)
+        // does not spin.
+        spinner spin;
+        while ((avail = published_after(head)) == 0 && spin.busy_spin()) {}
+    }
+    if (avail != 0) {
+        const auto [off, cont, h, k] = record_at(head, avail);
+        if (k == ring::kind::whole && h.size <= maxlength) {
+            const std::uint64_t rec = ring::footprint(h.size);
+            if (rec > cont || rec > avail) corrupt("record runs past the published bytes");
+            std::byte* dst = nullptr;
+            try {
+                dst = sink.reserve(h.size);
+            } catch (const std::bad_alloc&) {
+            } catch (const std::length_error&) {
+            }
+            if (dst) {
+                if (h.size) std::memcpy(dst, ring_ + off + ring::header_size, h.size);
+                // The same steps, hooks and order as read_any()'s finish.
+                SHMQ_TEST_HOOK("channel.read.copied");
+                st_.head.store(ring::advance(head, rec, 1), std::memory_order_release);
+                SHMQ_TEST_HOOK("channel.read.consumed");
+                if (taker) taker->taken->fetch_add(1, std::memory_order_acq_rel);
+                lease.unlock();
+                st_.space.notify();
+                return io_status::ok;
+            }
+            // The sink cannot hold it: read_any() drops it and says so.
+        }
+    }
+    lease.release();
+    return read_any(sink, until, maxlength, length, taker, true);
+}
+
+io_status channel::read_any(message_sink& sink, const deadline& until,
+                            std::size_t maxlength, std::size_t* length,
+                            const struct taker* taker, bool held) {
     // The message being assembled from a stream: its writer (0 = not in a stream), its length,
     // the bytes so far, and how much of the sink is reserved. The sink grows with what arrived
     // (at most twice the bytes received), never with what a first piece claims: a hostile or
@@ -558,7 +609,8 @@ io_status channel::read(message_sink& sink, const deadline& until,
     // parks a message (our process then holds the lease) turns to resuming it.
     std::optional<robust_lock> lease;
     std::unique_lock<std::timed_mutex> resuming(parked_mutex_, std::defer_lock);
-    for (;;) {
+    if (held) lease.emplace(st_.rlock, std::adopt_lock);
+    while (!held) {
         if (parked_pid_.load(std::memory_order_acquire) == self_pid()) {
             const bool got_it = until.forever() ? (resuming.lock(), true)
                                                 : resuming.try_lock_until(until.at());

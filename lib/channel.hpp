@@ -193,6 +193,12 @@ public:
 
 private:
     enum class wait_result { ready, timed_out, eof, broken_pipe, abandoned };
+    /// read() for everything its short path does not take: a lease another handle holds, a
+    /// message this process parked, streamed messages, retained records, waits beyond the busy
+    /// spin, messages too long for maxlength or the sink. `held`: the caller already holds the
+    /// reader lease (taken by the short path); it is adopted.
+    io_status read_any(message_sink& sink, const deadline& until, std::size_t maxlength,
+                       std::size_t* length, const struct taker* taker, bool held);
     /// Under the reader lease: bytes published beyond head (from the cached tail unless it says
     /// none), and the record there (its offset, bytes to the ring's end, header, kind), checked.
     std::uint64_t published_after(std::uint64_t head);

@@ -1122,6 +1122,58 @@ BOOST_AUTO_TEST_CASE(claimed_stream_length_does_not_drive_allocation)
     }
 }
 
+// channel::read's short path takes a whole record at head and hands everything else, with the
+// lease it holds, to the general path. Each way out of it: a sink that cannot hold the message
+// (error, that message dropped, the next one delivered), a message longer than maxlength (left
+// unread, its length reported), a pad before the record (skipped). After each, the reader lease
+// is free and nothing else was consumed.
+BOOST_AUTO_TEST_CASE(whole_records_the_short_path_hands_on)
+{
+    raw_channel rc;
+    const std::vector<std::byte> a(24, std::byte{0xA1}), b(40, std::byte{0xB2}), c(16, std::byte{0xC3});
+    // [0, 32) a whole 24; [32, 80) a whole 40; then a pad to the ring's end, and c at 0 after a
+    // wrap is written below.
+    rc.forge(0, 24, k_whole, a);
+    rc.forge(32, 40, k_whole, b);
+    rc.set_tail(80, 2);
+
+    class refusing_sink final : public sd::message_sink {
+    public:
+        std::byte* reserve(std::size_t n) override {
+            ++calls;
+            if (n == 24) throw std::bad_alloc();
+            v.resize(n);
+            return v.data();
+        }
+        int calls = 0;
+        std::vector<std::byte> v;
+    } sink;
+    BOOST_CHECK_THROW(rc.ch.read(sink, within(2s)), shmq::error);   // a: cannot be held
+    BOOST_TEST(rc.st().rlock.owner() == 0u);
+    BOOST_TEST(sd::ring::bytes_of(rc.st().head.load()) == 32u);    // a dropped, b still there
+
+    std::size_t length = 0;
+    vec_sink small;
+    BOOST_TEST((rc.ch.read(small, within(2s), 39, &length) == sd::io_status::too_long));
+    BOOST_TEST(length == 40u);
+    BOOST_TEST(rc.st().rlock.owner() == 0u);
+    BOOST_TEST(sd::ring::bytes_of(rc.st().head.load()) == 32u);    // b left unread
+    BOOST_TEST((rc.ch.read(sink, within(2s), 40, &length) == sd::io_status::ok));
+    BOOST_TEST(sink.v == b);
+
+    // A pad from 80 to the ring's end, then c at 0: one read skips the pad and returns c.
+    const std::uint64_t cap = rc.cap();
+    rc.forge(80, static_cast<std::uint32_t>(cap - 80 - 8), k_pad);
+    rc.forge(0, 16, k_whole, c);
+    rc.set_tail(cap + 24, 3);
+    vec_sink third;
+    BOOST_TEST((rc.ch.read(third, within(2s)) == sd::io_status::ok));
+    BOOST_TEST(third.v == c);
+    BOOST_TEST(rc.st().rlock.owner() == 0u);
+    BOOST_TEST(sd::ring::bytes_of(rc.st().head.load()) == cap + 24);
+    BOOST_TEST((rc.read() == sd::io_status::timed_out));            // nothing else was there
+}
+
 // Found by fuzz_segment: a head that is not 8-aligned (records always are) made empty()'s walk
 // read a header word at a misaligned address (undefined behaviour). It is a corrupt position:
 // empty()/poll() answer without touching it, and a read reports broken_error.

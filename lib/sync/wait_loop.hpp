@@ -71,6 +71,15 @@ public:
         return true;
     }
 
+    /// spin()'s busy part alone, for a look before a full wait (channel::read's short path):
+    /// true while it lasts, false once busy_time has passed.
+    bool busy_spin() noexcept {
+        if (n_ == 0) start_ = clock::now();
+        ++n_;
+        cpu_relax();
+        return (n_ & 7) != 0 || clock::now() - start_ <= busy_time;
+    }
+
 private:
     bool stop() noexcept {
         done_ = true;
