@@ -451,7 +451,7 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
         default: return io_status::timed_out;
         }
     }
-    // Pieces of a quarter ring: the reader drains one while the writer fills the next.
+    // Pieces of piece_max(): the reader drains one while the writer fills the next.
     const std::uint64_t piece_max = this->piece_max();
     std::uint64_t sent = 0;
     bool first = true;

@@ -152,10 +152,7 @@ public:
     /// Messages of at most this many bytes can be written as one record (write_some, the
     /// feeder's direct path, and every message of a ring that retains records).
     std::uint64_t whole_limit() const noexcept { return cap_ / 2 - ring::header_size; }
-    /// write() streams messages larger than this, in pieces of at most a quarter ring. (Fixed
-    /// 64 KiB pieces were tried: no gain for a Pipe at 1 MiB on this machine, and a Queue get()
-    /// of 1 MiB items fell from ~10 k to ~0.1-2 k items/s, its string growing in more steps,
-    /// each a fresh allocation that page-faults. Measure again before changing this.)
+    /// write() streams messages larger than this, in pieces of piece_max().
     std::uint64_t stream_limit() const noexcept { return whole_limit(); }
     /// Items at least this large are copied into a feeder's backlog outside its mutex.
     static constexpr std::uint64_t large_item = std::uint64_t{64} << 10;
@@ -276,8 +273,16 @@ private:
     bool writer_lease_in_slices();
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
                      std::uint64_t max_messages, const uncounter* uncount);
-    /// The largest piece of a streamed message, header included.
-    std::uint64_t piece_max() const noexcept { return cap_ / 4 - ring::header_size; }
+    /// The largest piece of a streamed message, header excluded: 64 KiB records, or a quarter
+    /// of a smaller ring. The reader copies a piece out while the writer copies the next one in,
+    /// so a large message's round trip is about one copy plus one piece: with the default 1 MiB
+    /// ring, 64 KiB pieces instead of 256 KiB took a 1 MiB round trip from 96 to 85 µs (p50)
+    /// and a Queue of 1 MiB items from 18.9 k to 21.3 k items/s, with Pipe throughput and
+    /// 64 MiB items unchanged (doc/design.md §3). Measure again before changing it.
+    static constexpr std::uint64_t piece_bytes = std::uint64_t{64} << 10;
+    std::uint64_t piece_max() const noexcept {
+        return std::min(cap_ / 4, piece_bytes) - ring::header_size;
+    }
     /// Ring bytes a stream of `total` bytes takes when written from `tail`, padding included.
     std::uint64_t stream_room(std::uint64_t tail, std::uint64_t total) const noexcept;
 
