@@ -44,19 +44,11 @@ public:
     /// machine, no yielding: sleep right after the busy spin.
     bool spin() noexcept {
         if (done_) return false;   // once it says sleep, the caller sleeps (a slice at a time)
-        if (n_ == 0) start_ = clock::now();
-        ++n_;
         if (busy_) {
-            // One pause between looks. Backing off exponentially (up to 16 pauses, ~400 ns)
-            // was meant to let the other side publish several records per look, but it added
-            // half of a small message's round trip: the record is there long before the next
-            // look.
-            cpu_relax();
-            if ((n_ & 7) == 0 && clock::now() - start_ > busy_time) {
-                busy_ = false;
-                if (start_.time_since_epoch().count() < contended_until.load(std::memory_order_relaxed))
-                    return stop();
-            }
+            if (busy_spin()) return true;
+            busy_ = false;
+            if (start_.time_since_epoch().count() < contended_until.load(std::memory_order_relaxed))
+                return stop();
             return true;
         }
         const auto before = clock::now();
@@ -71,8 +63,11 @@ public:
         return true;
     }
 
-    /// spin()'s busy part alone, for a look before a full wait (channel::read's short path):
-    /// true while it lasts, false once busy_time has passed.
+    /// spin()'s busy part alone, also for a look before a full wait (channel::read's short
+    /// path): true while it lasts, false once busy_time has passed. One pause between looks.
+    /// Backing off exponentially (up to 16 pauses, ~400 ns) was meant to let the other side
+    /// publish several records per look, but it added half of a small message's round trip:
+    /// the record is there long before the next look.
     bool busy_spin() noexcept {
         if (n_ == 0) start_ = clock::now();
         ++n_;
