@@ -298,13 +298,28 @@ struct issue12_row {
     /// run (limit_against in issue12_targets); NaN otherwise. Below the target, the target cannot
     /// be met on this machine in this run: a measured limit.
     double limit = NAN;
-    /// The limit is the SPSC ring with leases (the 64 B rows against the ring): what the ring
-    /// reaches when it makes shmq's locked instructions, the limit of shmq's way of sharing an
-    /// end between processes rather than of every design.
-    bool limit_of_leases = false;
-    /// The limit is the LARGE ITEMS row whose producer copies each item first (the unbounded
-    /// row's): what a put that must copy the caller's item can reach, not a limit of every design.
-    bool limit_of_copy = false;
+    /// What the limit is. `leases`: the SPSC ring with leases (the 64 B rows against the ring),
+    /// what the ring reaches when it makes shmq's locked instructions, the limit of shmq's way of
+    /// sharing an end between processes rather than of every design. `copy`: the LARGE ITEMS row
+    /// whose producer copies each item first (the unbounded row's), what a put that must copy
+    /// the caller's item can reach. `perfect`: a perfect transport (limit_against).
+    enum class limit_kind { perfect, leases, copy } limit_of = limit_kind::perfect;
+    /// How the report says a MISSED row is beyond this limit, and the JSON's `limit_of`.
+    const char* beyond_words() const {
+        switch (limit_of) {
+        case limit_kind::leases: return ", beyond the ring with leases";
+        case limit_kind::copy: return ", beyond a put that copies";
+        default: return ", beyond the limit";
+        }
+    }
+    const char* limit_name() const {
+        if (!std::isfinite(limit)) return "";
+        switch (limit_of) {
+        case limit_kind::leases: return "SPSC ring with leases";
+        case limit_kind::copy: return "bounded Queue, producer copying first";
+        default: return "perfect transport";
+        }
+    }
     bool met() const { return at_most ? measured <= target : measured >= target; }
     bool beyond_limit() const {
         return std::isfinite(limit) && (at_most ? limit > target : limit < target);
@@ -362,7 +377,7 @@ std::vector<issue12_row> issue12_targets(const report_input& in) {
         if (why.empty() && base == ceiling_name &&
             why_missing(in, leased_ring_name, size, mode::throughput).empty()) {
             row.limit = tput(scen(leased_ring_name, size, mode::throughput)) / tput(scen(base, size, mode::throughput));
-            row.limit_of_leases = true;
+            row.limit_of = issue12_row::limit_kind::leases;
         }
         v.push_back(std::move(row));
     };
@@ -376,7 +391,7 @@ std::vector<issue12_row> issue12_targets(const report_input& in) {
         else row.note = why;
         if (why.empty() && den == ceiling_name && why_missing(in, leased_ring_name, 64, mode::latency).empty()) {
             row.limit = scen(leased_ring_name, 64, mode::latency)->of(q).median / scen(den, 64, mode::latency)->of(q).median;
-            row.limit_of_leases = true;
+            row.limit_of = issue12_row::limit_kind::leases;
         }
         v.push_back(std::move(row));
     };
@@ -394,7 +409,7 @@ std::vector<issue12_row> issue12_targets(const report_input& in) {
                 row.note = "not measured in this run: a LARGE ITEMS row has no figure (see its table)";
             else if (limit) {
                 row.limit = large_ratio(*in.large, size, *limit, den);
-                row.limit_of_copy = true;
+                row.limit_of = issue12_row::limit_kind::copy;
             }
         }
         v.push_back(std::move(row));
@@ -771,10 +786,7 @@ void print_issue12_targets(std::ostream& out, const report_input& in) {
         if (t.met()) out << "met";
         else if (t.at_most) out << "MISSED: " << fmt("%.0f%%", 100 * (t.measured / t.target - 1)) << " over";
         else out << "MISSED: " << fmt("%.0f%%", 100 * (1 - t.measured / t.target)) << " short";
-        if (!t.met() && t.beyond_limit())
-            out << (t.limit_of_leases ? ", beyond the ring with leases"
-                    : t.limit_of_copy ? ", beyond a put that copies"
-                                      : ", beyond the limit");
+        if (!t.met() && t.beyond_limit()) out << t.beyond_words();
         out << (t.note.empty() ? "" : "  (" + t.note + ")") << "\n";
     }
 }
@@ -916,10 +928,7 @@ void write_json(const std::string& path, const report_input& in) {
         o << (first ? "\n" : ",\n") << "    {\"figure\": \"" << json_escape(t.figure) << "\", \"measured\": "
           << json_num(t.measured) << ", \"target\": " << json_num(t.target) << ", \"bound\": \""
           << (t.at_most ? "<=" : ">=") << "\", \"met\": " << (measured ? (t.met() ? "true" : "false") : "null")
-          << ", \"limit\": " << json_num(t.limit) << ", \"limit_of\": \""
-          << (t.limit_of_leases ? "SPSC ring with leases"
-              : t.limit_of_copy ? "bounded Queue, producer copying first"
-              : std::isfinite(t.limit) ? "perfect transport" : "")
+          << ", \"limit\": " << json_num(t.limit) << ", \"limit_of\": \"" << t.limit_name()
           << "\", \"note\": \"" << json_escape(t.note) << "\"}";
         first = false;
     }
