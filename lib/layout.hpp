@@ -25,7 +25,7 @@
 namespace shmq::detail {
 
 inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
-inline constexpr std::uint32_t layout_version = 6;   // bump on any change below
+inline constexpr std::uint32_t layout_version = 7;   // bump on any change below
 inline constexpr std::size_t cache_line = 64;
 
 /// segment_header::flags.

@@ -834,11 +834,13 @@ BOOST_AUTO_TEST_CASE(corrupt_streamed_pieces_are_broken_error)
         p.insert(p.end(), body.begin(), body.end());
         return p;   // 32 bytes: the length, the writer, then 16 bytes of the message
     };
+    // Where records end: a first piece of 32 bytes, then a piece of 16 (ring.hpp, footprint).
+    const std::uint64_t f1 = sd::ring::footprint(32), f2 = f1 + sd::ring::footprint(16);
     {
         BOOST_TEST_CONTEXT("first piece shorter than its length prefix") {
             raw_channel rc;
             rc.forge(0, 4, k_first, u64_bytes(100));
-            rc.set_tail(16, 0);
+            rc.set_tail(sd::ring::footprint(4), 0);
             check_read_broken(rc);
         }
     }
@@ -846,7 +848,7 @@ BOOST_AUTO_TEST_CASE(corrupt_streamed_pieces_are_broken_error)
         BOOST_TEST_CONTEXT("total length not larger than the first piece") {
             raw_channel rc;
             rc.forge(0, 32, k_first, first_payload(10));
-            rc.set_tail(40, 0);
+            rc.set_tail(f1, 0);
             check_read_broken(rc);
         }
     }
@@ -854,7 +856,7 @@ BOOST_AUTO_TEST_CASE(corrupt_streamed_pieces_are_broken_error)
         BOOST_TEST_CONTEXT("total length beyond any position") {
             raw_channel rc;
             rc.forge(0, 32, k_first, first_payload(std::uint64_t{1} << 62));
-            rc.set_tail(40, 0);
+            rc.set_tail(f1, 0);
             check_read_broken(rc);
         }
     }
@@ -862,8 +864,8 @@ BOOST_AUTO_TEST_CASE(corrupt_streamed_pieces_are_broken_error)
         BOOST_TEST_CONTEXT("middle piece overshooting the total") {
             raw_channel rc;
             rc.forge(0, 32, k_first, first_payload(20));
-            rc.forge(40, 16, k_middle, body);   // 16 + 16 > 20
-            rc.set_tail(64, 0);
+            rc.forge(f1, 16, k_middle, body);   // 16 + 16 > 20
+            rc.set_tail(f2, 0);
             check_read_broken(rc);
         }
     }
@@ -871,8 +873,8 @@ BOOST_AUTO_TEST_CASE(corrupt_streamed_pieces_are_broken_error)
         BOOST_TEST_CONTEXT("last piece short of the total") {
             raw_channel rc;
             rc.forge(0, 32, k_first, first_payload(40));
-            rc.forge(40, 16, k_last, body);     // 16 + 16 != 40
-            rc.set_tail(64, 1);
+            rc.forge(f1, 16, k_last, body);     // 16 + 16 != 40
+            rc.set_tail(f2, 1);
             check_read_broken(rc);
         }
     }
@@ -880,8 +882,8 @@ BOOST_AUTO_TEST_CASE(corrupt_streamed_pieces_are_broken_error)
         BOOST_TEST_CONTEXT("middle piece completing the total") {
             raw_channel rc;
             rc.forge(0, 32, k_first, first_payload(32));
-            rc.forge(40, 16, k_middle, body);   // 16 + 16 == 32 but not marked last
-            rc.set_tail(64, 0);
+            rc.forge(f1, 16, k_middle, body);   // 16 + 16 == 32 but not marked last
+            rc.set_tail(f2, 0);
             check_read_broken(rc);
         }
     }
@@ -889,8 +891,8 @@ BOOST_AUTO_TEST_CASE(corrupt_streamed_pieces_are_broken_error)
         BOOST_TEST_CONTEXT("well-formed forgery is accepted (control)") {
             raw_channel rc;
             rc.forge(0, 32, k_first, first_payload(32));
-            rc.forge(40, 16, k_last, body);
-            rc.set_tail(64, 1);
+            rc.forge(f1, 16, k_last, body);
+            rc.set_tail(f2, 1);
             vec_sink sink;
             BOOST_TEST((rc.ch.read(sink, within(1s)) == sd::io_status::ok));
             BOOST_TEST(sink.v.size() == 32u);
@@ -1101,10 +1103,11 @@ BOOST_AUTO_TEST_CASE(claimed_stream_length_does_not_drive_allocation)
             auto writer = u64_bytes(1);   // a writer that holds no lease: the stream is abandoned
             payload.insert(payload.end(), writer.begin(), writer.end());
             payload.resize(payload.size() + 16, std::byte{0x5A});
-            rc.forge(0, 32, k_first, payload);                        // 40 bytes
+            rc.forge(0, 32, k_first, payload);
             std::vector<std::byte> next(24, std::byte{0x11});
-            rc.forge(40, 24, k_whole, next);                          // 32 bytes
-            rc.set_tail(72, 1);
+            const std::uint64_t second = sd::ring::footprint(32);
+            rc.forge(second, 24, k_whole, next);
+            rc.set_tail(second + sd::ring::footprint(24), 1);
             class max_sink final : public sd::message_sink {
             public:
                 std::byte* reserve(std::size_t n) override {
@@ -1131,11 +1134,12 @@ BOOST_AUTO_TEST_CASE(whole_records_the_short_path_hands_on)
 {
     raw_channel rc;
     const std::vector<std::byte> a(24, std::byte{0xA1}), b(40, std::byte{0xB2}), c(16, std::byte{0xC3});
-    // [0, 32) a whole 24; [32, 80) a whole 40; then a pad to the ring's end, and c at 0 after a
-    // wrap is written below.
+    // [0, 32) a whole 24; [32, end_b) a whole 40 (padded to a line: ring.hpp, footprint); then a
+    // pad to the ring's end, and c at 0 after a wrap is written below.
+    const std::uint64_t end_b = 32 + sd::ring::footprint(40);
     rc.forge(0, 24, k_whole, a);
     rc.forge(32, 40, k_whole, b);
-    rc.set_tail(80, 2);
+    rc.set_tail(end_b, 2);
 
     class refusing_sink final : public sd::message_sink {
     public:
@@ -1161,16 +1165,16 @@ BOOST_AUTO_TEST_CASE(whole_records_the_short_path_hands_on)
     BOOST_TEST((rc.ch.read(sink, within(2s), 40, &length) == sd::io_status::ok));
     BOOST_TEST(sink.v == b);
 
-    // A pad from 80 to the ring's end, then c at 0: one read skips the pad and returns c.
+    // A pad from end_b to the ring's end, then c at 0: one read skips the pad and returns c.
     const std::uint64_t cap = rc.cap();
-    rc.forge(80, static_cast<std::uint32_t>(cap - 80 - 8), k_pad);
+    rc.forge(end_b, static_cast<std::uint32_t>(cap - end_b - 8), k_pad);
     rc.forge(0, 16, k_whole, c);
-    rc.set_tail(cap + 24, 3);
+    rc.set_tail(cap + sd::ring::footprint(16), 3);
     vec_sink third;
     BOOST_TEST((rc.ch.read(third, within(2s)) == sd::io_status::ok));
     BOOST_TEST(third.v == c);
     BOOST_TEST(rc.st().rlock.owner() == 0u);
-    BOOST_TEST(sd::ring::bytes_of(rc.st().head.load()) == cap + 24);
+    BOOST_TEST(sd::ring::bytes_of(rc.st().head.load()) == cap + sd::ring::footprint(16));
     BOOST_TEST((rc.read() == sd::io_status::timed_out));            // nothing else was there
 }
 

@@ -35,7 +35,9 @@ enum class if_exists {
 /// Options for every object that owns channels (Pipe, Queue, SimpleQueue, JoinableQueue).
 struct options {
     /// Ring bytes per direction, rounded up to a power of two (at least 4 KiB). Messages larger
-    /// than the ring still work: they are streamed through it in pieces.
+    /// than the ring still work: they are streamed through it in pieces. A message takes its
+    /// bytes and an 8-byte header, rounded up to 8 bytes when that is at most 32, else to whole
+    /// 64-byte cache lines (so a 64-byte message takes 128 bytes of the ring).
     std::size_t capacity = std::size_t{1} << 20;
     /// Permission bits of a named segment, applied exactly (the umask does not narrow them).
     unsigned mode = 0600;
