@@ -1190,3 +1190,45 @@ BOOST_AUTO_TEST_CASE(misaligned_head_is_broken_not_undefined)
     BOOST_TEST(!rc.ch.empty());   // "something is there": a reader decides
     BOOST_CHECK_THROW(rc.read(), shmq::broken_error);
 }
+
+// The ring's layout (ring.hpp, footprint): a record of more than half a cache line takes whole
+// lines, so that a writer never writes into a line its reader is copying from (doc/design.md §3);
+// smaller records stay packed. Messages of one size, written from a line-aligned start, keep to
+// their lines through every wrap of the ring, and come back intact; a small message in between
+// only moves where the next ones start.
+BOOST_AUTO_TEST_CASE(records_larger_than_half_a_line_keep_to_their_lines)
+{
+    BOOST_TEST(sd::ring::footprint(0) == 8u);
+    BOOST_TEST(sd::ring::footprint(24) == 32u);      // 32: packed
+    BOOST_TEST(sd::ring::footprint(25) == 64u);      // 40: one line
+    BOOST_TEST(sd::ring::footprint(56) == 64u);
+    BOOST_TEST(sd::ring::footprint(64) == 128u);     // 72: two lines
+    BOOST_TEST(sd::ring::footprint(1024) == 1088u);
+
+    raw_channel rc;   // 4 KiB: 100 messages of 64 B wrap it three times
+    const std::uint64_t line = sd::cache_line;
+    for (std::uint32_t i = 0; i < 100; ++i) {
+        const std::vector<std::byte> msg = make_pattern(64, i);
+        BOOST_TEST_REQUIRE((rc.ch.write(msg, within(1s)) == sd::io_status::ok));
+        BOOST_TEST(sd::ring::bytes_of(rc.st().tail.load()) % line == 0u, "message " << i);
+        vec_sink sink;
+        BOOST_TEST_REQUIRE((rc.ch.read(sink, within(1s)) == sd::io_status::ok));
+        BOOST_TEST(sink.v == msg, "message " << i);
+    }
+    // An 8-byte message takes 16 bytes: the 64-byte ones after it start 16 bytes into a line.
+    BOOST_TEST_REQUIRE((rc.ch.write(make_pattern(8, 1000), within(1s)) == sd::io_status::ok));
+    for (std::uint32_t i = 0; i < 100; ++i) {
+        const std::vector<std::byte> msg = make_pattern(64, 2000 + i);
+        BOOST_TEST_REQUIRE((rc.ch.write(msg, within(1s)) == sd::io_status::ok));
+        vec_sink sink;
+        BOOST_TEST_REQUIRE((rc.ch.read(sink, within(1s)) == sd::io_status::ok));
+        if (i == 0) {
+            BOOST_TEST(sink.v == make_pattern(8, 1000));
+            BOOST_TEST_REQUIRE((rc.ch.read(sink, within(1s)) == sd::io_status::ok));
+        }
+        BOOST_TEST(sink.v == msg, "message " << i);
+    }
+    BOOST_TEST((rc.read() == sd::io_status::timed_out));   // nothing else was there
+    BOOST_TEST(rc.st().rlock.owner() == 0u);
+    BOOST_TEST(rc.st().wlock.owner() == 0u);
+}
