@@ -7,8 +7,9 @@
 // around the wrap in two pieces, and laid out as shmq lays out its records (lib/ring.hpp,
 // footprint): padded to 8 bytes, and to whole cache lines when that is more than half a line, so
 // that the writer never writes into a line the reader is copying from. Packed back to back, the
-// 64 B ceiling was a third lower (8.0-8.4 against 11.2-13.9 M msg/s, three alternated runs):
-// a ceiling must be the best layout, not the one shmq had. A message that fits is published with
+// 64 B ceiling was lower by a third in one sitting (8.0-8.4 against 11.2-13.9 M msg/s, three
+// alternated runs) and by an eighth in another (9.26 against 10.5 M, medians of eight): a ceiling
+// must be the best layout, not the one shmq had. A message that fits is published with
 // one release store of the tail; a larger one is streamed through the ring in pieces. Point to point:
 // N->N runs N rings. The waiting side spins with `pause` and yields the core every 128 spins, so
 // that on an oversubscribed machine (4->4 on 2 cores) the peer gets to run; it never sleeps.
