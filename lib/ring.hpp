@@ -38,8 +38,8 @@ inline constexpr std::uint64_t first_prefix = 16;   // total length + writer at 
 /// notify (locked instructions) waited for the transfer. On lines of their own, a record is
 /// written and read in lines nobody else touches meanwhile: 64 B `Pipe` 4.2 -> 5.3 M msg/s,
 /// 64 B `Queue` 4.0 -> 8.0 M (doc/design.md §4). Small records stay packed, several to a line:
-/// padding them would cost more copying and ring space than the sharing does (8 B messages lost
-/// 12 % padded to a line). Positions start line-aligned, so in a stream of messages of one size
+/// a line each would cost them more line transfers and ring space than the sharing does (8 B
+/// messages lost 12 % padded to a line). Positions start line-aligned, so in a stream of messages of one size
 /// every larger record starts on a line boundary.
 constexpr std::uint64_t footprint(std::uint64_t payload) {
     const std::uint64_t packed = header_size + ((payload + 7) & ~std::uint64_t{7});
