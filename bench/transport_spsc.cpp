@@ -37,6 +37,9 @@ namespace {
 
 constexpr std::size_t ring_bytes = std::size_t{1} << 20;
 static_assert((ring_bytes & (ring_bytes - 1)) == 0, "the ring size must be a power of two");
+// Streamed pieces: 64 KiB, as shmq's (lib/channel.hpp, piece_max). Quarter-ring pieces (256 KiB)
+// made the 1 MiB round trip longer by the larger last piece.
+constexpr std::uint64_t piece_bytes = std::min<std::uint64_t>(ring_bytes / 4, 64 * 1024);
 
 // Layout of one channel's mapping: this control block, then ring_bytes of data. Each word has
 // a cache line of its own so the two sides do not false-share (as in lib/layout.hpp).
@@ -121,10 +124,11 @@ public:
             const std::uint64_t len = m.size();
             if (sizeof len + len <= ring_bytes) {
                 if (leases_) lease_steps::take(c_->writer_lease);
-                wait_space(sizeof len + len + slack(sizeof len + len));
+                const std::uint64_t pad = slack(sizeof len + len);
+                wait_space(sizeof len + len + pad);
                 copy_in(&len, sizeof len);
                 copy_in(m.data(), len);
-                tail_ += slack(sizeof len + len);
+                tail_ += pad;
                 c_->tail.store(tail_, std::memory_order_release);   // pairs with the reader's acquire
                 if (leases_) lease_steps::give_back(c_->writer_lease, c_->data_sleepers);
                 return;
@@ -134,11 +138,10 @@ public:
             c_->tail.store(tail_, std::memory_order_release);
             const std::byte* src = m.data();
             std::uint64_t left = len;
-            // Pieces of 64 KiB, as shmq's (lib/channel.hpp, piece_max), published one by one, so
-            // the reader copies one piece out while this writer copies the next one in. Quarter-
-            // ring pieces (256 KiB) made the 1 MiB round trip longer by the larger last piece.
+            // Pieces published one by one, so the reader copies one piece out while this writer
+            // copies the next one in.
             while (left > 0) {
-                const std::uint64_t piece = std::min<std::uint64_t>(left, std::min<std::uint64_t>(ring_bytes / 4, 64 * 1024));
+                const std::uint64_t piece = std::min(left, piece_bytes);
                 wait_space(piece);
                 copy_in(src, piece);
                 c_->tail.store(tail_, std::memory_order_release);
