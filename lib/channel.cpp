@@ -521,6 +521,9 @@ io_status channel::read(message_sink& sink, const deadline& until,
     // between the record's arrival and the reply's publication, and read_any()'s generality (the
     // parked message, streams, retained records, its lambdas' state kept in memory) cost about
     // twice these. Anything else goes to read_any(), with the lease if this path took it.
+    // A reader in a stream that emptied the ring last time waits a little before it looks again
+    // (catch_up_wait), without the lease, so that other readers of a Queue go on meanwhile.
+    const bool probing = caught_up_.load(std::memory_order_relaxed) && !until.expired() && catch_up_wait();
     if (retain_ || parked_pid_.load(std::memory_order_acquire) == self_pid() ||
         !st_.rlock.try_lock_fast())
         return read_any(sink, until, maxlength, length, taker, false);
@@ -537,9 +540,11 @@ io_status channel::read(message_sink& sink, const deadline& until,
     }
     if (avail != 0) {
         const auto [off, cont, h, k] = record_at(head, avail);
+        if (probing) learn_stream(avail > ring::footprint(h.size));
         if (k == ring::kind::whole && h.size <= maxlength) {
             const std::uint64_t rec = ring::footprint(h.size);
             if (rec > cont || rec > avail) corrupt("record runs past the published bytes");
+            caught_up_.store(avail == rec, std::memory_order_relaxed);
             std::byte* dst = nullptr;
             try {
                 dst = sink.reserve(h.size);
@@ -562,6 +567,30 @@ io_status channel::read(message_sink& sink, const deadline& until,
     }
     lease.release();
     return read_any(sink, until, maxlength, length, taker, true);
+}
+
+bool channel::catch_up_wait() noexcept {
+    if (!streaming_.load(std::memory_order_relaxed)) {
+        const std::uint32_t in = probe_in_.load(std::memory_order_relaxed);
+        if (in != 0) {
+            probe_in_.store(in - 1, std::memory_order_relaxed);
+            return false;
+        }
+    }
+    for (unsigned i = 0; i < catch_up_pauses; ++i) cpu_relax();
+    return true;
+}
+
+void channel::learn_stream(bool batch) noexcept {
+    streaming_.store(batch, std::memory_order_relaxed);
+    if (batch) {
+        probe_gap_.store(1, std::memory_order_relaxed);
+        return;
+    }
+    const std::uint32_t gap =
+        std::min(probe_gap_.load(std::memory_order_relaxed) * 2, catch_up_probe_max);
+    probe_gap_.store(gap, std::memory_order_relaxed);
+    probe_in_.store(gap, std::memory_order_relaxed);
 }
 
 io_status channel::read_any(message_sink& sink, const deadline& until,
