@@ -294,8 +294,8 @@ private:
     // (64 B Pipe 5.7 → 7.9 M msg/s, 8 B 6.2 → 11 M, round trips unchanged). Whether it is in a
     // stream is learnt by probing: a wait that then found two records or more says yes; one that
     // found fewer says no, and the next probe comes twice as many reads later, at most
-    // catch_up_probe_max, so a ping-pong (one record per look) waits on one read in 256 at most,
-    // and then only until its reply arrives.
+    // catch_up_probe_max, so a ping-pong (one record per look) waits on 8 of its first 300 reads
+    // and then on about one in 256, and then only until its reply arrives.
     static constexpr unsigned catch_up_pauses = 16;           // ~0.4 µs on the reference machine
     static constexpr std::uint32_t catch_up_probe_max = 256;
     /// Before a read that starts with an empty ring: waits catch_up_pauses if this reader is
