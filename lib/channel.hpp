@@ -291,7 +291,7 @@ private:
     // look takes the line the writer is about to store its next `tail` into: every message then
     // costs the writer a cross-core transfer before its next locked instruction. In a stream, a
     // reader that waits catch_up_pauses before that look finds several records per look instead
-    // (64 B Pipe 5.7 → 7.9 M msg/s, 8 B 6.2 → 11 M, round trips unchanged). Whether it is in a
+    // (64 B Pipe 5.6 → 7.8 M msg/s, 8 B 6.4 → 11.4 M, round trips unchanged). Whether it is in a
     // stream is learnt by probing: a wait that then found two records or more says yes; one that
     // found fewer says no, and the next probe comes twice as many reads later, at most
     // catch_up_probe_max, so a ping-pong (one record per look) waits on 8 of its first 300 reads

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -270,6 +271,54 @@ BOOST_AUTO_TEST_CASE(bounded_queue_across_each_wrap, *boost::unit_test::timeout(
                 }
                 if (q->qsize() > 3) {
                     BOOST_ERROR("qsize " << q->qsize() << " above maxsize 3");
+                    ++bad;
+                }
+            }
+            BOOST_CHECK_EQUAL(producer.wait(20s), 0);
+            BOOST_CHECK(q->empty());
+        }
+    }
+}
+
+// The reader that waits in a stream (lib/channel.hpp, catch_up_wait): bursts of 1 to 40 whole
+// records with short gaps between them turn the reader's stream guess on and off again and
+// again, on a ring started below each wrap, and some near-half-ring records sit among the small
+// ones. Every item must arrive intact and in order, each get bounded by its own timeout.
+BOOST_AUTO_TEST_CASE(streaming_reader_across_each_wrap, *boost::unit_test::timeout(120))
+{
+    constexpr std::size_t cap = 16 * 1024;
+    constexpr int items = 4000;
+    auto size = [](int i) -> std::size_t { return i % 97 == 13 ? cap / 2 - 64 : (i * 37) % 120; };
+    for (const auto& b : boundaries) {
+        BOOST_TEST_CONTEXT("start below the " << b.what << " wrap") {
+            std::optional<shmq::Queue<std::string>> q;
+            {
+                start_at guard(b.packed);
+                q.emplace(1000, small_ring(cap));
+            }
+            scoped_child producer([&] {
+                for (int i = 0, burst = 0; i < items; ++i) {
+                    q->put(payload(i, size(i)), true, 10s);
+                    if (++burst == 1 + i % 40) {   // a gap: the reader runs dry and waits
+                        burst = 0;
+                        std::this_thread::sleep_for(std::chrono::microseconds(20 + i % 7 * 15));
+                    }
+                }
+                q->close();
+                q->join_thread();
+                return 0;
+            });
+            int bad = 0;
+            for (int i = 0; i < items && bad < 5; ++i) {
+                std::string m;
+                try {
+                    m = q->get(true, 10s);
+                } catch (const shmq::error& e) {
+                    BOOST_ERROR("item " << i << ": " << e.what());
+                    break;
+                }
+                if (!payload_ok(m, i, size(i))) {
+                    BOOST_ERROR("item " << i << ": " << m.size() << " bytes, expected " << size(i));
                     ++bad;
                 }
             }
