@@ -547,7 +547,7 @@ io_status channel::read(message_sink& sink, const deadline& until,
             caught_up_.store(avail == rec, std::memory_order_relaxed);
             std::byte* dst = nullptr;
             try {
-                dst = sink.reserve(h.size);
+                dst = sink.reserve_whole(h.size);
             } catch (const std::bad_alloc&) {
             } catch (const std::length_error&) {
             }

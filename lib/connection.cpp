@@ -25,12 +25,14 @@ using vector_sink = container_sink<std::vector<std::byte>>;
 // (it is consumed and handed back in buffer_too_short_error, as Python does).
 class span_sink final : public message_sink {
 public:
-    span_sink(std::span<std::byte> buf, std::size_t offset) : buf_(buf), offset_(offset) {}
+    span_sink(std::span<std::byte> buf, std::size_t offset) : buf_(buf), offset_(offset) {
+        offer(buf_.data() + offset_, buf_.size() - offset_);
+    }
     std::byte* reserve(std::size_t total) override {
         // Called with growing sizes for a streamed message (message_sink.hpp): once it outgrows
         // the caller's buffer, what arrived so far moves to the overflow vector.
-        const bool was_short = too_short_ && total >= total_;
-        total_ = total;
+        const bool was_short = too_short_ && total >= reserved_;
+        reserved_ = total;
         too_short_ = total > buf_.size() - offset_;
         if (!too_short_) return buf_.data() + offset_;
         if (!was_short)
@@ -38,7 +40,6 @@ public:
         overflow_.resize(total);
         return overflow_.data();
     }
-    std::size_t total_ = 0;
     bool too_short_ = false;
     std::vector<std::byte> overflow_;
 
@@ -235,7 +236,7 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t of
     if (impl_->rx_->read(sink, detail::deadline()) == detail::io_status::eof)
         throw eof_error("shmq: end of stream: every writing end is closed");
     if (sink.too_short_) throw buffer_too_short_error(std::move(sink.overflow_));
-    return sink.total_;
+    return sink.reserved();
 }
 
 bool Connection::poll(timeout_t timeout) {

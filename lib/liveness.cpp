@@ -71,15 +71,15 @@ process_identity load_self() noexcept {
     return id;
 }
 
-// Written once under g_once (first use, from any thread) and again in a forked child, where only
-// the forking thread exists; read everywhere else. cached_pid is published last, with release.
-constinit process_identity g_self{};
+// cached_self (liveness.hpp) is written once under g_once (first use, from any thread) and again in
+// a forked child, where only the forking thread exists; read everywhere else. cached_pid is
+// published last, with release.
 std::once_flag g_once;
 
 void load_once() noexcept {
     std::call_once(g_once, [] {
-        g_self = load_self();
-        cached_pid.store(g_self.pid, std::memory_order_release);
+        cached_self = load_self();
+        cached_pid.store(cached_self.pid, std::memory_order_release);
     });
 }
 
@@ -92,11 +92,7 @@ const int g_atfork_registered = ::pthread_atfork(nullptr, nullptr, &refresh_in_c
 } // namespace
 
 constinit std::atomic<std::uint32_t> cached_pid{0};
-
-const process_identity& self() noexcept {
-    if (cached_pid.load(std::memory_order_acquire) == 0) load_once();
-    return g_self;
-}
+constinit process_identity cached_self{};
 
 std::uint32_t load_self_pid() noexcept {
     load_once();
@@ -106,8 +102,8 @@ std::uint32_t load_self_pid() noexcept {
 void refresh_self() noexcept {
     // In a forked child the once_flag is already set (inherited): overwrite directly.
     load_once();
-    g_self = load_self();
-    cached_pid.store(g_self.pid, std::memory_order_release);
+    cached_self = load_self();
+    cached_pid.store(cached_self.pid, std::memory_order_release);
 }
 
 bool identity_of(std::uint32_t pid, process_identity& out) noexcept {

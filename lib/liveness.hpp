@@ -39,11 +39,19 @@ enum class liveness { alive, dead, unknown };
 /// pid of every namespace is below it.
 inline constexpr std::uint32_t pid_max_limit = 4u * 1024 * 1024;
 
-/// This process's identity. Loaded once (thread-safe) and refreshed in a forked child (atfork).
-const process_identity& self() noexcept;
 /// The cache behind self_pid(); 0 until first loaded.
 extern constinit std::atomic<std::uint32_t> cached_pid;
+/// The cache behind self(): written once (under a once_flag, before cached_pid is published with
+/// release) and again in a forked child (only the forking thread exists there); read only after
+/// cached_pid was seen non-zero (acquire).
+extern constinit process_identity cached_self;
 std::uint32_t load_self_pid() noexcept;
+/// This process's identity. Loaded once (thread-safe) and refreshed in a forked child (atfork).
+/// Inline: lease words hold it, and every message takes a lease.
+inline const process_identity& self() noexcept {
+    if (cached_pid.load(std::memory_order_acquire) == 0) [[unlikely]] load_self_pid();
+    return cached_self;
+}
 /// This process's pid, cached (getpid() is a system call; hot paths ask for it).
 inline std::uint32_t self_pid() noexcept {
     std::uint32_t pid = cached_pid.load(std::memory_order_acquire);

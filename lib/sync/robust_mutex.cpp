@@ -38,11 +38,6 @@ std::uint32_t* robust_mutex::futex_word() noexcept {
     return reinterpret_cast<std::uint32_t*>(&word_);
 }
 
-std::uint64_t robust_mutex::self_word() noexcept {
-    const process_identity& me = self();
-    return (me.start << 32) | (me.pid & pid_mask);
-}
-
 bool robust_mutex::owner_dead(std::uint64_t owner, const std::atomic<std::uint32_t>* foreign) noexcept {
     if (owner == 0) return false;
     if (foreign && foreign->load(std::memory_order_acquire) != 0) return false;
@@ -134,18 +129,8 @@ robust_mutex::result robust_mutex::lock(const deadline& until,
     }
 }
 
-bool robust_mutex::try_lock_fast() noexcept {
-    std::uint64_t expected = 0;
-    if (!word_.compare_exchange_strong(expected, self_word(), std::memory_order_acquire,
-                                       std::memory_order_relaxed))
-        return false;
-    SHMQ_TEST_HOOK("mutex.acquired");
-    return true;
-}
-
-void robust_mutex::unlock() noexcept {
-    if (word_.exchange(0, std::memory_order_release) & waiters_bit)
-        futex_wake(reinterpret_cast<std::atomic<std::uint32_t>*>(futex_word()), 1);
+void robust_mutex::wake_one() noexcept {
+    futex_wake(reinterpret_cast<std::atomic<std::uint32_t>*>(futex_word()), 1);
 }
 
 bool robust_mutex::unlock_if_locked() noexcept {

@@ -23,6 +23,8 @@
 #pragma once
 
 #include "deadline.hpp"
+#include "liveness.hpp"
+#include "test_hook.hpp"
 
 #include <atomic>
 #include <cstdint>
@@ -48,10 +50,19 @@ public:
         return lock(deadline(timeout_t(std::chrono::duration<double>(0))), foreign);
     }
     /// One compare-exchange, nothing else (no clock, no spin): the uncontended fast path for
-    /// callers that then fall back to lock().
-    bool try_lock_fast() noexcept;
+    /// callers that then fall back to lock(). Inline, as unlock(): every message takes a lease.
+    bool try_lock_fast() noexcept {
+        std::uint64_t expected = 0;
+        if (!word_.compare_exchange_strong(expected, self_word(), std::memory_order_acquire,
+                                           std::memory_order_relaxed))
+            return false;
+        SHMQ_TEST_HOOK("mutex.acquired");
+        return true;
+    }
     /// Unlocks and wakes one sleeper if any. \pre locked by this process.
-    void unlock() noexcept;
+    void unlock() noexcept {
+        if (word_.exchange(0, std::memory_order_release) & waiters_bit) wake_one();
+    }
     /// Unlocks whoever holds it and wakes one sleeper; false (and nothing done) when it was not
     /// locked. For multiprocessing.Lock, which any process may release.
     bool unlock_if_locked() noexcept;
@@ -61,7 +72,10 @@ public:
     std::uint64_t owner() const noexcept { return word_.load(std::memory_order_acquire) & ~waiters_bit; }
     static std::uint32_t pid_of(std::uint64_t owner) noexcept { return static_cast<std::uint32_t>(owner & pid_mask); }
     /// This process's owner word.
-    static std::uint64_t self_word() noexcept;
+    static std::uint64_t self_word() noexcept {
+        const process_identity& me = self();
+        return (me.start << 32) | (me.pid & pid_mask);
+    }
     /// Whether the process behind an owner word is known to be dead (see liveness.hpp).
     static bool owner_dead(std::uint64_t owner, const std::atomic<std::uint32_t>* foreign) noexcept;
 
@@ -69,6 +83,7 @@ private:
     static constexpr std::uint64_t waiters_bit = 0x8000'0000u;
     static constexpr std::uint64_t pid_mask = 0x3fff'ffffu;
     std::uint32_t* futex_word() noexcept;
+    void wake_one() noexcept;
     std::atomic<std::uint64_t> word_{0};
 };
 

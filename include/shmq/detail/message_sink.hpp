@@ -27,6 +27,19 @@ namespace shmq::detail {
 class message_sink {
 public:
     virtual std::byte* reserve(std::size_t total) = 0;
+    /// reserve() for a whole (unstreamed) message: straight into the room the sink offered up
+    /// front when the message fits it, without a virtual call (the reader's short path, where a
+    /// small message's round trip is counted in instructions), else reserve().
+    std::byte* reserve_whole(std::size_t total) {
+        if (total <= room_size_) {
+            reserved_ = total;
+            return room_;
+        }
+        return reserve(total);
+    }
+    /// The size of the last reservation made through reserve_whole()'s room; a sink that offers
+    /// room sets it in reserve() too.
+    std::size_t reserved() const noexcept { return reserved_; }
     virtual bool expect(std::size_t total) noexcept {
         (void)total;
         return false;
@@ -34,6 +47,16 @@ public:
 
 protected:
     ~message_sink() = default;
+    /// Room a sink has before any message (a caller's buffer): reserve_whole() fills it directly.
+    void offer(std::byte* room, std::size_t size) noexcept {
+        room_ = room;
+        room_size_ = size;
+    }
+    std::size_t reserved_ = 0;
+
+private:
+    std::byte* room_ = nullptr;
+    std::size_t room_size_ = 0;
 };
 
 /// Asks the kernel to back [p, p + n) with huge pages where it can (transparent huge pages in
