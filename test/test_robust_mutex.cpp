@@ -13,6 +13,8 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 
+#include <optional>
+
 using namespace std::chrono_literals;
 using namespace shmq::test;
 namespace sd = shmq::detail;
@@ -74,6 +76,45 @@ BOOST_AUTO_TEST_CASE(lock_try_lock_unlock_across_processes, *boost::unit_test::t
     BOOST_CHECK_EQUAL(waiter.wait(10s), 0);
     BOOST_CHECK(m[0].try_lock() == result::acquired);
     m[0].unlock();
+}
+
+// The uncontended fast path (try_lock_fast, inline) writes the owner word from the identity cache
+// that self() reads without a call. A forked child must write its own identity there, never the
+// parent's it inherited with the cache: forked from the main thread and from another thread, with
+// the parent's cache already loaded. The parent then sees the child's pid as the owner and, once
+// the child died holding the lock, takes it over.
+BOOST_AUTO_TEST_CASE(fast_path_owner_is_the_forked_childs_own_identity, *boost::unit_test::timeout(30))
+{
+    shared_array<sd::robust_mutex> m(1);
+    BOOST_REQUIRE(m[0].try_lock_fast());   // loads this process's identity into the cache
+    const std::uint64_t parent_word = m[0].owner();
+    BOOST_TEST(sd::robust_mutex::pid_of(parent_word) == static_cast<std::uint32_t>(::getpid()));
+    BOOST_TEST(parent_word == sd::robust_mutex::self_word());
+    m[0].unlock();
+
+    for (const bool from_thread : {false, true}) {
+        BOOST_TEST_CONTEXT("forked from " << (from_thread ? "another thread" : "the main thread")) {
+            // The child takes the lock with the fast path and dies holding it (_exit: no unlock).
+            auto body = [&] {
+                if (!m[0].try_lock_fast()) return 3;
+                const std::uint64_t w = m[0].owner();
+                if (sd::robust_mutex::pid_of(w) != static_cast<std::uint32_t>(::getpid())) return 4;
+                if (w == parent_word || w != sd::robust_mutex::self_word()) return 5;
+                return 0;
+            };
+            std::optional<scoped_child> child;
+            if (from_thread)
+                std::thread([&] { child.emplace(body); }).join();
+            else
+                child.emplace(body);
+            const pid_t pid = child->pid();
+            BOOST_REQUIRE_EQUAL(child->wait(5s), 0);
+            BOOST_TEST(sd::robust_mutex::pid_of(m[0].owner()) == static_cast<std::uint32_t>(pid));
+            BOOST_CHECK(m[0].lock(in(5s)) == result::recovered);
+            BOOST_TEST(m[0].owner() == parent_word);   // the parent's own word again
+            m[0].unlock();
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(blocking_lock_takes_over_dead_owner, *boost::unit_test::timeout(30))
