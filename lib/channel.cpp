@@ -286,6 +286,21 @@ channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t n
         return cap_ - used >= need &&
                (max_messages == 0 || ring::messages(head, tail) < max_messages);
     };
+    if (fits()) return wait_result::ready;
+    // The ring is full and this record is small: first wait for room for a batch of records,
+    // looking every space_look_pauses, for at most the busy spin's time (channel.hpp,
+    // space_batch). Then, or when the deadline passes, the usual wait for this record alone.
+    if (need < space_batch && !until.expired()) {
+        const std::uint64_t own = need;
+        need = std::max(need, std::min(space_batch, cap_ / 4));
+        const auto start = clock::now();
+        for (;;) {
+            for (unsigned i = 0; i < space_look_pauses; ++i) cpu_relax();
+            if (fits()) return wait_result::ready;
+            if (clock::now() - start > busy_time || until.expired()) break;
+        }
+        need = own;
+    }
     using R = std::optional<wait_result>;
     return await(
         st_.space, until, wait_result::timed_out,

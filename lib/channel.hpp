@@ -298,6 +298,20 @@ private:
     // and then on about one in 256, and then only until its reply arrives.
     static constexpr unsigned catch_up_pauses = 16;           // ~0.4 µs on the reference machine
     static constexpr std::uint32_t catch_up_probe_max = 256;
+
+    // The writer that waits for a batch (doc/design.md §4, "The writer that waits for a batch").
+    // A writer that finds the ring full of small records is waiting for the reader, whose pace
+    // is then the channel's. Looking at head at every pause would take head's line from the
+    // reader each time it consumes a record, and writing each record as soon as it fits would put
+    // the writer into the line the reader is reading: both slow the reader down, which keeps the
+    // ring full. So wait_for_space first waits for space_batch bytes of room (a quarter of a
+    // smaller ring), looking every space_look_pauses, for at most the busy spin's time
+    // (wait_loop.hpp, busy_time); then for its own record as before, so a reader that stops after
+    // one record never holds a writer back for longer than that. Measured in the fast state, 1→1:
+    // 8 B Queue 12.4 → 16.8 M msg/s, SimpleQueue 10.5 → 20.0 M, 64 B Queue 12.4 → 21.3 M;
+    // unchanged in the slow state and for larger records, whose pieces are at least this size.
+    static constexpr std::uint64_t space_batch = 4096;
+    static constexpr unsigned space_look_pauses = 8;
     /// Before a read that starts with an empty ring: waits catch_up_pauses if this reader is
     /// streaming or a probe is due; true if it waited (the read then calls learn_stream).
     bool catch_up_wait() noexcept;

@@ -1039,6 +1039,59 @@ BOOST_AUTO_TEST_CASE(send_blocked_on_a_full_ring_gets_broken_pipe_when_the_reade
     }
 }
 
+BOOST_AUTO_TEST_CASE(a_send_into_a_full_ring_goes_once_its_record_fits, *utf::timeout(30))
+{
+    // A writer that finds the ring full of small records first waits for room for a batch of
+    // them (channel.hpp, space_batch). A reader that takes one record and then stops must still
+    // let exactly one more record in, promptly: "send blocks only while the ring is full".
+    auto [r, w] = Pipe(false, {.capacity = 4096});
+    constexpr int total = 1000;
+    std::atomic<int> sent{0};
+    std::jthread writer([&, w = std::move(w)]() mutable {
+        try {
+            for (int i = 0; i < total; ++i) {
+                w.send_bytes(make_pattern(8, i));
+                sent.store(i + 1);
+            }
+        } catch (const shmq::broken_pipe_error&) {
+            // The test failed and closed the reader (below) so that this thread ends.
+        }
+    });
+    struct closer {
+        Connection& c;
+        ~closer() { c.close(); }
+    } close_reader_first{r};
+    // Full: the count stops growing.
+    auto settle = [&] {
+        int last = -1;
+        stopwatch sw;
+        while (sent.load() != last && sw.millis() < 5000.0) {
+            last = sent.load();
+            std::this_thread::sleep_for(100ms);
+        }
+        return last;
+    };
+    const int full = settle();
+    BOOST_TEST_REQUIRE(full > 0);
+    BOOST_TEST_REQUIRE(full < total);
+    for (int taken = 1; taken <= 3; ++taken) {
+        BOOST_TEST((r.recv_bytes() == make_pattern(8, taken - 1)));
+        // One record's room: one more send completes, within far less than a sleep slice.
+        stopwatch sw;
+        while (sent.load() < full + taken && sw.millis() < 1000.0) std::this_thread::yield();
+        BOOST_TEST(sent.load() == full + taken);
+        BOOST_TEST(sw.millis() < 500.0);
+        std::this_thread::sleep_for(50ms);
+        BOOST_TEST(sent.load() == full + taken);   // and no more: the ring is full again
+    }
+    // Everything arrives, in order.
+    for (int i = 3; i < total; ++i) {
+        BOOST_TEST_REQUIRE((r.recv_bytes() == make_pattern(8, i)));
+    }
+    writer.join();
+    BOOST_TEST(sent.load() == total);
+}
+
 // ------------------------------------------------------------------------------------------------
 // C18 and fork inheritance: both directions at once, children using inherited connections.
 
