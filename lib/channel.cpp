@@ -268,44 +268,43 @@ bool channel::fits_cached(std::uint64_t tail, std::uint64_t need,
 
 channel::wait_result channel::wait_for_space(std::uint64_t tail, std::uint64_t need,
                                              const deadline& until, std::uint64_t max_messages) {
-    auto fits = [&] {
+    // Room for `want` bytes (and a message under maxsize).
+    auto fits = [&](std::uint64_t want) {
         if (retain_) {
             // Bytes end at release, but maxsize counts only the items not yet got (head).
             const std::uint64_t floor = load_floor(), head = load_head();
             const std::uint64_t used = ring::used(floor, tail);
             if (used > cap_ || ring::used(head, tail) > used) corrupt("release is ahead of tail");
-            return cap_ - used >= need &&
+            return cap_ - used >= want &&
                    (max_messages == 0 || ring::messages(head, tail) < max_messages);
         }
         // Try the cached head first: in steady state this touches no line of the reader's.
-        if (fits_cached(tail, need, max_messages)) return true;
+        if (fits_cached(tail, want, max_messages)) return true;
         const std::uint64_t head = load_head();
         seen_head_.store(head, std::memory_order_relaxed);
         const std::uint64_t used = ring::used(head, tail);
         if (used > cap_) corrupt("head is ahead of tail");
-        return cap_ - used >= need &&
+        return cap_ - used >= want &&
                (max_messages == 0 || ring::messages(head, tail) < max_messages);
     };
-    if (fits()) return wait_result::ready;
-    // The ring is full and this record is small: first wait for room for a batch of records,
-    // looking every space_look_pauses, for at most the busy spin's time (channel.hpp,
-    // space_batch). Then, or when the deadline passes, the usual wait for this record alone.
+    if (fits(need)) return wait_result::ready;
+    // The ring is full and this record is small: first, during a busy spin, wait for room for a
+    // batch of records, looking every space_look_pauses (channel.hpp, space_batch). Then, or
+    // when the deadline passes, the usual wait for this record alone.
     if (need < space_batch && !until.expired()) {
-        const std::uint64_t own = need;
-        need = std::max(need, std::min(space_batch, cap_ / 4));
-        const auto start = clock::now();
-        for (;;) {
-            for (unsigned i = 0; i < space_look_pauses; ++i) cpu_relax();
-            if (fits()) return wait_result::ready;
-            if (clock::now() - start > busy_time || until.expired()) break;
+        const std::uint64_t batch = std::max(need, std::min(space_batch, cap_ / 4));
+        spinner spin;
+        for (unsigned pauses = 1; spin.busy_spin(); ++pauses) {
+            if (pauses % space_look_pauses != 0) continue;
+            if (fits(batch)) return wait_result::ready;
+            if (until.expired()) break;
         }
-        need = own;
     }
     using R = std::optional<wait_result>;
     return await(
         st_.space, until, wait_result::timed_out,
         [&]() -> R {
-            if (fits()) return wait_result::ready;
+            if (fits(need)) return wait_result::ready;
             if (readers_gone()) return wait_result::broken_pipe;
             return std::nullopt;
         },
