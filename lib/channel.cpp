@@ -343,28 +343,12 @@ channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& 
         });
 }
 
-bool channel::writer_lease_in_slices() {
-    if (st_.wlock.try_lock_fast()) return true;   // uncontended: no clock read
-    for (;;) {
-        robust_lock lease(st_.wlock, deadline().within(liveness_slice), foreign());
-        if (lease.owns()) {
-            lease.release();
-            return true;
-        }
-        if (unread()) return false;
-    }
-}
-
 io_status channel::write(std::span<const std::byte> msg, const deadline& until,
-                         std::uint64_t max_messages, const uncounter* uncount) {
-    // An endless write on a channel with an unread check (a feeder's streamed item) takes the
-    // lease a slice at a time, so that an orphaned feeder's wait can end (end_waits_when).
-    // Uncontended, either way: one compare-exchange, no clock read (as read() does).
-    const bool sliced = unread_ && until.forever();
-    const bool taken = st_.wlock.try_lock_fast() || (sliced && writer_lease_in_slices());
-    if (sliced && !taken) return io_status::broken_pipe;
-    robust_lock lease = taken ? robust_lock(st_.wlock, std::adopt_lock)
-                              : robust_lock(st_.wlock, until, foreign());
+                         std::uint64_t max_messages, const uncounter* uncount, stream_wait wait,
+                         std::size_t* written) {
+    // Uncontended: one compare-exchange, no clock read (as read() does).
+    robust_lock lease = st_.wlock.try_lock_fast() ? robust_lock(st_.wlock, std::adopt_lock)
+                                                  : robust_lock(st_.wlock, until, foreign());
     if (!lease.owns()) return io_status::timed_out;
     claim_writer_lease();
     if (eof_rules_) {
@@ -374,7 +358,11 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     // A lease taken over from a dead writer needs no repair: that writer's unpublished bytes are
     // simply overwritten, and its published pieces are discarded by the reader.
     std::uint64_t tail = load_tail();
-    if (msg.size() > stream_limit()) return stream(msg, tail, until, max_messages, uncount);
+    if (msg.size() > stream_limit()) {
+        const io_status st = stream(msg, tail, until, max_messages, uncount, wait, false, written);
+        if (st == io_status::parked) lease.release();   // kept for finish_stream
+        return st;
+    }
 
     const std::uint64_t need = ring::footprint(msg.size());
     const std::uint64_t room = room_for(tail, need);
@@ -453,12 +441,13 @@ std::uint64_t channel::stream_room(std::uint64_t tail, std::uint64_t total) cons
 
 io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
                           const deadline& until, std::uint64_t max_messages,
-                          const uncounter* uncount) {
+                          const uncounter* uncount, stream_wait wait, bool rest,
+                          std::size_t* written) {
     const std::uint64_t total = msg.size();
-    // A caller that may not wait (an unbounded queue's direct put, any put with a zero timeout)
+    // A caller that may not wait (an unbounded queue's put_nowait, any put with a zero timeout)
     // writes the message only if all of it fits now: it never leaves a stream half written,
     // which the reader would have to skip, while the caller sends the message again.
-    if (until.expired()) {
+    if (until.expired() && !rest) {
         switch (wait_for_space(tail, stream_room(tail, total), until, max_messages)) {
         case wait_result::ready: break;
         case wait_result::broken_pipe: return io_status::broken_pipe;
@@ -468,7 +457,7 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
     // Pieces of piece_max(): the reader drains one while the writer fills the next.
     const std::uint64_t piece_max = this->piece_max();
     std::uint64_t sent = 0;
-    bool first = true;
+    bool first = !rest;
     while (first || sent < total) {
         std::uint64_t data = first ? std::min(total, piece_max - ring::first_prefix)
                                    : std::min(total - sent, piece_max);
@@ -480,7 +469,16 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
         // and a reader part-way through this message sees that its writer is gone and drops it.
         auto r = wait_for_space(tail, room_for(tail, need), until, first ? max_messages : 0);
         if (r == wait_result::broken_pipe) return io_status::broken_pipe;
-        if (r != wait_result::ready) return io_status::timed_out;
+        if (r != wait_result::ready) {
+            // Parked: the lease stays with this process (write() releases its guard without
+            // unlocking), and the reader waits for the rest as for any slow writer.
+            if (wait == stream_wait::park && !first) {
+                *written = sent;
+                SHMQ_TEST_HOOK("channel.stream.parked");
+                return io_status::parked;
+            }
+            return io_status::timed_out;
+        }
         std::uint64_t off = place(tail, need);
         ring::write_header(ring_, off, static_cast<std::uint32_t>(payload), k);
         std::byte* dst = ring_ + off + ring::header_size;
@@ -504,6 +502,18 @@ io_status channel::stream(std::span<const std::byte> msg, std::uint64_t& tail,
         first = false;
     }
     return io_status::ok;
+}
+
+io_status channel::finish_stream(std::span<const std::byte> rest, const deadline& until,
+                                 const uncounter* uncount) {
+    robust_lock lease(st_.wlock, std::adopt_lock);   // kept by write() when it parked
+    std::uint64_t tail = load_tail();   // the parked stream's last piece is published
+    return stream(rest, tail, until, 0, uncount, stream_wait::pieces, true, nullptr);
+}
+
+void channel::abandon_stream() noexcept {
+    st_.wlock.unlock();
+    notify_data();   // a reader waiting for the next piece sees the writer gone and drops it
 }
 
 std::uint64_t channel::published_after(std::uint64_t head) {

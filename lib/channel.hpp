@@ -23,6 +23,11 @@
 // the next read through this handle, from any thread, resumes it (one at a time, under
 // parked_mutex_). Threads of this process waiting for the lease notice a parked message within a
 // slice. Closing or destroying the handle drops a parked message (it is then lost).
+//
+// A writer parks too (stream_wait::park, for an unbounded queue's put, feeder.hpp): a stream
+// whose deadline passes after its first piece keeps the writer lease for this process, and its
+// rest is written later by another thread (finish_stream), or given up (abandon_stream). To a
+// reader it is a slow writer; if the process dies meanwhile, a dead one.
 #pragma once
 
 #include "deadline.hpp"
@@ -52,6 +57,8 @@ enum class io_status {
     broken_pipe,  ///< write: every reader end is closed or dead
     too_long,     ///< read with maxlength: the next message is longer; it stays unread
     streamed,     ///< view: the next message is in pieces; nothing was taken (read() it)
+    parked,       ///< write (stream_wait::park): the deadline passed part-way through a stream;
+                  ///< this process keeps the writer lease (finish_stream / abandon_stream)
 };
 
 /// What write() decrements just before it publishes messages (see write()): a process-local
@@ -65,6 +72,16 @@ struct uncounter {
         if (shared) shared->fetch_sub(n, order);
     }
 };
+
+/// How write() waits for room for a message it must stream (larger than stream_limit()): each
+/// piece as room for it appears, so the reader drains one while the writer fills the next.
+/// When the deadline passes part-way, `pieces` gives up (the lease goes, and the reader drops
+/// what it got of the message); `park` keeps the lease and returns io_status::parked, and the
+/// caller finishes the message later, from any of its threads (finish_stream): the feeder's
+/// direct put, which must not wait long and must not make its reader throw away what it read.
+/// With a deadline already due, neither writes a piece unless all of the message fits: a
+/// caller that may not wait never leaves a stream half written.
+enum class stream_wait { pieces, park };
 
 /// Who takes a JoinableQueue item (read()): registry slot index and that slot's `taken` count.
 struct taker {
@@ -95,8 +112,19 @@ public:
     /// message becomes visible: a count of messages still on their way (a feeder's backlog) then
     /// never overlaps the ring's count, so a reader that got the message sees it uncounted.
     /// Throws broken_error on a corrupt segment.
+    /// `wait`: how a message larger than stream_limit() waits for room (see stream_wait); when
+    /// it returns io_status::parked, *written (required with park) is how many of the
+    /// message's bytes are in the ring.
     io_status write(std::span<const std::byte> msg, const deadline& until,
-                    std::uint64_t max_messages = 0, const uncounter* uncount = nullptr);
+                    std::uint64_t max_messages = 0, const uncounter* uncount = nullptr,
+                    stream_wait wait = stream_wait::pieces, std::size_t* written = nullptr);
+    /// Writes `rest`, the bytes of a parked stream not yet written (write() returned parked), as
+    /// its remaining pieces, under the lease this process kept; any thread of the process may.
+    /// Pieces wait as stream_wait::pieces: a timeout or broken pipe gives the message up.
+    io_status finish_stream(std::span<const std::byte> rest, const deadline& until,
+                            const uncounter* uncount = nullptr);
+    /// Gives a parked stream up: releases the lease, and the reader drops what it got of it.
+    void abandon_stream() noexcept;
     /// Writes as many of msgs (from the front) as fit without waiting, under one lease hold and one
     /// publication; whole-record messages only. Returns how many were written (0 if the lease
     /// was busy or nothing fit); `uncount` as for write().
@@ -267,12 +295,11 @@ private:
     bool readers_gone();
     bool writers_gone();
     std::function<bool()> unread_;   // see end_waits_when(); empty for Connections
-    /// An endless wait for the writer lease on a channel with an unread check, a slice at a
-    /// time: true once this process holds the lease (guard released: adopt it), false once
-    /// nobody can read.
-    bool writer_lease_in_slices();
+    /// Writes msg as a stream from tail; `rest`: msg is the rest of a parked stream (no first
+    /// piece). On io_status::parked, *written is how many bytes of msg are in the ring.
     io_status stream(std::span<const std::byte> msg, std::uint64_t& tail, const deadline& until,
-                     std::uint64_t max_messages, const uncounter* uncount);
+                     std::uint64_t max_messages, const uncounter* uncount, stream_wait wait,
+                     bool rest, std::size_t* written);
     /// The largest piece of a streamed message, header excluded: 64 KiB records, or a quarter
     /// of a smaller ring. The reader copies a piece out while the writer copies the next one in,
     /// so a large message's round trip is about one copy plus one piece: with the default 1 MiB

@@ -27,6 +27,24 @@ constexpr std::size_t batch_max = 256;
 // fresh (page-faulting) backlog buffers for every item of a burst of large items — an unbounded
 // Queue of 1 MiB items through a 1 MiB ring ran at ~0.1x the bounded one.
 constexpr auto idle_linger = std::chrono::milliseconds(100);
+// How long a put of a large item (channel::large_item or more) may wait for room to write it
+// directly, per MiB of the item: about what the copy into the backlog, which it saves, costs in
+// fresh memory here (1 MiB: ~256 page faults and the copy). A producer whose consumer keeps up
+// then writes each item once, into the ring, instead of copying it into the backlog and having
+// the feeder thread copy it again on the same CPU (doc/design.md §11). A streamed item still
+// unfinished when the time is up is parked: the feeder thread writes the rest. A put whose
+// consumer does not keep up costs this wait plus the copy, about twice what the copy did.
+constexpr auto direct_wait_per_mib = std::chrono::microseconds(100);
+
+// The deadline of put()'s direct write: now for a small item or a put that may not block.
+deadline direct_deadline(std::size_t size, bool block, const timeout_t& timeout) {
+    static const deadline now(timeout_t(std::chrono::duration<double>(0)));
+    if (size < channel::large_item || !block) return now;
+    const auto wait = std::chrono::nanoseconds(
+        (size * static_cast<std::uint64_t>(
+                    std::chrono::nanoseconds(direct_wait_per_mib).count())) >> 20);
+    return deadline(timeout).within(wait);
+}
 
 } // namespace
 
@@ -97,6 +115,8 @@ void feeder::reset_after_fork() noexcept {
     // its thread does not exist here: forget both without destroying what the parent's thread
     // was using (a condition variable may have had that thread as a waiter).
     backlog_.clear();
+    parked_rest_.clear();   // the lease it needs is the parent's
+    parked_.store(false, std::memory_order_release);
     spare_.clear();
     spare_bytes_ = 0;
     in_flight_ = 0;
@@ -120,23 +140,37 @@ void feeder::check() const {
     throw broken_error(failure_);
 }
 
-void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& owner,
-                 std::atomic<std::uint64_t>* unpublished) {
+void feeder::put(std::span<const std::byte> item, bool block, const timeout_t& timeout,
+                 const std::shared_ptr<void>& owner, std::atomic<std::uint64_t>* unpublished) {
     check();
     if (unpublished_.load(std::memory_order_relaxed) != unpublished)
         unpublished_.store(unpublished, std::memory_order_release);
-    // Fast path: nothing of ours is pending, so writing now keeps FIFO order; don't wait for room.
-    // Any size: a message larger than the free space is refused whole by the zero deadline
-    // (channel::stream writes all of it or nothing), and only then copied into the backlog.
+    // Fast path: nothing of ours is pending, so writing now keeps FIFO order. Any size. A small
+    // item (or put_nowait) does not wait: a message that does not fit now is refused whole
+    // (channel::stream writes all of it or nothing) and only then copied into the backlog. A
+    // large item waits for room a little (direct_wait_per_mib); a streamed one still
+    // unfinished then is parked (stream_wait::park: this process keeps the writer lease) and
+    // only its rest goes to the feeder thread, which writes it before anything else.
+    std::span<const std::byte> rest = item;
+    struct abandon_guard {   // a parked stream not handed to the thread is given up
+        channel* ch = nullptr;
+        ~abandon_guard() { if (ch) ch->abandon_stream(); }
+    } parked;
     if (pending_.load(std::memory_order_acquire) == 0) {
-        static const deadline now(timeout_t(std::chrono::duration<double>(0)));
         const uncounter shared_only{nullptr, unpublished};
-        if (ch_.write(item, now, max_messages_, &shared_only) == io_status::ok) return;
+        std::size_t written = 0;
+        const io_status st = ch_.write(item, direct_deadline(item.size(), block, timeout),
+                                       max_messages_, &shared_only, stream_wait::park, &written);
+        if (st == io_status::ok) return;
+        if (st == io_status::parked) {
+            rest = item.subspan(written);
+            parked.ch = &ch_;
+        }
     }
     // A large item is copied outside m_: the thread takes m_ between batches, and a copy of
     // a megabyte under it held the thread (sharing this process's CPU) off the ring for ~0.1 ms
     // per item. Small items are copied under it: one lock instead of two.
-    const bool copy_unlocked = item.size() >= channel::large_item;
+    const bool copy_unlocked = rest.size() >= channel::large_item;
     std::unique_lock<std::mutex> lock(m_);
     if (failed_.load(std::memory_order_acquire)) throw broken_error(failure_);
     std::vector<std::byte> buf;
@@ -147,16 +181,16 @@ void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& o
     }
     if (copy_unlocked) lock.unlock();
     try {
-        if (buf.capacity() < item.size()) {
+        if (buf.capacity() < rest.size()) {
             // A fresh buffer for a large item: huge pages where the kernel offers them, as for a
             // large received message (message_sink.hpp), fault it in 2 MiB at a time.
             std::vector<std::byte>().swap(buf);
-            buf.reserve(item.size());
-            advise_large_buffer(buf.data(), item.size());
+            buf.reserve(rest.size());
+            advise_large_buffer(buf.data(), rest.size());
         }
-        buf.assign(item.begin(), item.end());
+        buf.assign(rest.begin(), rest.end());
     } catch (const std::bad_alloc&) {
-        throw error(what_ + ": no memory to keep a " + std::to_string(item.size()) +
+        throw error(what_ + ": no memory to keep a " + std::to_string(rest.size()) +
                     "-byte item in this process's backlog: " + std::strerror(ENOMEM) + " (errno " +
                     std::to_string(ENOMEM) + ")");
     }
@@ -164,9 +198,15 @@ void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& o
         lock.lock();
         if (failed_.load(std::memory_order_acquire)) throw broken_error(failure_);
     }
-    backlog_.push_back(std::move(buf));
+    if (parked.ch) {
+        parked_rest_ = std::move(buf);
+        parked_.store(true, std::memory_order_release);
+    } else {
+        backlog_.push_back(std::move(buf));
+    }
     pending_.fetch_add(1, std::memory_order_acq_rel);
-    if (!running_) {
+    const bool start = !running_;
+    if (start) {
         if (thread_.joinable()) thread_.join();   // a previous thread that ran dry and ended
         running_ = true;
         stop_ = false;
@@ -174,13 +214,20 @@ void feeder::put(std::span<const std::byte> item, const std::shared_ptr<void>& o
             thread_ = std::thread([this, owner] { run(owner); });
         } catch (const std::system_error& e) {
             running_ = false;
-            backlog_.pop_back();
+            if (parked.ch) {
+                parked_.store(false, std::memory_order_release);   // the guard gives it up
+                parked_rest_.clear();
+            } else {
+                backlog_.pop_back();
+            }
             pending_.fetch_sub(1, std::memory_order_acq_rel);
             const int err = e.code().value();
             throw error(what_ + ": cannot start the feeder thread: " + std::strerror(err) +
                         " (errno " + std::to_string(err) + ")");
         }
-    } else {
+    }
+    parked.ch = nullptr;   // the thread writes the rest
+    if (!start) {
         work_.notify_one();
         // A large item went to the backlog: give the rest of this time slice to whoever shares
         // the CPU, which is often the feeder thread (a producer pinned to one CPU, a container
@@ -208,9 +255,14 @@ void feeder::fail(const char* why) noexcept {
     // Dropped items were counted (pending_, and for a JoinableQueue `unfinished` and this
     // process's `unpublished`) and will never be published: uncount them, or join() would wait
     // for them for ever.
-    const std::size_t dropped = backlog_.size() + in_flight_;
+    const std::size_t dropped = backlog_.size() + in_flight_ + (parked_ ? 1 : 0);
     backlog_.clear();
     in_flight_ = 0;
+    if (parked_) {   // a stream put() parked and the thread had not taken: give it up
+        parked_.store(false, std::memory_order_release);
+        parked_rest_.clear();
+        ch_.abandon_stream();
+    }
     pending_.store(0, std::memory_order_release);
     if (dropped && dropped_) dropped_(dropped);
     failed_.store(true, std::memory_order_release);
@@ -240,9 +292,15 @@ void feeder::run_loop() {
         // A thread per queue only while there is a backlog, and idle_linger after: ended when
         // idle, so an idle queue holds neither a thread nor buffers. cancel() does not stop
         // delivery (as in Python, it only stops others waiting for it).
-        if (backlog_.empty()) {
+        if (backlog_.empty() && !parked_) {
             drained_.notify_all();
-            work_.wait_for(lock, idle_linger, [&] { return !backlog_.empty() || stop_; });
+            work_.wait_for(lock, idle_linger, [&] { return !backlog_.empty() || parked_ || stop_; });
+        }
+        if (parked_) {
+            lock.unlock();
+            finish_parked();
+            lock.lock();
+            continue;
         }
         if (backlog_.empty()) {
             running_ = false;
@@ -261,13 +319,22 @@ void feeder::run_loop() {
 
         std::size_t done = 0;
         while (done < batch.size()) {
+            // A stream put() parked holds the writer lease: nothing else of ours is written
+            // before its rest (a wait for the lease below would wait for ever).
+            if (parked_.load(std::memory_order_acquire)) finish_parked();
             const auto& item = batch[done];
             std::size_t n = 0;
             io_status st = io_status::timed_out;
             if (item.size() > ch_.stream_limit()) {
-                // Streamed. No deadline: giving up between pieces would throw away the pieces a
-                // reader already has, and starting over could repeat that for ever.
-                st = ch_.write(item, deadline(), max_messages_, &unc);
+                // Streamed, parking rather than giving up between pieces (that would throw away
+                // the pieces a reader already has): the rest then waits as long as it takes.
+                // Only the lease and the first piece wait a slice at a time, so that a stream
+                // put() parked meanwhile (it holds the lease) is finished first.
+                std::size_t written = 0;
+                st = ch_.write(item, deadline(timeout_t(feeder_slice)), max_messages_, &unc,
+                               stream_wait::park, &written);
+                if (st == io_status::parked)
+                    st = ch_.finish_stream(std::span(item).subspan(written), deadline(), &unc);
                 if (st == io_status::ok) n = 1;
             } else {
                 views.clear();
@@ -309,6 +376,30 @@ void feeder::run_loop() {
         }
         lock.lock();
     }
+}
+
+void feeder::finish_parked() {
+    std::vector<std::byte> rest;
+    {
+        std::lock_guard<std::mutex> guard(m_);
+        rest = std::move(parked_rest_);
+        parked_rest_.clear();
+        parked_.store(false, std::memory_order_release);
+        ++in_flight_;   // flush() waits for it; fail() counts it
+    }
+    const uncounter unc{&pending_, unpublished_.load(std::memory_order_acquire)};
+    // No deadline, as for any streamed item (run_loop): a reader already has its first pieces.
+    // Only an orphaned thread's wait ends early (end_waits_when), as broken_pipe.
+    if (ch_.finish_stream(rest, deadline(), &unc) != io_status::ok)
+        throw std::runtime_error("nobody can read the queue any more (its name is gone, and no "
+                                 "other handle holds it)");
+    std::lock_guard<std::mutex> guard(m_);
+    --in_flight_;
+    if (spare_.size() < spare_max && rest.capacity() <= spare_bytes_max - spare_bytes_) {
+        spare_bytes_ += rest.capacity();
+        spare_.push_back(std::move(rest));
+    }
+    drained_.notify_all();
 }
 
 void feeder::flush() noexcept {

@@ -5,6 +5,9 @@
 // has no room, or the writer lease is busy, or this process already has items waiting (so FIFO per
 // producer holds), the encoded item is copied into this backlog and a feeder thread, started on
 // demand, writes it into the ring as room appears, several items per lease hold when it can.
+// An item of channel::large_item or more waits for room briefly first (direct_wait_per_mib in
+// feeder.cpp); a streamed one that runs out of that time part-way parks (channel.hpp): this
+// process keeps the writer lease, and only the rest is copied, for the thread to write first.
 //
 // Lifetime: flush() waits until the backlog is in shared memory (join_thread, handle destruction,
 // process exit through atexit or a shmq::Process child's exit hook); cancel() makes every flush
@@ -46,16 +49,19 @@ public:
     feeder(const feeder&) = delete;
     feeder& operator=(const feeder&) = delete;
 
-    /// Writes item now if nothing of this process is pending and it fits without waiting;
-    /// otherwise appends a copy to the backlog and starts the thread (owner keeps what it needs
-    /// alive while it runs). Never blocks on the ring. Throws broken_error once the thread has
+    /// Writes item now if nothing of this process is pending and it fits: without waiting for
+    /// an item under channel::large_item, or when `block` is false; a larger item may wait
+    /// for room for about as long as its copy into the backlog would take (direct_wait_per_mib,
+    /// feeder.cpp), and no longer than `timeout`. Otherwise appends a copy to the backlog and
+    /// starts the thread (owner keeps what it needs alive while it runs). Never waits for a
+    /// reader beyond that. Throws broken_error once the thread has
     /// failed (and from the ring), error (with errno) when no thread can be started or the copy
     /// cannot be allocated; the item is then not queued.
     /// unpublished: this process's shared count of items not yet published (JoinableQueue,
     /// layout.hpp holder_slot), decremented with pending_ just before each item is published;
     /// null for other queues. The same pointer on every put of this process.
-    void put(std::span<const std::byte> item, const std::shared_ptr<void>& owner,
-             std::atomic<std::uint64_t>* unpublished = nullptr);
+    void put(std::span<const std::byte> item, bool block, const timeout_t& timeout,
+             const std::shared_ptr<void>& owner, std::atomic<std::uint64_t>* unpublished = nullptr);
     /// Throws broken_error when the thread has failed (see above).
     void check() const;
     /// Items of this process not yet in shared memory (backlog plus the batch being written).
@@ -113,7 +119,14 @@ private:
     // Under m_: items the thread took from the backlog and has not yet published. flush() waits
     // for backlog and in-flight to be empty, i.e. for the items to be published, not just counted.
     std::size_t in_flight_ = 0;
-    bool drained() const noexcept { return backlog_.empty() && in_flight_ == 0; }
+    bool drained() const noexcept { return backlog_.empty() && in_flight_ == 0 && !parked_; }
+    // The rest of a stream put() began and parked (channel stream_wait::park): this process
+    // holds the writer lease until the thread writes it, so the thread writes it before any
+    // other item. Written by put() and the thread under m_; parked_ also read without m_ by the
+    // thread between its writes.
+    std::vector<std::byte> parked_rest_;
+    std::atomic<bool> parked_{false};
+    void finish_parked();   // the thread, without m_: writes parked_rest_
     std::atomic<bool> cancelled_{false};
     // Set by stop() when it detaches a cancelled thread still writing; read by that thread and
     // by the queue's channel check (queue_shm.cpp). Never cleared except in a forked child

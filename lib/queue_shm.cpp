@@ -362,7 +362,7 @@ void shm_queue::put(std::span<const std::byte> item, bool block, const timeout_t
     bool handed_over = false;   // published, or in the backlog (which then accounts for it)
     try {
         if (q.feeder_) {
-            q.feeder_->put(item, shared_from_this(), unpublished);
+            q.feeder_->put(item, block, timeout, shared_from_this(), unpublished);
             handed_over = true;
             q.seg_->check_lost();   // written into a truncated segment's stand-in: not delivered
             return;

@@ -86,6 +86,62 @@ const char* const writer_points[] = {"channel.write.copied", "channel.write.publ
                                      "channel.stream.piece", "mutex.acquired"};
 const char* const reader_points[] = {"channel.read.copied", "channel.read.piece", "mutex.acquired"};
 
+// Items of an unbounded queue large enough to wait for room (64 KiB or more) and to be streamed
+// through the 16 KiB ring below: "<seq>:" and a pattern.
+std::string big_item(int seq) {
+    std::string s = std::to_string(seq) + ":";
+    const auto body = make_pattern(70'000 + 1000 * static_cast<std::size_t>(seq), static_cast<std::uint64_t>(seq) + 1);
+    s.append(reinterpret_cast<const char*>(body.data()), body.size());
+    return s;
+}
+int check_big(const std::string& s) {
+    const auto colon = s.find(':');
+    if (colon == std::string::npos || colon == 0 || colon > 6) return -1;
+    const int seq = std::stoi(s.substr(0, colon));
+    if (seq < 0 || s.size() != colon + 1 + 70'000 + 1000 * static_cast<std::size_t>(seq)) return -1;
+    const std::span<const std::byte> body(reinterpret_cast<const std::byte*>(s.data()) + colon + 1,
+                                          s.size() - colon - 1);
+    return matches_pattern(body, static_cast<std::uint64_t>(seq) + 1) ? seq : -1;
+}
+
+// Reads while a doomed writer writes (its puts would block on the small ring, or pile up), then
+// checks the promise: nothing torn, the writer's items once and in order (0, 1, ...: a prefix,
+// all n of them if it was not killed), and the item (seq n - 1) that `put_last` puts from a
+// new writer comes through: the dead writer's lease was taken over.
+void check_after_killed_writer(shmq::Queue<std::string>& q, scoped_child& doomed, int n,
+                               int (*check_item)(const std::string&),
+                               const std::function<void()>& put_last) {
+    std::vector<int> got;
+    bool torn = false;
+    const auto t0 = clk::now();
+    while (seconds_since(t0) < 20) {
+        try {
+            const int seq = check_item(q.get(true, 300ms));
+            if (seq < 0) torn = true; else got.push_back(seq);
+        } catch (const shmq::empty_error&) {
+            if (has_exited(doomed.pid())) break;
+        }
+    }
+    const int code = doomed.wait(5s);
+    BOOST_TEST((code == -SIGKILL || code == 0), "writer exit " << code);
+    BOOST_TEST(!torn);
+    bool prefix = true;
+    for (std::size_t i = 0; i < got.size(); ++i) prefix = prefix && got[i] == static_cast<int>(i);
+    BOOST_TEST(prefix, "items out of order or duplicated");
+    if (code == 0) BOOST_TEST(got.size() == static_cast<std::size_t>(n));
+    scoped_child next([&] {
+        put_last();
+        return 0;
+    });
+    int last = -2;
+    try {
+        last = check_item(q.get(true, 5s));
+    } catch (const shmq::empty_error&) {
+    }
+    BOOST_TEST(last == n - 1, "the next writer's item did not arrive (lease not taken over?)");
+    BOOST_TEST(next.wait(5s) == 0);
+}
+
 } // namespace
 
 // A writer killed at each point: the items before it arrive whole and once, the one it was
@@ -100,38 +156,34 @@ BOOST_AUTO_TEST_CASE(writer_killed_at_each_point, *boost::unit_test::timeout(240
                     for (int seq = 0; seq < items; ++seq) q.put(item(seq), true, 10s);
                     return 0;   // did not reach the point k times (possible for streamed pieces)
                 });
-                // Read while it writes: the ring is small and puts would block.
-                std::vector<int> got;
-                bool torn = false;
-                const auto t0 = clk::now();
-                while (seconds_since(t0) < 20) {
-                    try {
-                        const int seq = check(q.get(true, 300ms));
-                        if (seq < 0) torn = true; else got.push_back(seq);
-                    } catch (const shmq::empty_error&) {
-                        if (has_exited(doomed.pid())) break;
-                    }
-                }
-                const int code = doomed.wait(5s);
-                BOOST_TEST((code == -SIGKILL || code == 0), "writer exit " << code);
-                BOOST_TEST(!torn);
-                // FIFO from one writer, each once: got must be exactly 0, 1, ..., n-1.
-                bool prefix = true;
-                for (std::size_t i = 0; i < got.size(); ++i) prefix = prefix && got[i] == static_cast<int>(i);
-                BOOST_TEST(prefix, "items out of order or duplicated");
-                if (code == 0) BOOST_TEST(got.size() == static_cast<std::size_t>(items));
-                // A new writer takes the dead one's lease over, and its item comes through.
-                scoped_child next([&] {
-                    q.put(item(items - 1), true, 5s);
-                    return 0;
+                check_after_killed_writer(q, doomed, items, check, [&] { q.put(item(items - 1), true, 5s); });
+            }
+        }
+    }
+}
+
+// An unbounded queue's writer killed with a stream of its put parked (the rest waiting for its
+// feeder thread, which writes the rest under the lease the put kept), or while the feeder writes
+// that rest (a later piece, from that thread): the items before arrive whole and once, the one
+// being written is lost, and the next writer's item comes through (the kept lease is taken over).
+BOOST_AUTO_TEST_CASE(unbounded_writer_killed_with_a_parked_stream, *boost::unit_test::timeout(240)) {
+    constexpr int big_items = 8;
+    for (const char* point : {"channel.stream.parked", "channel.stream.piece"}) {
+        for (int k : {1, 2, 9}) {
+            BOOST_TEST_CONTEXT(point << " hit " << k) {
+                shmq::Queue<std::string> q(0, shmq::options{.capacity = 16384});
+                scoped_child doomed([&] {
+                    arm(point, k);
+                    for (int seq = 0; seq < big_items; ++seq) q.put(big_item(seq));
+                    q.close();
+                    q.join_thread();
+                    return 0;   // did not reach the point k times
                 });
-                int last = -2;
-                try {
-                    last = check(q.get(true, 5s));
-                } catch (const shmq::empty_error&) {
-                }
-                BOOST_TEST(last == items - 1, "the next writer's item did not arrive (lease not taken over?)");
-                BOOST_TEST(next.wait(5s) == 0);
+                check_after_killed_writer(q, doomed, big_items, check_big, [&] {
+                    q.put(big_item(big_items - 1));
+                    q.close();
+                    q.join_thread();
+                });
             }
         }
     }

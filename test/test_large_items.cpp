@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
 // Large items: messages streamed in pieces, get_into reusing the caller's container, an
-// unbounded put that writes a large item directly when nothing is pending, and a put that may
-// not wait writing all of a streamed item or nothing.
+// unbounded put that writes a large item directly when nothing is pending (parking a stream it
+// cannot finish for the feeder thread), and a put that may not wait writing all of a streamed
+// item or nothing.
 #define BOOST_TEST_MODULE large_items
 #include <boost/test/unit_test.hpp>
 
@@ -34,13 +35,15 @@ shmq::options ring(std::size_t bytes) {
 }
 
 #ifndef NDEBUG
-std::atomic<int> pieces{0};
+std::atomic<int> pieces{0}, parks{0};
 void count_pieces(const char* point) {
     if (std::strcmp(point, "channel.stream.piece") == 0) pieces.fetch_add(1);
+    if (std::strcmp(point, "channel.stream.parked") == 0) parks.fetch_add(1);
 }
 struct piece_counter {
     piece_counter() {
         pieces = 0;
+        parks = 0;
         shmq::detail::test_hook::install(count_pieces);
     }
     ~piece_counter() { shmq::detail::test_hook::install(nullptr); }
@@ -144,10 +147,132 @@ BOOST_AUTO_TEST_CASE(unbounded_put_of_a_large_item_writes_directly_when_it_fits)
     std::string s;
     q.get_into(s, true, 2s);
     BOOST_TEST(matches_pattern(s, 4));
-    // Larger than the ring: it must go through the backlog (and still arrive whole).
+    // Larger than the ring: its first pieces go directly, the rest through the feeder thread
+    // (nobody reads meanwhile), and it still arrives whole.
     q.put(pattern_string(3'000'000, 5));
     q.get_into(s, true, 5s);
     BOOST_TEST(matches_pattern(s, 5));
+}
+
+// An unbounded put of a streamed item nobody reads: its first pieces go into the ring, then,
+// once its short wait for room is over, the stream is parked (this process keeps the writer
+// lease) and the feeder thread writes the rest. The put returns at once; the items put after it
+// queue behind it, and everything arrives whole, in order, once.
+BOOST_AUTO_TEST_CASE(an_unbounded_put_that_outlasts_its_wait_parks_the_rest_for_the_feeder, *boost::unit_test::timeout(60)) {
+    shmq::Queue<std::string> q(0, ring(64 << 10));
+#ifndef NDEBUG
+    piece_counter counter;
+#endif
+    const std::size_t before = threads_of_this_process();
+    BOOST_TEST(timed([&] { q.put(pattern_string(1 << 20, 11)); }) < at_once.count());
+    BOOST_TEST(q.qsize() == 1u);
+    BOOST_TEST(threads_of_this_process() == before + 1);   // the feeder, writing the rest
+#ifndef NDEBUG
+    BOOST_TEST(parks.load() == 1);
+    BOOST_TEST(pieces.load() > 0);   // pieces went in before it parked
+#endif
+    BOOST_TEST(timed([&] { q.put("after"); }) < at_once.count());
+    BOOST_TEST(timed([&] { q.put(pattern_string(300'000, 12)); }) < at_once.count());
+    BOOST_TEST(q.qsize() == 3u);
+    std::string s;
+    q.get_into(s, true, 5s);
+    BOOST_TEST(s.size() == std::size_t{1} << 20);
+    BOOST_TEST(matches_pattern(s, 11));
+    q.get_into(s, true, 5s);
+    BOOST_TEST(s == "after");
+    q.get_into(s, true, 5s);
+    BOOST_TEST(matches_pattern(s, 12));
+    BOOST_CHECK_THROW(q.get(false), shmq::empty_error);
+    q.close();
+    BOOST_TEST(timed([&] { q.join_thread(); }) < 5.0);
+    BOOST_TEST(q.qsize() == 0u);
+}
+
+#ifndef NDEBUG
+// A parked stream holds the writer lease, so the feeder thread, even in the middle of a batch,
+// must write the parked rest before anything else, or it would wait for that lease for ever.
+// Made certain here: at the first piece of a large put, its test hook puts a small item from
+// inside that put. The lease is busy, so that item goes to the backlog and starts the feeder,
+// which takes it and waits for the lease; then the large put parks.
+shmq::Queue<std::string>* g_queue = nullptr;
+std::atomic<bool> g_fired{false};
+void put_at_first_piece(const char* point) {
+    if (std::strcmp(point, "channel.stream.piece") == 0 && !g_fired.exchange(true)) g_queue->put("inner");
+}
+
+BOOST_AUTO_TEST_CASE(a_parked_rest_goes_before_the_batch_the_feeder_holds, *boost::unit_test::timeout(60)) {
+    shmq::Queue<std::string> q(0, ring(64 << 10));
+    g_queue = &q;
+    g_fired = false;
+    shmq::detail::test_hook::install(put_at_first_piece);
+    q.put(pattern_string(4 << 20, 21));   // nobody reads: parks after its wait for room
+    shmq::detail::test_hook::install(nullptr);
+    BOOST_TEST(g_fired.load());
+    BOOST_TEST(q.qsize() == 2u);
+    std::string s;
+    q.get_into(s, true, 5s);
+    BOOST_TEST(s.size() == std::size_t{4} << 20);
+    BOOST_TEST(matches_pattern(s, 21));
+    q.get_into(s, true, 5s);
+    BOOST_TEST(s == "inner");
+    q.close();
+    BOOST_TEST(timed([&] { q.join_thread(); }) < 5.0);
+}
+#endif
+
+// Two threads of one process put large and small items while a slow reader drains a small
+// ring: streams park and their rests wait for the feeder thread while the other thread's items
+// are in its backlog or batch. A thread of the feeder waiting for the lease a parked stream
+// holds would wait for ever; the parked rest must go first. Every item arrives whole, once,
+// and each thread's items in order.
+BOOST_AUTO_TEST_CASE(parked_streams_and_a_backlog_from_two_threads_all_arrive, *boost::unit_test::timeout(60)) {
+    shmq::Queue<std::string> q(0, ring(64 << 10));
+    constexpr std::uint64_t per_thread = 40;
+    const std::size_t sizes[] = {300'000, 70'000, 5'000, 1'000'000, 130'000};
+    auto make = [&](std::uint64_t tag) {
+        std::string s = pattern_string(sizes[tag % 5] + tag % 7, tag);
+        std::memcpy(s.data(), &tag, sizeof tag);   // who and which, for the reader
+        return s;
+    };
+    std::atomic<bool> put_failed{false};
+    auto producer = [&](std::uint64_t who) {
+        try {
+            for (std::uint64_t i = 0; i < per_thread; ++i) q.put(make(who * 1000 + i));
+        } catch (...) {
+            put_failed = true;
+        }
+    };
+    std::thread a(producer, 1), b(producer, 2);
+    std::uint64_t next[3] = {0, 0, 0};
+    bool torn = false, out_of_order = false, timed_out = false;
+    std::string s;
+    for (std::uint64_t n = 0; n < 2 * per_thread && !timed_out; ++n) {
+        if (n % 8 == 0) std::this_thread::sleep_for(2ms);   // slow: the ring stays full
+        try {
+            q.get_into(s, true, 10s);
+        } catch (const shmq::empty_error&) {
+            timed_out = true;
+            break;
+        }
+        std::uint64_t tag = 0;
+        if (s.size() < sizeof tag) { torn = true; continue; }
+        std::memcpy(&tag, s.data(), sizeof tag);
+        const std::uint64_t who = tag / 1000, i = tag % 1000;
+        if ((who != 1 && who != 2) || i >= per_thread || s != make(tag)) { torn = true; continue; }
+        if (i != next[who]) out_of_order = true;
+        next[who] = i + 1;
+    }
+    a.join();
+    b.join();
+    BOOST_TEST(!put_failed.load());
+    BOOST_TEST(!timed_out);
+    BOOST_TEST(!torn);
+    BOOST_TEST(!out_of_order);
+    BOOST_TEST(next[1] == per_thread);
+    BOOST_TEST(next[2] == per_thread);
+    BOOST_CHECK_THROW(q.get(true, 0.2s), shmq::empty_error);   // nothing twice
+    q.close();
+    BOOST_TEST(timed([&] { q.join_thread(); }) < 5.0);
 }
 
 // The feeder thread outlives a drained backlog only briefly (it lingers for the next burst
