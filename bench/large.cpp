@@ -14,10 +14,6 @@
 //   get_into      Queue(maxsize): the consumer's one string, reused
 //   unbounded     Queue(): put never blocks; the producer ends with close() + join_thread(), so
 //                 whatever waited in its backlog is delivered before the consumer's last item
-//   copied first  Queue(maxsize), the producer copying each item into one of two buffers of
-//                 its own before put: an unbounded put into a full ring must make that copy (the
-//                 caller keeps its object), so this row over the bounded one is the most the
-//                 unbounded row can reach (1 MiB only)
 // maxsize is the suite's (queue_maxsize: about 1 MiB of items, at least 2).
 //
 // Every blocking call is bounded: put and get take a timeout, the Pipe consumer polls with one
@@ -66,7 +62,6 @@ const char* label(large_api a) {
     case large_api::queue_get: return "Queue get()";
     case large_api::queue_get_into: return "Queue get_into";
     case large_api::unbounded_get_into: return "Queue get_into, unbounded";
-    case large_api::copied_get_into: return "Queue get_into, copied first";
     }
     return "?";
 }
@@ -135,15 +130,6 @@ void produce(channel& ch, large_api a, std::size_t size, std::size_t items, cont
         return;
     }
     auto& q = *ch.queue;
-    if (a == large_api::copied_get_into) {
-        std::string own[2] = {item, item};   // touched here, before the start
-        for (std::size_t i = 0; i < items; ++i) {
-            std::string& b = own[i & 1];
-            std::memcpy(b.data(), item.data(), item.size());
-            q.put(b, true, patience);
-        }
-        return;
-    }
     for (std::size_t i = 0; i < items; ++i) q.put(item, true, patience);
     // An unbounded put may leave items in this process's backlog: deliver them before _exit
     // (which runs no destructor), so the consumer's last get times them too.
@@ -172,7 +158,6 @@ void consume(channel& ch, large_api a, std::size_t size, std::size_t items, cont
         }
         case large_api::queue_get_into:
         case large_api::unbounded_get_into:
-        case large_api::copied_get_into:
             ch.queue->get_into(reused, true, patience);
             check_item(reused.size(), reused.empty() ? 0 : reused.back(), size);
             break;
@@ -292,14 +277,10 @@ large_report large_bench(int repeat, bool quick, const std::vector<int>& cpus, d
     rep.bytes_per_run = quick ? 256 * MiB : 1024 * MiB;
     for (std::size_t size : {1 * MiB, 64 * MiB})
         for (large_api a : {large_api::pipe, large_api::queue_get, large_api::queue_get_into,
-                            large_api::unbounded_get_into, large_api::copied_get_into}) {
-            if (a == large_api::copied_get_into && size != MiB) continue;
+                            large_api::unbounded_get_into}) {
             large_row row{a, rep.bytes_per_run / size, {}};
             row.r.sc = {label(a), payload::bytes, size, 1, mode::throughput};
-            if (a == large_api::copied_get_into)
-                row.r.note = "Queue(maxsize=" + std::to_string(queue_maxsize(size)) +
-                             "); the producer copies each item first: the unbounded row's limit";
-            else if (bounded(a)) row.r.note = "Queue(maxsize=" + std::to_string(queue_maxsize(size)) + ")";
+            if (bounded(a)) row.r.note = "Queue(maxsize=" + std::to_string(queue_maxsize(size)) + ")";
             else if (is_queue(a)) row.r.note = "Queue(); close() + join_thread() timed";
             rep.rows.push_back(std::move(row));
         }

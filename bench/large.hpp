@@ -2,7 +2,7 @@
 // shmq-bench — LARGE ITEMS (large.cpp): Queue<std::string> with items of 1 MiB and 64 MiB, got
 // with get() and with get_into(), bounded and unbounded, against a Pipe moving the same bytes.
 // Run after the main suite by default, alone with --large. Issue 12 asks two ratios of it:
-// 64 MiB get_into / Pipe and unbounded / bounded at 1 MiB (whose limit is the copied row's).
+// 64 MiB get_into / Pipe and unbounded / bounded at 1 MiB.
 #pragma once
 
 #include "common.hpp"
@@ -18,11 +18,6 @@ enum class large_api {
     queue_get,            ///< Queue(maxsize): put / get() (a new string per item)
     queue_get_into,       ///< Queue(maxsize): put / get_into(a reused string)
     unbounded_get_into,   ///< Queue(): put never blocks; get_into(a reused string)
-    /// Queue(maxsize) again, its producer copying each item into a buffer of its own first
-    /// (two, used in turn, so the copy stays in cache): the least an unbounded put does when the
-    /// ring is full, since the caller keeps its object. 1 MiB only: the limit of the unbounded
-    /// row (`unbounded / bounded` cannot pass this over `bounded`).
-    copied_get_into,
 };
 
 struct large_row {

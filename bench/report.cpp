@@ -13,7 +13,6 @@
 #include <fstream>
 #include <functional>
 #include <iomanip>
-#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -300,21 +299,18 @@ struct issue12_row {
     double limit = NAN;
     /// What the limit is. `leases`: the SPSC ring with leases (the 64 B rows against the ring),
     /// what the ring reaches when it makes shmq's locked instructions, the limit of shmq's way of
-    /// sharing an end between processes rather than of every design. `copy`: the LARGE ITEMS row
-    /// whose producer copies each item first (the unbounded row's), what a put that must copy
-    /// the caller's item can reach. `copy_out`: the bare SPSC ring's round trips against cpp-ipc
-    /// (the copying rows "every size"), what a receive that copies the message out can reach
-    /// against one that reads it in place; also the 1 MiB Pipe's throughput against cpp-ipc.
-    /// `ring`: the bare SPSC ring's 1 MiB throughput against the socketpair, what a transport
-    /// that copies each message in on one CPU and out on the other reaches here (the ring's
-    /// geometry is the best of those measured, doc/design.md §4). `perfect`: a perfect
-    /// transport (limit_against).
-    enum class limit_kind { perfect, leases, copy, copy_out, ring } limit_of = limit_kind::perfect;
+    /// sharing an end between processes rather than of every design. `copy_out`: the bare SPSC
+    /// ring's round trips against cpp-ipc (the copying rows "every size"), what a receive that
+    /// copies the message out can reach against one that reads it in place; also the 1 MiB
+    /// Pipe's throughput against cpp-ipc. `ring`: the bare SPSC ring's 1 MiB throughput against
+    /// the socketpair, what a transport that copies each message in on one CPU and out on the
+    /// other reaches here (the ring's geometry is the best of those measured, doc/design.md §4).
+    /// `perfect`: a perfect transport (limit_against).
+    enum class limit_kind { perfect, leases, copy_out, ring } limit_of = limit_kind::perfect;
     /// How the report says a MISSED row is beyond this limit, and the JSON's `limit_of`.
     const char* beyond_words() const {
         switch (limit_of) {
         case limit_kind::leases: return ", beyond the ring with leases";
-        case limit_kind::copy: return ", beyond a put that copies";
         case limit_kind::copy_out: return ", beyond a receive that copies";
         case limit_kind::ring: return ", beyond the bare ring";
         default: return ", beyond the limit";
@@ -324,7 +320,6 @@ struct issue12_row {
         if (!std::isfinite(limit)) return "";
         switch (limit_of) {
         case limit_kind::leases: return "SPSC ring with leases";
-        case limit_kind::copy: return "bounded Queue, producer copying first";
         case limit_kind::copy_out: return "SPSC ring (ceiling), copying out";
         case limit_kind::ring: return "SPSC ring (ceiling)";
         default: return "perfect transport";
@@ -417,10 +412,8 @@ std::vector<issue12_row> issue12_targets(const report_input& in) {
         }
         v.push_back(std::move(row));
     };
-    // A ratio from the LARGE ITEMS section.
-    // `limit`, when given: the LARGE ITEMS row that bounds `num` (its ratio over den is the limit).
-    auto large = [&](std::string figure, std::size_t size, large_api num, large_api den, std::string note,
-                     std::optional<large_api> limit = std::nullopt) {
+    // A ratio from the LARGE ITEMS section; no limit.
+    auto large = [&](std::string figure, std::size_t size, large_api num, large_api den, std::string note) {
         issue12_row row{std::move(figure), NAN, 0.9, false, std::move(note)};
         if (!in.large)
             row.note = "not measured in this run: LARGE ITEMS did not run (it runs by default, not with "
@@ -429,10 +422,6 @@ std::vector<issue12_row> issue12_targets(const report_input& in) {
             row.measured = large_ratio(*in.large, size, num, den);
             if (!std::isfinite(row.measured))
                 row.note = "not measured in this run: a LARGE ITEMS row has no figure (see its table)";
-            else if (limit) {
-                row.limit = large_ratio(*in.large, size, *limit, den);
-                row.limit_of = issue12_row::limit_kind::copy;
-            }
         }
         v.push_back(std::move(row));
     };
@@ -477,8 +466,7 @@ std::vector<issue12_row> issue12_targets(const report_input& in) {
     large("64 MiB Queue (get_into) / Pipe", 64 * MiB, large_api::queue_get_into, large_api::pipe,
           "LARGE ITEMS, bounded Queue");
     large("unbounded Queue 1 MiB / bounded", MiB, large_api::unbounded_get_into, large_api::queue_get_into,
-          "LARGE ITEMS, get_into both; limit: the bounded row with the producer's copy",
-          large_api::copied_get_into);
+          "LARGE ITEMS, get_into both");
     // Against cpp-ipc "every size": the worst of the sizes both round-tripped in this run. `large`
     // is the shmq transport measured from 1 KiB up (64 B is always the Pipe's). `copying`: shmq's
     // receive copies the message out (recv_bytes_into), where cpp-ipc's reads it in place; the
@@ -808,12 +796,10 @@ void print_issue12_targets(std::ostream& out, const report_input& in) {
            "  copying rate. A limit below the target means this run could not meet it. For the 64 B\n"
            "  rows against the SPSC ring, the limit is that ring making shmq's locked instructions\n"
            "  around each message (SPSC ring with leases): what shmq's way of letting processes\n"
-           "  share an end costs here, not a limit of every design. For unbounded / bounded, the\n"
-           "  limit is the bounded Queue whose producer copies each item first (LARGE ITEMS): an\n"
-           "  unbounded put into a full ring must make that copy, as the caller keeps its object.\n"
-           "  For the round trips against cpp-ipc at every size, whose receiver reads a message in\n"
-           "  place where the Pipe's recv_bytes_into copies it out, the limit is the bare SPSC\n"
-           "  ring's ratio at its worst size: a receive that copies too, and nothing else\n";
+           "  share an end costs here, not a limit of every design. For the round trips against\n"
+           "  cpp-ipc at every size, whose receiver reads a message in place where the Pipe's\n"
+           "  recv_bytes_into copies it out, the limit is the bare SPSC ring's ratio at its worst\n"
+           "  size: a receive that copies too, and nothing else.\n";
     out << "  " << pad("figure", 54) << rpad("measured", 9) << "  " << pad("target", 10) << rpad("limit", 7)
         << "  \n";
     for (const auto& t : issue12_targets(in)) {
