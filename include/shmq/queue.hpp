@@ -10,7 +10,7 @@
 //  * Unbounded (maxsize <= 0): put never blocks. With room in the ring the item is in shared
 //    memory when put returns (empty()/get_nowait() anywhere see it at once); otherwise it waits in
 //    this process's backlog, drained by a feeder thread started on demand (qsize() counts it).
-//    An item of 64 KiB or more first waits for room for about 100 µs per MiB (at most timeout,
+//    An item of 64 KiB or more first waits for room for 300 µs per MiB (at most timeout,
 //    not at all for put_nowait), about what its copy into the backlog would cost.
 //  * get() waits for an item (block/timeout, empty_error); one deadline covers waiting behind
 //    other consumers too. A failing decode throws codec_error and consumes that one item.
