@@ -220,6 +220,31 @@ BOOST_AUTO_TEST_CASE(a_parked_rest_goes_before_the_batch_the_feeder_holds, *boos
 }
 #endif
 
+// A child forked while this process's feeder thread still holds a parked stream's lease starts
+// without it (the lease word names the parent): its put waits behind the parent's item instead
+// of writing that item's rest again, and both arrive whole, in that order, once.
+BOOST_AUTO_TEST_CASE(a_child_forked_with_a_parked_stream_does_not_finish_it,
+                     *boost::unit_test::timeout(60)) {
+    shmq::Queue<std::string> q(0, ring(64 << 10));
+    q.put(pattern_string(4 << 20, 31));   // nobody reads: parked, the feeder holds the rest
+    auto child = queue_child([&]() -> int {
+        // The parent's item is not whole in the ring yet, and its rest is the parent's to write.
+        if (q.qsize() != 0) return child_bad_count;
+        q.put("from the child");
+        q.close();
+        q.join_thread();   // once the parent has read enough for it to fit
+        return child_ok;
+    });
+    std::string s;
+    q.get_into(s, true, 10s);
+    BOOST_TEST(s.size() == std::size_t{4} << 20);
+    BOOST_TEST(matches_pattern(s, 31));
+    q.get_into(s, true, 10s);
+    BOOST_TEST(s == "from the child");
+    BOOST_CHECK_THROW(q.get(true, 0.2s), shmq::empty_error);
+    BOOST_TEST(child.wait(20s) == child_ok);
+}
+
 // Two threads of one process put large and small items while a slow reader drains a small
 // ring: streams park and their rests wait for the feeder thread while the other thread's items
 // are in its backlog or batch. A thread of the feeder waiting for the lease a parked stream
