@@ -365,12 +365,7 @@ void feeder::run_loop() {
                     // Their buffers are free now, not at the end of the batch: a producer that
                     // keeps the backlog non-empty then copies into warm memory instead of
                     // allocating (and page-faulting) a buffer per item.
-                    for (std::size_t i = done; i < done + n && spare_.size() < spare_max; ++i) {
-                        const std::size_t bytes = batch[i].capacity();
-                        if (bytes > spare_bytes_max - spare_bytes_) continue;
-                        spare_bytes_ += bytes;
-                        spare_.push_back(std::move(batch[i]));
-                    }
+                    for (std::size_t i = done; i < done + n; ++i) keep_spare(std::move(batch[i]));
                 }
                 done += n;
                 drained_.notify_all();
@@ -397,11 +392,14 @@ void feeder::finish_parked() {
                                  "other handle holds it)");
     std::lock_guard<std::mutex> guard(m_);
     --in_flight_;
-    if (spare_.size() < spare_max && rest.capacity() <= spare_bytes_max - spare_bytes_) {
-        spare_bytes_ += rest.capacity();
-        spare_.push_back(std::move(rest));
-    }
+    keep_spare(std::move(rest));
     drained_.notify_all();
+}
+
+void feeder::keep_spare(std::vector<std::byte>&& buf) {
+    if (spare_.size() >= spare_max || buf.capacity() > spare_bytes_max - spare_bytes_) return;
+    spare_bytes_ += buf.capacity();
+    spare_.push_back(std::move(buf));
 }
 
 void feeder::flush() noexcept {

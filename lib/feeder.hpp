@@ -109,6 +109,7 @@ private:
     std::size_t spare_bytes_ = 0;
     static constexpr std::size_t spare_max = 256;
     static constexpr std::size_t spare_bytes_max = std::size_t{64} << 20;
+    void keep_spare(std::vector<std::byte>&& buf);   // under m_: a published item's buffer, if it fits the limits
     // For qsize(): items of this process not yet visible in the ring. The channel decrements it
     // just before it publishes them (so it never overlaps the ring's count).
     std::atomic<std::size_t> pending_{0};
