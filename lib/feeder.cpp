@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
 #include "feeder.hpp"
+#include "test_hook.hpp"
 
 #include <shmq/detail/exit_flush.hpp>
 #include <shmq/detail/message_sink.hpp>
@@ -376,6 +377,8 @@ void feeder::run_loop() {
 }
 
 void feeder::finish_parked() {
+    // Tests stop the thread here to fork while a parked rest waits (a child must not take it).
+    SHMQ_TEST_HOOK("feeder.parked.taking");
     std::vector<std::byte> rest;
     {
         std::lock_guard<std::mutex> guard(m_);

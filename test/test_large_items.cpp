@@ -220,21 +220,39 @@ BOOST_AUTO_TEST_CASE(a_parked_rest_goes_before_the_batch_the_feeder_holds, *boos
 }
 #endif
 
-// A child forked while this process's feeder thread still holds a parked stream's lease starts
-// without it (the lease word names the parent): its put waits behind the parent's item instead
-// of writing that item's rest again, and both arrive whole, in that order, once.
+#ifndef NDEBUG
+// The parent's feeder thread is held (test hook) just before it takes a parked rest, so a child
+// forked now inherits a feeder whose state says "a parked rest waits" while the lease that rest
+// needs is the parent's. The child must forget it: its own put goes to its backlog and waits
+// behind the parent's item instead of writing that item's rest a second time (which the ring
+// reports as corrupt). Both items arrive whole, in that order, once.
+pid_t g_hold_in = 0;
+std::atomic<bool> g_holding{false}, g_release{false};
+void hold_before_taking_a_parked_rest(const char* point) {
+    if (std::strcmp(point, "feeder.parked.taking") != 0 || ::getpid() != g_hold_in) return;
+    g_holding = true;
+    for (int i = 0; i < 1000 && !g_release.load(); ++i) std::this_thread::sleep_for(10ms);
+}
+
 BOOST_AUTO_TEST_CASE(a_child_forked_with_a_parked_stream_does_not_finish_it,
                      *boost::unit_test::timeout(60)) {
     shmq::Queue<std::string> q(0, ring(64 << 10));
-    q.put(pattern_string(4 << 20, 31));   // nobody reads: parked, the feeder holds the rest
+    g_hold_in = ::getpid();
+    g_holding = false;
+    g_release = false;
+    shmq::detail::test_hook::install(hold_before_taking_a_parked_rest);
+    q.put(pattern_string(4 << 20, 31));   // nobody reads: parked, for the held feeder thread
+    for (int i = 0; i < 500 && !g_holding.load(); ++i) std::this_thread::sleep_for(10ms);
+    BOOST_TEST_REQUIRE(g_holding.load());
     auto child = queue_child([&]() -> int {
-        // The parent's item is not whole in the ring yet, and its rest is the parent's to write.
+        // The parent's item is not whole in the ring, and its rest is the parent's to write.
         if (q.qsize() != 0) return child_bad_count;
         q.put("from the child");
         q.close();
         q.join_thread();   // once the parent has read enough for it to fit
         return child_ok;
     });
+    g_release = true;
     std::string s;
     q.get_into(s, true, 10s);
     BOOST_TEST(s.size() == std::size_t{4} << 20);
@@ -243,7 +261,9 @@ BOOST_AUTO_TEST_CASE(a_child_forked_with_a_parked_stream_does_not_finish_it,
     BOOST_TEST(s == "from the child");
     BOOST_CHECK_THROW(q.get(true, 0.2s), shmq::empty_error);
     BOOST_TEST(child.wait(20s) == child_ok);
+    shmq::detail::test_hook::install(nullptr);
 }
+#endif
 
 // Two threads of one process put large and small items while a slow reader drains a small
 // ring: streams park and their rests wait for the feeder thread while the other thread's items
