@@ -28,6 +28,9 @@ constexpr std::size_t batch_max = 256;
 // fresh (page-faulting) backlog buffers for every item of a burst of large items — an unbounded
 // Queue of 1 MiB items through a 1 MiB ring ran at ~0.1x the bounded one.
 constexpr auto idle_linger = std::chrono::milliseconds(100);
+// Why an orphaned thread's write ended (channel::end_waits_when): fail() reports it.
+constexpr const char* unreadable =
+    "nobody can read the queue any more (its name is gone, and no other handle holds it)";
 // How long a put of a large item (channel::large_item or more) may wait for room to write it
 // directly, per MiB of the item: about what the copy into the backlog, which it saves, costs in
 // memory that is not in cache. Measured here: into a fresh buffer 120-150 µs per MiB at 1 MiB
@@ -355,8 +358,7 @@ void feeder::run_loop() {
             // drops them and ends the thread.
             if (st == io_status::broken_pipe ||
                 (n == 0 && orphaned_.load(std::memory_order_acquire) && ch_.unread()))
-                throw std::runtime_error("nobody can read the queue any more (its name is gone, "
-                                         "and no other handle holds it)");
+                throw std::runtime_error(unreadable);
             if (n) {
                 // The channel uncounted them from pending_ just before publishing, so qsize()
                 // (ring + pending) never counts an item twice, even for an instant.
@@ -391,8 +393,7 @@ void feeder::finish_parked() {
     // No deadline, as for any streamed item (run_loop): a reader already has its first pieces.
     // Only an orphaned thread's wait ends early (end_waits_when), as broken_pipe.
     if (ch_.finish_stream(rest, deadline(), &unc) != io_status::ok)
-        throw std::runtime_error("nobody can read the queue any more (its name is gone, and no "
-                                 "other handle holds it)");
+        throw std::runtime_error(unreadable);
     std::lock_guard<std::mutex> guard(m_);
     --in_flight_;
     keep_spare(std::move(rest));
