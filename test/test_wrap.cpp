@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSL-1.0
-// Ring positions across the wrap of their packed fields (issue 7, A.1).
+// Ring positions across the wrap of their packed fields (issue 7, A.1), parked streams included.
 //
 // A ring position packs a byte count (low 36 bits) and a message count (high 28 bits); both wrap.
 // Each handle keeps a cached copy of the other side's position, and leases rotate between handles,
@@ -21,7 +21,9 @@
 #include "test_fixtures.hpp"
 #include "test_hook.hpp"
 
+#include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <thread>
@@ -189,6 +191,28 @@ const boundary boundaries[] = {
 
 constexpr int traffic_messages = 3000;
 
+/// The reading side of the Queue tests below: gets `items` items, each within 10 s, and checks
+/// that item i is payload(i, size(i)); after each, `then(i)` may check more (false: it failed).
+/// Stops after 5 bad items.
+template <class Size, class Then>
+void get_in_order(shmq::Queue<std::string>& q, int items, Size size, Then then) {
+    int bad = 0;
+    for (int i = 0; i < items && bad < 5; ++i) {
+        std::string m;
+        try {
+            m = q.get(true, 10s);
+        } catch (const shmq::error& e) {
+            BOOST_ERROR("item " << i << ": " << e.what());
+            break;
+        }
+        if (!payload_ok(m, i, size(i))) {
+            BOOST_ERROR("item " << i << ": " << m.size() << " bytes, expected " << size(i));
+            ++bad;
+        }
+        if (!then(i)) ++bad;
+    }
+}
+
 } // namespace
 
 // A.1: a Pipe started below each wrap boundary moves a few thousand messages of mixed sizes,
@@ -256,24 +280,11 @@ BOOST_AUTO_TEST_CASE(bounded_queue_across_each_wrap, *boost::unit_test::timeout(
                 q->join_thread();
                 return 0;
             });
-            int bad = 0;
-            for (int i = 0; i < traffic_messages && bad < 5; ++i) {
-                std::string m;
-                try {
-                    m = q->get(true, 10s);
-                } catch (const shmq::error& e) {
-                    BOOST_ERROR("message " << i << ": " << e.what());
-                    break;
-                }
-                if (!payload_ok(m, i, size_of(i, cap))) {
-                    BOOST_ERROR("message " << i << ": " << m.size() << " bytes, expected " << size_of(i, cap));
-                    ++bad;
-                }
-                if (q->qsize() > 3) {
-                    BOOST_ERROR("qsize " << q->qsize() << " above maxsize 3");
-                    ++bad;
-                }
-            }
+            get_in_order(*q, traffic_messages, [&](int i) { return size_of(i, cap); }, [&](int) {
+                if (q->qsize() <= 3) return true;
+                BOOST_ERROR("qsize " << q->qsize() << " above maxsize 3");
+                return false;
+            });
             BOOST_CHECK_EQUAL(producer.wait(20s), 0);
             BOOST_CHECK(q->empty());
         }
@@ -308,22 +319,65 @@ BOOST_AUTO_TEST_CASE(streaming_reader_across_each_wrap, *boost::unit_test::timeo
                 q->join_thread();
                 return 0;
             });
-            int bad = 0;
-            for (int i = 0; i < items && bad < 5; ++i) {
-                std::string m;
-                try {
-                    m = q->get(true, 10s);
-                } catch (const shmq::error& e) {
-                    BOOST_ERROR("item " << i << ": " << e.what());
-                    break;
-                }
-                if (!payload_ok(m, i, size(i))) {
-                    BOOST_ERROR("item " << i << ": " << m.size() << " bytes, expected " << size(i));
-                    ++bad;
-                }
-            }
+            get_in_order(*q, items, size, [](int) { return true; });
             BOOST_CHECK_EQUAL(producer.wait(20s), 0);
             BOOST_CHECK(q->empty());
         }
     }
 }
+
+#ifndef NDEBUG
+namespace {
+std::atomic<int> g_parks{0};
+void count_parks(const char* point) {
+    if (std::strcmp(point, "channel.stream.parked") == 0) g_parks.fetch_add(1, std::memory_order_relaxed);
+}
+} // namespace
+
+// An unbounded Queue's large puts park their streams (lib/feeder.hpp: the put keeps the writer
+// lease and the feeder thread writes the rest later, with finish_stream) on a ring started below
+// each wrap, so parked streams begin before a wrap and finish after it. Every fourth item is
+// 64-200 KiB on a 16 KiB ring, and the reader pauses now and then, so the puts' short waits run
+// out and they park (the child counts the parks through a test hook and fails without any).
+// Every item must arrive whole and in order, and qsize never count more than the items still to
+// come (finish_stream resuming from a tail without its message count was caught only by this).
+BOOST_AUTO_TEST_CASE(parked_streams_across_each_wrap, *boost::unit_test::timeout(120))
+{
+    constexpr std::size_t cap = 16 * 1024;
+    constexpr int items = 240;
+    constexpr int no_park = 3;
+    auto size = [](int i) -> std::size_t {
+        return i % 4 == 1 ? (64u << 10) + static_cast<std::size_t>(i) * 577 % (136u << 10)
+                          : static_cast<std::size_t>(i) * 37 % 300;
+    };
+    for (const auto& b : boundaries) {
+        BOOST_TEST_CONTEXT("start below the " << b.what << " wrap") {
+            std::optional<shmq::Queue<std::string>> q;
+            {
+                start_at guard(b.packed);
+                q.emplace(0, small_ring(cap));
+            }
+            scoped_child producer([&] {
+                g_parks = 0;
+                sd::test_hook::install(count_parks);
+                for (int i = 0; i < items; ++i) q->put(payload(i, size(i)), true, 10s);
+                q->close();
+                q->join_thread();
+                sd::test_hook::install(nullptr);
+                return g_parks.load() > 0 ? 0 : no_park;
+            });
+            get_in_order(*q, items, size, [&](int i) {
+                if (i % 16 == 15) std::this_thread::sleep_for(2ms);   // the puts' waits run out
+                // The message count in the positions crosses its wrap too: what the ring counts
+                // can never exceed the items still to come.
+                if (q->qsize() <= static_cast<std::size_t>(items - 1 - i)) return true;
+                BOOST_ERROR("after item " << i << ": qsize " << q->qsize());
+                return false;
+            });
+            BOOST_CHECK_EQUAL(producer.wait(20s), 0);
+            BOOST_CHECK(q->empty());
+            BOOST_CHECK_EQUAL(q->qsize(), 0u);
+        }
+    }
+}
+#endif
