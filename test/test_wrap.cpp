@@ -191,6 +191,12 @@ const boundary boundaries[] = {
 
 constexpr int traffic_messages = 3000;
 
+/// A Queue whose ring starts at `packed` (start_at covers only the ring's creation).
+shmq::Queue<std::string> queue_at(std::uint64_t packed, std::size_t maxsize, std::size_t cap) {
+    start_at guard(packed);
+    return shmq::Queue<std::string>(maxsize, small_ring(cap));
+}
+
 /// The reading side of the Queue tests below: gets `items` items, each within 10 s, and checks
 /// that item i is payload(i, size(i)); after each, `then(i)` may check more (false: it failed).
 /// Stops after 5 bad items.
@@ -260,33 +266,29 @@ BOOST_AUTO_TEST_CASE(bounded_queue_across_each_wrap, *boost::unit_test::timeout(
     constexpr std::size_t cap = 16 * 1024;
     for (const auto& b : boundaries) {
         BOOST_TEST_CONTEXT("start below the " << b.what << " wrap") {
-            std::optional<shmq::Queue<std::string>> q;
-            {
-                start_at guard(b.packed);
-                q.emplace(3, small_ring(cap));
-            }
+            auto q = queue_at(b.packed, 3, cap);
             // Fill across the wrap, one at a time: the 4th must be refused at every step.
             for (int round = 0; round < 4; ++round) {
-                for (int k = 0; k < 3; ++k) BOOST_CHECK_NO_THROW(q->put_nowait("item" + std::to_string(k)));
-                BOOST_CHECK_THROW(q->put_nowait("fourth"), shmq::full_error);
-                BOOST_CHECK(q->full());
-                BOOST_CHECK_EQUAL(q->qsize(), 3u);
-                for (int k = 0; k < 3; ++k) BOOST_CHECK_EQUAL(q->get(true, 1s), "item" + std::to_string(k));
-                BOOST_CHECK(q->empty());
+                for (int k = 0; k < 3; ++k) BOOST_CHECK_NO_THROW(q.put_nowait("item" + std::to_string(k)));
+                BOOST_CHECK_THROW(q.put_nowait("fourth"), shmq::full_error);
+                BOOST_CHECK(q.full());
+                BOOST_CHECK_EQUAL(q.qsize(), 3u);
+                for (int k = 0; k < 3; ++k) BOOST_CHECK_EQUAL(q.get(true, 1s), "item" + std::to_string(k));
+                BOOST_CHECK(q.empty());
             }
             scoped_child producer([&] {
-                for (int i = 0; i < traffic_messages; ++i) q->put(payload(i, size_of(i, cap)), true, 10s);
-                q->close();
-                q->join_thread();
+                for (int i = 0; i < traffic_messages; ++i) q.put(payload(i, size_of(i, cap)), true, 10s);
+                q.close();
+                q.join_thread();
                 return 0;
             });
-            get_in_order(*q, traffic_messages, [&](int i) { return size_of(i, cap); }, [&](int) {
-                if (q->qsize() <= 3) return true;
-                BOOST_ERROR("qsize " << q->qsize() << " above maxsize 3");
+            get_in_order(q, traffic_messages, [&](int i) { return size_of(i, cap); }, [&](int) {
+                if (q.qsize() <= 3) return true;
+                BOOST_ERROR("qsize " << q.qsize() << " above maxsize 3");
                 return false;
             });
             BOOST_CHECK_EQUAL(producer.wait(20s), 0);
-            BOOST_CHECK(q->empty());
+            BOOST_CHECK(q.empty());
         }
     }
 }
@@ -302,26 +304,22 @@ BOOST_AUTO_TEST_CASE(streaming_reader_across_each_wrap, *boost::unit_test::timeo
     auto size = [](int i) -> std::size_t { return i % 97 == 13 ? cap / 2 - 64 : (i * 37) % 120; };
     for (const auto& b : boundaries) {
         BOOST_TEST_CONTEXT("start below the " << b.what << " wrap") {
-            std::optional<shmq::Queue<std::string>> q;
-            {
-                start_at guard(b.packed);
-                q.emplace(1000, small_ring(cap));
-            }
+            auto q = queue_at(b.packed, 1000, cap);
             scoped_child producer([&] {
                 for (int i = 0, burst = 0; i < items; ++i) {
-                    q->put(payload(i, size(i)), true, 10s);
+                    q.put(payload(i, size(i)), true, 10s);
                     if (++burst == 1 + i % 40) {   // a gap: the reader runs dry and waits
                         burst = 0;
                         std::this_thread::sleep_for(std::chrono::microseconds(20 + i % 7 * 15));
                     }
                 }
-                q->close();
-                q->join_thread();
+                q.close();
+                q.join_thread();
                 return 0;
             });
-            get_in_order(*q, items, size, [](int) { return true; });
+            get_in_order(q, items, size, [](int) { return true; });
             BOOST_CHECK_EQUAL(producer.wait(20s), 0);
-            BOOST_CHECK(q->empty());
+            BOOST_CHECK(q.empty());
         }
     }
 }
@@ -352,31 +350,27 @@ BOOST_AUTO_TEST_CASE(parked_streams_across_each_wrap, *boost::unit_test::timeout
     };
     for (const auto& b : boundaries) {
         BOOST_TEST_CONTEXT("start below the " << b.what << " wrap") {
-            std::optional<shmq::Queue<std::string>> q;
-            {
-                start_at guard(b.packed);
-                q.emplace(0, small_ring(cap));
-            }
+            auto q = queue_at(b.packed, 0, cap);
             scoped_child producer([&] {
                 g_parks = 0;
                 sd::test_hook::install(count_parks);
-                for (int i = 0; i < items; ++i) q->put(payload(i, size(i)), true, 10s);
-                q->close();
-                q->join_thread();
+                for (int i = 0; i < items; ++i) q.put(payload(i, size(i)), true, 10s);
+                q.close();
+                q.join_thread();
                 sd::test_hook::install(nullptr);
                 return g_parks.load() > 0 ? 0 : no_park;
             });
-            get_in_order(*q, items, size, [&](int i) {
+            get_in_order(q, items, size, [&](int i) {
                 if (i % 16 == 15) std::this_thread::sleep_for(2ms);   // the puts' waits run out
                 // The message count in the positions crosses its wrap too: what the ring counts
                 // can never exceed the items still to come.
-                if (q->qsize() <= static_cast<std::size_t>(items - 1 - i)) return true;
-                BOOST_ERROR("after item " << i << ": qsize " << q->qsize());
+                if (q.qsize() <= static_cast<std::size_t>(items - 1 - i)) return true;
+                BOOST_ERROR("after item " << i << ": qsize " << q.qsize());
                 return false;
             });
             BOOST_CHECK_EQUAL(producer.wait(20s), 0);
-            BOOST_CHECK(q->empty());
-            BOOST_CHECK_EQUAL(q->qsize(), 0u);
+            BOOST_CHECK(q.empty());
+            BOOST_CHECK_EQUAL(q.qsize(), 0u);
         }
     }
 }
