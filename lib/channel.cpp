@@ -38,7 +38,8 @@ constexpr auto stall_grace = std::chrono::milliseconds(500);
 } // namespace
 
 channel::channel(std::shared_ptr<segment> seg, std::uint32_t index, bool eof_rules) noexcept
-    : seg_(std::move(seg)),
+    : revoker_(*seg, index),
+      seg_(std::move(seg)),
       st_(seg_->channel(index)),
       ring_(seg_->ring(index)),
       cap_(seg_->capacity()),
@@ -60,6 +61,7 @@ bool channel::reap_due() noexcept {
 }
 
 channel::~channel() {
+    drop_bias();
     drop_parked();
     // A loan or view still out when its connection closes: the loan publishes nothing, the
     // view's message stays for the next reader.
@@ -99,8 +101,10 @@ void claim_lease(std::atomic<std::uint64_t>& gen, std::atomic<std::uint64_t>& mi
 }
 } // namespace
 
-void channel::claim_writer_lease() noexcept {
+bool channel::claim_writer_lease() noexcept {
+    const bool alone = st_.wgen.load(std::memory_order_relaxed) == my_wgen_.load(std::memory_order_relaxed);
     claim_lease(st_.wgen, my_wgen_, seen_head_, [&] { return load_floor(); });
+    return alone;
 }
 
 void channel::claim_reader_lease() noexcept {
@@ -340,17 +344,27 @@ channel::wait_result channel::wait_for_data(std::uint64_t head, const deadline& 
             // records then come to it (registry reap -> retained::release_dead).
             if (retain_ && reap_due()) registry::reap_any(*seg_);
             return std::nullopt;
-        });
+        },
+        [this] { return seal_writer(); }, bias_blind_sleep);
 }
 
 io_status channel::write(std::span<const std::byte> msg, const deadline& until,
                          std::uint64_t max_messages, const uncounter* uncount, stream_wait wait,
                          std::size_t* written) {
-    // Uncontended: one compare-exchange, no clock read (as read() does).
-    robust_lock lease = st_.wlock.try_lock_fast() ? robust_lock(st_.wlock, std::adopt_lock)
-                                                  : robust_lock(st_.wlock, until, foreign());
+    // This thread holds the bias: no locked instruction at all (bias.hpp).
+    if (bias_holder_.load(std::memory_order_relaxed) == thread_token()) {
+        io_status st;
+        if (write_biased(msg, max_messages, uncount, &st)) return st;
+    }
+    // Uncontended: one compare-exchange, no clock read (as read() does). A bias this thread
+    // held and could not use for this message becomes a plain hold.
+    bool asked = false;   // a revoker's bit was on the bias
+    const bool own = bias_holder_.load(std::memory_order_relaxed) == thread_token() && take_own_bias(&asked);
+    const bool fast = !own && st_.wlock.try_lock_fast();
+    robust_lock lease = own || fast ? robust_lock(st_.wlock, std::adopt_lock)
+                                    : robust_lock(st_.wlock, until, foreign(), &revoker_);
     if (!lease.owns()) return io_status::timed_out;
-    claim_writer_lease();
+    const bool alone = claim_writer_lease();
     if (eof_rules_) {
         if (reap_due()) registry::reap(*seg_, reader_end(index_));
         if (readers_gone()) return io_status::broken_pipe;
@@ -373,7 +387,17 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
         default: return io_status::timed_out;
         }
     }
-    std::uint64_t off = place(tail, need);
+    publish_whole(msg, tail, need, uncount);
+    // A bias given up only because this message did not fit is granted again at once.
+    if (bias_due(fast && alone, own && !asked) && grant_bias()) lease.release();   // kept, biased
+    else lease.unlock();
+    notify_data();
+    return io_status::ok;
+}
+
+void channel::publish_whole(std::span<const std::byte> msg, std::uint64_t tail, std::uint64_t need,
+                            const uncounter* uncount) noexcept {
+    const std::uint64_t off = place(tail, need);
     ring::write_header(ring_, off, static_cast<std::uint32_t>(msg.size()), ring::kind::whole);
     if (!msg.empty()) std::memcpy(ring_ + off + ring::header_size, msg.data(), msg.size());
     SHMQ_TEST_HOOK("channel.write.copied");
@@ -381,15 +405,138 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     SHMQ_TEST_HOOK("channel.write.uncounted");
     st_.tail.store(ring::advance(tail, need, 1), std::memory_order_release);
     SHMQ_TEST_HOOK("channel.write.published");
-    lease.unlock();
-    notify_data();
-    return io_status::ok;
+}
+
+std::uint64_t channel::thread_token() noexcept {
+    static std::atomic<std::uint32_t> next{0};
+    thread_local const std::uint32_t tag = next.fetch_add(1, std::memory_order_relaxed) + 1;
+    return (std::uint64_t{self_pid()} << 32) | tag;
+}
+
+bool channel::write_biased(std::span<const std::byte> msg, std::uint64_t max_messages,
+                           const uncounter* uncount, io_status* out) {
+    auto& word = st_.wlock.word();
+    const std::uint64_t mine = robust_mutex::self_word() | robust_mutex::biased_bit;
+    if (msg.size() > bias_max || word.load(std::memory_order_relaxed) != mine) return false;
+    SHMQ_TEST_HOOK("channel.bias.checked");
+    // Everything that may look elsewhere or fail comes before the mark: inside, nothing throws
+    // or waits, since a revoker waits for the mark to go down. Only this thread moves tail while
+    // the word is `mine` (checked again after the mark), so what it reads now still holds then.
+    if (eof_rules_) {
+        if (reap_due()) registry::reap(*seg_, reader_end(index_));
+        if (readers_gone()) return false;   // the plain path says broken_pipe
+    }
+    std::uint64_t tail = load_tail();
+    const std::uint64_t need = ring::footprint(msg.size());
+    const std::uint64_t room = room_for(tail, need);
+    if (!fits_cached(tail, room, max_messages)) {
+        // Out of room by the cached head: one look at head, as wait_for_space's first.
+        const std::uint64_t head = load_head();
+        if (ring::used(head, tail) > cap_) return false;   // corrupt: the plain path says so
+        seen_head_.store(head, std::memory_order_relaxed);
+        if (!fits_cached(tail, room, max_messages)) return false;
+    }
+    // The mark, then the check: a revoker raises its bit, then runs membarrier, then reads the
+    // mark, so it either sees the mark or this load sees its bit (bias.hpp). The compiler must
+    // not reorder them; the CPU's store buffer is what the membarrier drains.
+    bias_busy_->store(1, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (word.load(std::memory_order_acquire) != mine) {
+        bias_busy_->store(0, std::memory_order_release);
+        return false;
+    }
+    SHMQ_TEST_HOOK("channel.bias.inside");
+    publish_whole(msg, tail, need, uncount);
+    // Released: a revoker that reads 0 (acquire) sees everything this message wrote.
+    bias_busy_->store(0, std::memory_order_release);
+    // No fence: a reader going to sleep runs membarrier instead (seal).
+    if (st_.data.notify_unfenced()) [[unlikely]] poke_pollers(st_.pollers);
+    *out = io_status::ok;
+    return true;
+}
+
+bool channel::take_own_bias(bool* asked) noexcept {
+    auto& word = st_.wlock.word();
+    const std::uint64_t me = robust_mutex::self_word();
+    bias_holder_.store(0, std::memory_order_relaxed);
+    std::uint64_t v = word.load(std::memory_order_relaxed);
+    // Biased by this process, with or without a revoker's bit: only this thread can hold it
+    // (bias.hpp), and it is outside its message, so a revoker waiting for that may as well find
+    // the word taken.
+    while ((v & ~robust_mutex::revoke_bit) == (me | robust_mutex::biased_bit)) {
+        if (word.compare_exchange_weak(v, me, std::memory_order_acquire, std::memory_order_relaxed)) {
+            if (asked) *asked = (v & robust_mutex::revoke_bit) != 0;
+            SHMQ_TEST_HOOK("channel.bias.given_up");
+            return true;
+        }
+    }
+    return false;
+}
+
+bool channel::bias_due(bool uncontended, bool again) noexcept {
+    const std::uint64_t me = thread_token();
+    std::uint64_t t = bias_thread_.load(std::memory_order_relaxed);
+    if (t != me) {
+        // The first thread to write through the handle (or the first in a forked child) is its
+        // writer; any other makes it a handle that is never biased again.
+        if (t == bias_multi) return false;
+        const bool fresh = t == 0 || (t >> 32) != (me >> 32);
+        bias_thread_.store(fresh ? me : bias_multi, std::memory_order_relaxed);
+        bias_streak_.store(0, std::memory_order_relaxed);
+        if (!fresh) SHMQ_TEST_HOOK("channel.bias.multi");
+        return false;
+    }
+    if (again) return bias_busy_ != nullptr;
+    if (!uncontended || retain_) {   // retained records' room never fits the cached head
+        bias_streak_.store(0, std::memory_order_relaxed);
+        return false;
+    }
+    const std::uint32_t n = bias_streak_.load(std::memory_order_relaxed) + 1;
+    bias_streak_.store(n, std::memory_order_relaxed);
+    if (n < bias_after) return false;
+    bias_streak_.store(0, std::memory_order_relaxed);
+    if (!membarrier_ready()) return false;
+    // This process's only handle on this side (bias.hpp): a queue's handles, a Pipe's writer ends.
+    holder_slot* slot = registry::slot_of(*seg_, self());
+    if (!slot) return false;
+    const std::uint32_t end = eof_rules_ ? writer_end(index_) : queue_handle_end;
+    if (slot->count[end].load(std::memory_order_relaxed) != 1) return false;
+    bias_busy_ = &slot->bias_busy[index_];
+    return true;
+}
+
+bool channel::grant_bias() noexcept {
+    bias_busy_->store(0, std::memory_order_relaxed);
+    bias_holder_.store(thread_token(), std::memory_order_relaxed);
+    std::uint64_t me = robust_mutex::self_word();
+    // Exactly the plain word: with the waiters bit set, somebody sleeps for the lease.
+    if (st_.wlock.word().compare_exchange_strong(me, me | robust_mutex::biased_bit,
+                                                 std::memory_order_release, std::memory_order_relaxed)) {
+        SHMQ_TEST_HOOK("channel.bias.granted");
+        return true;
+    }
+    bias_holder_.store(0, std::memory_order_relaxed);
+    return false;
+}
+
+void channel::drop_bias() noexcept {
+    const std::uint64_t holder = bias_holder_.load(std::memory_order_relaxed);
+    if (holder == 0 || (holder >> 32) != self_pid()) return;
+    bias_holder_.store(0, std::memory_order_relaxed);
+    auto& word = st_.wlock.word();
+    const std::uint64_t me = robust_mutex::self_word() | robust_mutex::biased_bit;
+    std::uint64_t v = word.load(std::memory_order_relaxed);
+    while ((v & ~robust_mutex::revoke_bit) == me &&
+           !word.compare_exchange_weak(v, 0, std::memory_order_release, std::memory_order_relaxed)) {
+    }
 }
 
 std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs,
                                 const deadline& until, std::uint64_t max_messages,
                                 const uncounter* uncount) {
-    robust_lock lease(st_.wlock, until, foreign());
+    const bool own = bias_holder_.load(std::memory_order_relaxed) == thread_token() && take_own_bias();
+    robust_lock lease = own ? robust_lock(st_.wlock, std::adopt_lock)
+                            : robust_lock(st_.wlock, until, foreign(), &revoker_);
     if (!lease.owns()) return 0;
     claim_writer_lease();
     std::uint64_t tail = load_tail();
@@ -899,7 +1046,10 @@ io_status channel::loan(std::size_t n, const deadline& until, std::byte** data,
     turn_keeper turn{loan_turn_};
     // Taken over from the parent this process was forked from: what it lent is not ours.
     if (inherited) drop_lent(loan_lease_, loan_pid_.load(std::memory_order_relaxed));
-    loan_lease_.emplace(st_.wlock, until, foreign());
+    if (bias_holder_.load(std::memory_order_relaxed) == thread_token() && take_own_bias())
+        loan_lease_.emplace(st_.wlock, std::adopt_lock);
+    else
+        loan_lease_.emplace(st_.wlock, until, foreign(), &revoker_);
     if (!loan_lease_->owns()) {
         loan_lease_.reset();
         return io_status::timed_out;
@@ -1056,7 +1206,8 @@ bool channel::poll(const deadline& until) {
         [&]() -> R {
             check_writers();
             return std::nullopt;
-        });
+        },
+        [this] { return seal_writer(); }, bias_blind_sleep);
 }
 
 bool channel::readers_present() noexcept {

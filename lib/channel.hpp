@@ -30,6 +30,7 @@
 // reader it is a slow writer; if the process dies meanwhile, a dead one.
 #pragma once
 
+#include "bias.hpp"
 #include "deadline.hpp"
 #include "handle_turn.hpp"
 #include <shmq/detail/message_sink.hpp>
@@ -165,6 +166,11 @@ public:
     /// after each slice). For wait().
     void check_writers() noexcept;
 
+    /// For a reader that set its sleeper bit on data_event() and is about to check once more
+    /// before it sleeps: makes a biased writer's unfenced notifies visible (bias.hpp, seal).
+    /// False when that failed: sleep no longer than bias_blind_sleep then.
+    bool seal_writer() noexcept { return seal(st_); }
+
     /// Some reader end is still held, after dropping dead holders (send_handle's waits).
     bool readers_present() noexcept;
     /// Messages published and not yet consumed (a snapshot).
@@ -275,8 +281,45 @@ private:
     bool message_ready() noexcept;
     /// After taking a lease: trust the cached copy of the other side's position only if no other
     /// handle held this lease since this one did (layout.hpp, wgen/rgen).
-    void claim_writer_lease() noexcept;
+    /// True when no other handle held the lease since this one did.
+    bool claim_writer_lease() noexcept;
     void claim_reader_lease() noexcept;
+
+    // The biased writer lease (bias.hpp). A handle biases only while one thread writes through
+    // it: bias_thread_ is that thread's token (thread_token(): pid << 32 | a per-thread tag),
+    // bias_multi once another thread wrote. bias_holder_ is the token of the thread that holds
+    // the bias, 0 if none: that thread's belief, which the lease word confirms at each message
+    // (another process may have taken the bias away since). bias_streak_ counts plain writes in
+    // a row that took the lease uncontended with nobody else between. All three are written by
+    // the writing thread only (relaxed atomics: a second thread reads them to find it is not
+    // the one). bias_busy_ is this process's mark in its registry slot, found at the grant.
+    static constexpr std::uint64_t bias_multi = ~std::uint64_t{0};
+    /// Plain writes in a row before the bias: a revocation costs a membarrier (~1-60 µs here),
+    /// so writers that take turns must not be biased at each turn.
+    static constexpr std::uint32_t bias_after = 256;
+    /// The largest message a biased writer writes without the lease: its copy is what a revoker
+    /// may have to wait for.
+    static constexpr std::size_t bias_max = 4096;
+    std::atomic<std::uint64_t> bias_thread_{0}, bias_holder_{0};
+    std::atomic<std::uint32_t> bias_streak_{0};
+    std::atomic<std::uint32_t>* bias_busy_ = nullptr;
+    writer_revoker revoker_;
+    static std::uint64_t thread_token() noexcept;
+    /// write() with the bias this thread holds: true (and *out) when it wrote; false when the
+    /// bias is gone, the message does not fit without waiting, or the plain path has to say why
+    /// not (readers gone, a corrupt ring).
+    bool write_biased(std::span<const std::byte> msg, std::uint64_t max_messages,
+                      const uncounter* uncount, io_status* out);
+    /// Turns the bias this thread holds into a plain hold of the lease (false: already lost);
+    /// *asked: a revoker had raised its bit.
+    bool take_own_bias(bool* asked = nullptr) noexcept;
+    /// After a plain write, under the lease: whether this thread may now be biased. `again`:
+    /// it held the bias before this message and nobody asked for it.
+    bool bias_due(bool uncontended, bool again) noexcept;
+    /// Makes the plain hold a bias (false: a waiter came, unlock the plain way).
+    bool grant_bias() noexcept;
+    /// Frees a bias of this process's at close (no thread writes through the handle any more).
+    void drop_bias() noexcept;
     const std::atomic<std::uint32_t>* foreign() const noexcept;
     wait_result wait_for_space(std::uint64_t tail, std::uint64_t need, const deadline& until,
                                std::uint64_t max_messages);
@@ -284,6 +327,10 @@ private:
     /// head (which only underestimates the room). False sends the writer to wait_for_space,
     /// which reloads head; always false with retained records, whose room ends at release.
     bool fits_cached(std::uint64_t tail, std::uint64_t need, std::uint64_t max_messages) const noexcept;
+    /// Under the writer lease (or a bias), room checked: writes msg as one whole record of
+    /// `need` bytes at tail, uncounts it and publishes it. Never throws and never waits.
+    void publish_whole(std::span<const std::byte> msg, std::uint64_t tail, std::uint64_t need,
+                       const uncounter* uncount) noexcept;
     /// Records `need` bytes (and a pad first if they would cross the end) at tail; returns the
     /// offset where the record goes and updates tail past the pad.
     std::uint64_t place(std::uint64_t& tail, std::uint64_t need) noexcept;

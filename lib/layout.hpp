@@ -25,7 +25,7 @@
 namespace shmq::detail {
 
 inline constexpr std::uint64_t segment_magic = 0x31474553'514d4853ull;   // "SHMQSEG1"
-inline constexpr std::uint32_t layout_version = 7;   // bump on any change below
+inline constexpr std::uint32_t layout_version = 8;   // bump on any change below
 inline constexpr std::size_t cache_line = 64;
 
 /// segment_header::flags.
@@ -110,6 +110,12 @@ struct holder_slot {
     //                an item; -1, clamped at 0, by this process's task_done).
     std::atomic<std::uint64_t> unpublished;
     std::atomic<std::uint64_t> taken;
+    // The biased writer lease of channel c (lib/bias.hpp): 1 while this process's bias holder is
+    // inside a message it writes without taking the lease, 0 otherwise. Written only by that
+    // holder, with plain stores (the whole point: no locked instruction per message); read by a
+    // revoker after its membarrier. Per process, so that a holder that lost its bias and has
+    // not noticed yet can only ever write its own word. Zeroed when the slot is claimed.
+    std::atomic<std::uint32_t> bias_busy[2];
 };
 
 /// Ends a process holds on behalf of a child it is forking, until the child's own slot exists

@@ -403,9 +403,12 @@ bool poller::rearm() noexcept {
     // notifier that will clear the sleeper bit we set now (poke_pollers' acquire fence).
     std::atomic_thread_fence(std::memory_order_release);
     ch_.data_event().prepare();   // sleeper bit + seq_cst fence, then the check (event.hpp)
-    bool ready = false;
+    // A biased writer notifies without a fence (bias.hpp): make its publications visible to the
+    // check. Where membarrier fails, say readable (a spurious wake-up, which the contract
+    // allows) rather than risk sleeping through a message.
+    bool ready = !ch_.seal_writer();
     try {
-        ready = ch_.readable_now();
+        ready = ch_.readable_now() || ready;
     } catch (...) {
         ready = true;   // a corrupt ring: let the read report it
     }

@@ -35,6 +35,7 @@
 //    counted lost. Uncounting is clamped at zero.
 #include "queue_impl.hpp"
 
+#include "bias.hpp"
 #include "channel.hpp"
 #include "endpoint.hpp"
 #include "feeder.hpp"
@@ -109,6 +110,15 @@ std::optional<quiet_snapshot> quiet(const segment& seg) noexcept {
         const std::uint64_t owner = m.owner();
         return owner == 0 || robust_mutex::owner_dead(owner, foreign);
     };
+    // A biased writer takes no lease per message and bumps no gen (bias.hpp): take the bias
+    // away first, without waiting (a holder inside a message makes this snapshot fail). Its
+    // next message then takes the lease the plain way.
+    const std::uint64_t w = ch.wlock.owner();
+    if (w & robust_mutex::biased_bit) {
+        writer_revoker revoker(seg, 0);
+        if (!revoker.revoke(w, deadline(timeout_t(std::chrono::duration<double>(0)))))
+            return std::nullopt;
+    }
     const std::uint64_t wgen = ch.wgen.load(std::memory_order_acquire);
     const std::uint64_t rgen = ch.rgen.load(std::memory_order_acquire);
     if (!lease_free(ch.wlock) || !lease_free(ch.rlock)) return std::nullopt;

@@ -112,6 +112,7 @@ void uncount_dead(const segment* qseg, holder_slot& slot, std::uint32_t index) n
     }
     slot.unpublished.store(0, std::memory_order_relaxed);
     slot.taken.store(0, std::memory_order_relaxed);
+    for (auto& b : slot.bias_busy) b.store(0, std::memory_order_relaxed);
 }
 
 void clear(registry_state& r, holder_slot& slot) noexcept {
@@ -188,6 +189,7 @@ static void attach_locked(registry_state& r, const process_identity& who, const 
         // Freed slots are zeroed already; this also covers one freed by a holder killed mid-free.
         slot->unpublished.store(0, std::memory_order_relaxed);
         slot->taken.store(0, std::memory_order_relaxed);
+        for (auto& b : slot->bias_busy) b.store(0, std::memory_order_relaxed);
         SHMQ_TEST_HOOK("registry.attach");
         slot->pid.store(who.pid, std::memory_order_release);
     }

@@ -16,6 +16,14 @@
 //   "channel.read.copied"         reader lease held, record copied out, head not yet stored
 //   "channel.read.consumed"       head stored, the item not yet counted in the getter's `taken`
 //   "channel.read.piece"          a streamed message: a piece consumed, more to come
+//   "channel.bias.checked"        a biased writer found its bias, before its mark (bias.hpp)
+//   "channel.bias.inside"         a biased writer marked, checked again, and is inside a message
+//   "channel.bias.granted"        a writer's plain hold of the lease just became a bias
+//   "channel.bias.given_up"       a biased writer turned its bias into a plain hold
+//   "channel.bias.multi"          a second thread wrote through a handle: never biased again
+//   "bias.revoking"               a revoker raised the revoke bit, before its membarrier
+//   "bias.revoked"                a revoker saw the holder outside its message (or dead)
+//   "bias.membarrier"             a revoker or a reader going to sleep calls membarrier
 //   "mutex.acquired"              a robust_mutex was just taken (any lease, the registry lock)
 //   "mutex.takeover"              a waiter decided the owner is dead, before it takes the lock over
 //   "event.prepared"              a waiter announced itself and is about to re-check its condition

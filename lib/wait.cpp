@@ -100,9 +100,13 @@ std::vector<Connection*> wait(std::span<Connection* const> conns, timeout_t time
         if (until.expired()) return ready;
         if (spin.spin()) continue;
         for (std::size_t i = 0; i < events.size(); ++i) tickets[i] = events[i]->prepare();
+        bool sealed = true;   // biased writers' unfenced notifies (bias.hpp)
+        for (auto* ch : chans) sealed = ch->seal_writer() && sealed;
         const bool now_ready = collect();
         if (!now_ready) {
-            const auto slice = until.slice();
+            const auto slice = sealed ? until.slice()
+                                      : std::min<std::chrono::nanoseconds>(until.slice(),
+                                                                           detail::bias_blind_sleep);
             if (!detail::futex_waitv_for(events, tickets, slice))
                 ::usleep(static_cast<useconds_t>(std::min<long long>(
                     std::chrono::duration_cast<std::chrono::microseconds>(slice).count(), 1000)));

@@ -466,9 +466,12 @@ int cmd_stat(const std::vector<std::string>& args, bool json) {
         for (std::uint32_t c = 0; c < s.seg->channels(); ++c) {
             const auto& ch = s.seg->channel(c);
             const std::uint64_t head = ch.head.load(), tail = ch.tail.load();
-            std::printf("channel %u:   %llu items, %s waiting; writer lease: %u, reader lease: %u%s%s\n", c,
+            // A biased writer lease (lib/bias.hpp) is its writer's between messages too.
+            const std::uint64_t w = ch.wlock.owner();
+            std::printf("channel %u:   %llu items, %s waiting; writer lease: %u%s, reader lease: %u%s%s\n", c,
                         static_cast<unsigned long long>(ring::messages(head, tail)), human(ring::used(head, tail)).c_str(),
-                        robust_mutex::pid_of(ch.wlock.owner()), robust_mutex::pid_of(ch.rlock.owner()),
+                        robust_mutex::pid_of(w), (w & robust_mutex::biased_bit) ? " (biased)" : "",
+                        robust_mutex::pid_of(ch.rlock.owner()),
                         sleepers(ch.data) ? ", readers sleeping" : "", sleepers(ch.space) ? ", writers sleeping" : "");
         }
         if (h.kind == static_cast<std::uint32_t>(segment_kind::joinable_queue)) {

@@ -70,6 +70,10 @@ public:
     /// total order S (the waiter's condition load after its fence sees the store, or this load
     /// sees the sleeper bit), so no fence is needed here. On x86 the seq_cst store is the one
     /// locked instruction the publication costs.
+    /// notify() with no fence at all, for a biased writer (lib/bias.hpp): the sleepers run
+    /// membarrier after prepare() instead (seal), which orders this load after the store that
+    /// made the condition true, or makes that store visible to their check.
+    bool notify_unfenced() noexcept { return notify_after_seq_cst_store(); }
     bool notify_after_seq_cst_store() noexcept {
         SHMQ_TEST_HOOK("event.notify");
         std::uint32_t v = word_.load(std::memory_order_seq_cst);

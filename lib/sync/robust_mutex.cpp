@@ -49,7 +49,8 @@ bool robust_mutex::owner_dead(std::uint64_t owner, const std::atomic<std::uint32
 }
 
 robust_mutex::result robust_mutex::lock(const deadline& until,
-                                        const std::atomic<std::uint32_t>* foreign) noexcept {
+                                        const std::atomic<std::uint32_t>* foreign,
+                                        bias_revoker* revoker) noexcept {
     const std::uint64_t me = self_word();
     std::uint64_t expected = 0;
     if (word_.compare_exchange_strong(expected, me, std::memory_order_acquire,
@@ -86,6 +87,15 @@ robust_mutex::result robust_mutex::lock(const deadline& until,
                                             std::memory_order_relaxed)) {
                 SHMQ_TEST_HOOK("mutex.acquired");
                 return result::acquired;
+            }
+            continue;
+        }
+        if ((v & biased_bit) && revoker) {
+            // A biased owner never unlocks by itself: take the bias away (it becomes free), and
+            // never set the waiters bit on such a word.
+            if (!revoker->revoke(v, until)) {
+                memo = watch{this, watched, since};
+                return result::timed_out;
             }
             continue;
         }

@@ -8,7 +8,9 @@
 // the right response to a dead owner is to take the lock over and tell the new owner so.
 //
 // Layout: one 64-bit word in shared memory, zero-initialized = unlocked.
-//   bits  0..29  owner pid                      (pid_max is at most 2^22)
+//   bits  0..28  owner pid                      (pid_max is at most 2^22)
+//   bit  29      revoke: someone asks a biased owner to give the lock up (lib/bias.hpp)
+//   bit  30      biased: the owner keeps the lock between critical sections (lib/bias.hpp)
 //   bit  31      waiters: someone may sleep on the word
 //   bits 32..63  low 32 bits of the owner's start time (liveness.hpp), so that a dead owner
 //                whose pid was recycled is still seen as dead
@@ -32,6 +34,14 @@
 
 namespace shmq::detail {
 
+/// What lock() does with a biased word (lib/bias.hpp): only the writer lease is ever biased, and
+/// its lockers pass one of these, which takes the bias away (or returns false at the deadline).
+struct bias_revoker {
+    virtual bool revoke(std::uint64_t word, const deadline& until) noexcept = 0;
+protected:
+    ~bias_revoker() = default;
+};
+
 class robust_mutex {
 public:
     enum class result {
@@ -43,7 +53,9 @@ public:
     /// Locks, waiting until the deadline. `foreign`, when given and non-zero, says processes of
     /// another pid namespace use this lock: a dead-looking owner may then be one of them, so it is
     /// never taken over. Never throws.
-    result lock(const deadline& until, const std::atomic<std::uint32_t>* foreign = nullptr) noexcept;
+    /// `revoker`: how to take a bias away (a biased word is otherwise waited on as a held one).
+    result lock(const deadline& until, const std::atomic<std::uint32_t>* foreign = nullptr,
+                bias_revoker* revoker = nullptr) noexcept;
     /// Locks without sleeping. Takes over an owner that this thread has seen holding the lock for
     /// a liveness slice (over repeated calls) and that is dead.
     result try_lock(const std::atomic<std::uint32_t>* foreign = nullptr) noexcept {
@@ -68,8 +80,15 @@ public:
     bool unlock_if_locked() noexcept;
     /// Whether someone may sleep waiting for the lock (a snapshot, for tools).
     bool has_waiters() const noexcept { return (word_.load(std::memory_order_relaxed) & waiters_bit) != 0; }
-    /// The owner's word (pid and start bits, without the waiters bit); 0 when unlocked. A snapshot.
+    /// The owner's word (pid and start bits, and the bias bits, without the waiters bit); 0 when
+    /// unlocked. A snapshot. A biased word never equals a plain one: a biased owner is between
+    /// critical sections, never inside one that took the lock the plain way.
     std::uint64_t owner() const noexcept { return word_.load(std::memory_order_acquire) & ~waiters_bit; }
+    /// The word itself (for the bias protocol, lib/bias.cpp).
+    std::atomic<std::uint64_t>& word() noexcept { return word_; }
+    static constexpr std::uint64_t waiters_bit = 0x8000'0000u;
+    static constexpr std::uint64_t biased_bit = 0x4000'0000u;
+    static constexpr std::uint64_t revoke_bit = 0x2000'0000u;
     static std::uint32_t pid_of(std::uint64_t owner) noexcept { return static_cast<std::uint32_t>(owner & pid_mask); }
     /// This process's owner word.
     static std::uint64_t self_word() noexcept {
@@ -80,8 +99,7 @@ public:
     static bool owner_dead(std::uint64_t owner, const std::atomic<std::uint32_t>* foreign) noexcept;
 
 private:
-    static constexpr std::uint64_t waiters_bit = 0x8000'0000u;
-    static constexpr std::uint64_t pid_mask = 0x3fff'ffffu;
+    static constexpr std::uint64_t pid_mask = 0x1fff'ffffu;
     std::uint32_t* futex_word() noexcept;
     void wake_one() noexcept;
     std::atomic<std::uint64_t> word_{0};
@@ -94,8 +112,9 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "lease words need
 class robust_lock {
 public:
     robust_lock(robust_mutex& m, const deadline& until,
-                const std::atomic<std::uint32_t>* foreign = nullptr) noexcept
-        : m_(m), r_(m.lock(until, foreign)) {}
+                const std::atomic<std::uint32_t>* foreign = nullptr,
+                bias_revoker* revoker = nullptr) noexcept
+        : m_(m), r_(m.lock(until, foreign, revoker)) {}
     /// Adopts a lock this process already holds (a parked message's reader lease).
     robust_lock(robust_mutex& m, std::adopt_lock_t) noexcept : m_(m), r_(robust_mutex::result::acquired) {}
     ~robust_lock() { if (owns()) m_.unlock(); }

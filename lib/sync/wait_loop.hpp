@@ -90,21 +90,31 @@ private:
 /// Waits on `ev` until `settled()` returns a result (std::nullopt: not yet) or the deadline
 /// passes (then `expired`). After each sleep, `after_sleep()` may end the wait too (dead peers).
 /// The notifier side makes settled() true, then calls ev.notify().
-template <class Result, class Settled, class AfterSleep>
+/// `seal()`, called between prepare() and the last check, makes notifiers that skip the fence
+/// visible (a biased writer, lib/bias.hpp); false caps the sleep at `blind` instead.
+template <class Result, class Settled, class AfterSleep, class Seal>
 Result await(event& ev, const deadline& until, Result expired, Settled settled,
-             AfterSleep after_sleep) {
+             AfterSleep after_sleep, Seal seal, std::chrono::nanoseconds blind) {
     spinner spin;
     for (;;) {
         if (std::optional<Result> r = settled()) return *r;
         if (until.expired()) return expired;
         if (spin.spin()) continue;
         const std::uint32_t ticket = ev.prepare();
+        const bool sealed = seal();
         std::optional<Result> r = settled();
-        if (!r) ev.wait(ticket, until.slice());
+        if (!r) ev.wait(ticket, sealed ? until.slice() : std::min(until.slice(), blind));
         ev.finish();
         if (r) return *r;
         if (std::optional<Result> r2 = after_sleep()) return *r2;
     }
+}
+
+template <class Result, class Settled, class AfterSleep>
+Result await(event& ev, const deadline& until, Result expired, Settled settled,
+             AfterSleep after_sleep) {
+    return await(ev, until, expired, settled, after_sleep, [] { return true; },
+                 std::chrono::nanoseconds(0));
 }
 
 } // namespace shmq::detail
