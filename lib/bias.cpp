@@ -46,8 +46,7 @@ bool membarrier_all() noexcept {
     return membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
 }
 
-std::atomic<std::uint32_t>* bias_busy_of(const segment& seg, std::uint64_t word,
-                                         std::uint32_t channel) noexcept {
+holder_slot* slot_of_word(const segment& seg, std::uint64_t word) noexcept {
     const std::uint32_t pid = robust_mutex::pid_of(word);
     const std::uint32_t start = static_cast<std::uint32_t>(word >> 32);
     for (holder_slot& s : const_cast<registry_state&>(seg.registry()).slots) {
@@ -55,9 +54,15 @@ std::atomic<std::uint32_t>* bias_busy_of(const segment& seg, std::uint64_t word,
         // A lease word keeps the low 32 bits of the start time (0 there: not known).
         if (start != 0 && static_cast<std::uint32_t>(s.start.load(std::memory_order_relaxed)) != start)
             continue;
-        return &s.bias_busy[channel];
+        return &s;
     }
     return nullptr;
+}
+
+std::atomic<std::uint32_t>* bias_busy_of(const segment& seg, std::uint64_t word,
+                                         std::uint32_t channel) noexcept {
+    holder_slot* s = slot_of_word(seg, word);
+    return s ? &s->bias_busy[channel] : nullptr;
 }
 
 bool writer_revoker::revoke(std::uint64_t word, const deadline& until) noexcept {

@@ -45,6 +45,9 @@ bool membarrier_ready() noexcept;
 /// A full barrier on every CPU that runs a registered process. False when the call failed.
 bool membarrier_all() noexcept;
 
+/// The registry slot of the process behind a lease word, found without the registry lock (a
+/// slot stays its process's while it holds a count there), or null when it has none.
+holder_slot* slot_of_word(const segment& seg, std::uint64_t word) noexcept;
 /// The bias_busy word of the process behind a biased lease word, or null when no slot of `seg`
 /// belongs to it any more (it detached or was reaped: it is not inside a message).
 std::atomic<std::uint32_t>* bias_busy_of(const segment& seg, std::uint64_t word,

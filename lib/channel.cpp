@@ -497,7 +497,8 @@ bool channel::bias_due(bool uncontended, bool again) noexcept {
     bias_streak_.store(0, std::memory_order_relaxed);
     if (!membarrier_ready()) return false;
     // This process's only handle on this side (bias.hpp): a queue's handles, a Pipe's writer ends.
-    holder_slot* slot = registry::slot_of(*seg_, self());
+    // Looked up without the registry lock, which a stopped process may hold for seconds.
+    holder_slot* slot = slot_of_word(*seg_, robust_mutex::self_word());
     if (!slot) return false;
     const std::uint32_t end = eof_rules_ ? writer_end(index_) : queue_handle_end;
     if (slot->count[end].load(std::memory_order_relaxed) != 1) return false;
