@@ -92,7 +92,9 @@ bool writer_revoker::revoke(std::uint64_t word, const deadline& until) noexcept 
                                          foreign))
                 break;   // died inside a message: nothing of it was published
         }
-        if (until.expired()) return false;
+        // As lock() spins a little even for a caller that may not wait (put_nowait): a holder
+        // inside its message is usually out of it within these spins.
+        if (spins >= 256 && until.expired()) return false;
         // A message is a copy of at most bias_max bytes; longer means the holder was preempted.
         if (spins < 256) cpu_relax();
         else std::this_thread::sleep_for(std::chrono::microseconds(50));
