@@ -111,8 +111,8 @@ std::optional<quiet_snapshot> quiet(const segment& seg) noexcept {
         return owner == 0 || robust_mutex::owner_dead(owner, foreign);
     };
     // A biased writer takes no lease per message and bumps no gen (bias.hpp): take the bias
-    // away first, without waiting (a holder inside a message makes this snapshot fail). Its
-    // next message then takes the lease the plain way.
+    // away first, with no more wait than the revoker's short spin (a holder still inside a
+    // message then makes this snapshot fail). Its next message takes the lease the plain way.
     const std::uint64_t w = ch.wlock.owner();
     if (w & robust_mutex::biased_bit) {
         writer_revoker revoker(seg, 0);
