@@ -46,6 +46,7 @@ struct shared_counts {
     std::atomic<std::uint64_t> kill_at;      // kill self at this "inside" count (0: never)
     std::atomic<std::uint64_t> sent;         // messages a writer completed
     std::atomic<std::uint32_t> stop;         // a writer that sends "until told" stops
+    std::atomic<std::uint32_t> b_started;    // another_writer_takes_the_bias_away: B's first is in
     // a_holder_stopped_before_its_mark_finds_its_bias_gone: who is who, and the steps.
     std::atomic<std::int32_t> holder_pid, stop_at, holder_stopped, other_inside;
 };
@@ -197,13 +198,15 @@ BOOST_AUTO_TEST_CASE(another_writer_takes_the_bias_away, *utf::timeout(60)) {
     auto [r, w] = Pipe(false);
     constexpr std::uint32_t n_b = 5000;
     // A writes 400 messages alone (nobody reads yet, so no reader sleeps and seals it: it is
-    // biased after 256), then goes on until B has written all of its messages. B starts after
-    // the 400th, so its first message finds A biased.
+    // biased after 256) and waits, biased and idle, for B's first message, which must take the
+    // bias away; then both write until B has written all of its messages, and only then
+    // does this process read.
     scoped_child a([&, &w = w, &r = r] {
         r.close();
         std::uint32_t i = 0;
         while (i < 400) w.send_bytes(tagged(0, i++));
         counts->sent.store(i);
+        for (int k = 0; k < 10000 && !counts->b_started.load(); ++k) std::this_thread::sleep_for(1ms);
         while (!counts->stop.load()) w.send_bytes(tagged(0, i++));
         counts->sent.store(i);
         return counts->granted.load() >= 1 ? 0 : 1;
@@ -212,12 +215,15 @@ BOOST_AUTO_TEST_CASE(another_writer_takes_the_bias_away, *utf::timeout(60)) {
         r.close();
         watchdog dog(30);
         while (counts->sent.load() == 0) std::this_thread::sleep_for(1ms);
-        for (std::uint32_t i = 0; i < n_b; ++i) w.send_bytes(tagged(1, i));
+        for (std::uint32_t i = 0; i < n_b; ++i) {
+            w.send_bytes(tagged(1, i));
+            if (i == 0) counts->b_started.store(1);   // A may go on
+        }
         counts->stop.store(1);
         return 0;
     });
     w.close();
-    while (counts->sent.load() == 0) std::this_thread::sleep_for(1ms);
+    while (counts->b_started.load() == 0) std::this_thread::sleep_for(1ms);
     // Read until both are done: A's count is known only at the end.
     std::vector<std::uint32_t> next(2, 0);
     std::vector<std::byte> buf(256);
