@@ -326,42 +326,59 @@ BOOST_AUTO_TEST_CASE(streaming_reader_across_each_wrap, *boost::unit_test::timeo
 
 #ifndef NDEBUG
 namespace {
-std::atomic<int> g_parks{0};
+// The parks of the producing child, counted where the reader sees them (shared memory).
+std::atomic<int>* g_parks = nullptr;
 void count_parks(const char* point) {
-    if (std::strcmp(point, "channel.stream.parked") == 0) g_parks.fetch_add(1, std::memory_order_relaxed);
+    if (std::strcmp(point, "channel.stream.parked") == 0) g_parks->fetch_add(1, std::memory_order_relaxed);
 }
 } // namespace
 
 // An unbounded Queue's large puts park their streams (lib/feeder.hpp: the put keeps the writer
 // lease and the feeder thread writes the rest later, with finish_stream) on a ring started below
 // each wrap, so parked streams begin before a wrap and finish after it. Every fourth item is
-// 64-200 KiB on a 16 KiB ring, and the reader pauses now and then, so the puts' short waits run
-// out and they park (the child counts the parks through a test hook and fails without any).
-// Every item must arrive whole and in order, and qsize never count more than the items still to
-// come (finish_stream resuming from a tail without its message count was caught only by this).
+// 64-200 KiB on a 16 KiB ring. Before each of the first six large items, and every 32nd item
+// after, the reader stops until the producer has parked (counted through a test hook): the item
+// cannot finish while nobody reads, so whoever writes it parks, put() after its short direct
+// wait or the feeder thread after its slice. A reader that merely paused now and then left a
+// loaded machine with no park at all in some runs. Every item must arrive whole and in order,
+// and qsize never count more than the items still to come (finish_stream resuming from a tail
+// without its message count was caught only by this).
 BOOST_AUTO_TEST_CASE(parked_streams_across_each_wrap, *boost::unit_test::timeout(120))
 {
     constexpr std::size_t cap = 16 * 1024;
     constexpr int items = 240;
-    constexpr int no_park = 3;
     auto size = [](int i) -> std::size_t {
         return i % 4 == 1 ? (64u << 10) + static_cast<std::size_t>(i) * 577 % (136u << 10)
                           : static_cast<std::size_t>(i) * 37 % 300;
     };
+    auto park_before = [](int i) { return i % 4 == 1 && (i < 24 || i % 32 == 1); };
+    shared_array<std::atomic<int>> parks(1);
+    g_parks = &parks[0];
     for (const auto& b : boundaries) {
         BOOST_TEST_CONTEXT("start below the " << b.what << " wrap") {
+            parks[0] = 0;
             auto q = queue_at(b.packed, 0, cap);
             scoped_child producer([&] {
-                g_parks = 0;
                 sd::test_hook::install(count_parks);
                 for (int i = 0; i < items; ++i) q.put(payload(i, size(i)), true, 10s);
                 q.close();
                 q.join_thread();
                 sd::test_hook::install(nullptr);
-                return g_parks.load() > 0 ? 0 : no_park;
+                return 0;
             });
+            int awaited = 0;
             get_in_order(q, items, size, [&](int i) {
-                if (i % 16 == 15) std::this_thread::sleep_for(2ms);   // the puts' waits run out
+                if (park_before(i + 1)) {
+                    // Bounded: a feeder thread parks after its slice (50 ms), put() sooner.
+                    const auto until = std::chrono::steady_clock::now() + 10s;
+                    while (parks[0].load() <= awaited && std::chrono::steady_clock::now() < until)
+                        std::this_thread::sleep_for(100us);
+                    if (parks[0].load() <= awaited) {
+                        BOOST_ERROR("no park before item " << i + 1);
+                        return false;
+                    }
+                    awaited = parks[0].load();
+                }
                 // The message count in the positions crosses its wrap too: what the ring counts
                 // can never exceed the items still to come.
                 if (q.qsize() <= static_cast<std::size_t>(items - 1 - i)) return true;
@@ -371,6 +388,7 @@ BOOST_AUTO_TEST_CASE(parked_streams_across_each_wrap, *boost::unit_test::timeout
             BOOST_CHECK_EQUAL(producer.wait(20s), 0);
             BOOST_CHECK(q.empty());
             BOOST_CHECK_EQUAL(q.qsize(), 0u);
+            BOOST_TEST_MESSAGE(b.what << ": " << parks[0].load() << " parks");
         }
     }
 }
