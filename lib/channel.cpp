@@ -359,7 +359,7 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
     // Uncontended: one compare-exchange, no clock read (as read() does). A bias this thread
     // held and could not use for this message becomes a plain hold.
     bool asked = false;   // a revoker's bit was on the bias
-    const bool own = bias_holder_.load(std::memory_order_relaxed) == thread_token() && take_own_bias(&asked);
+    const bool own = take_own_bias(&asked);
     const bool fast = !own && st_.wlock.try_lock_fast();
     robust_lock lease = own || fast ? robust_lock(st_.wlock, std::adopt_lock)
                                     : robust_lock(st_.wlock, until, foreign(), &revoker_);
@@ -455,22 +455,30 @@ bool channel::write_biased(std::span<const std::byte> msg, std::uint64_t max_mes
     return true;
 }
 
-bool channel::take_own_bias(bool* asked) noexcept {
+bool channel::unbias(std::uint64_t to, std::uint64_t* was) noexcept {
     auto& word = st_.wlock.word();
-    const std::uint64_t me = robust_mutex::self_word();
-    bias_holder_.store(0, std::memory_order_relaxed);
+    const std::uint64_t mine = robust_mutex::self_word() | robust_mutex::biased_bit;
     std::uint64_t v = word.load(std::memory_order_relaxed);
     // Biased by this process, with or without a revoker's bit: only this thread can hold it
     // (bias.hpp), and it is outside its message, so a revoker waiting for that may as well find
     // the word taken.
-    while ((v & ~robust_mutex::revoke_bit) == (me | robust_mutex::biased_bit)) {
-        if (word.compare_exchange_weak(v, me, std::memory_order_acquire, std::memory_order_relaxed)) {
-            if (asked) *asked = (v & robust_mutex::revoke_bit) != 0;
-            SHMQ_TEST_HOOK("channel.bias.given_up");
+    while ((v & ~robust_mutex::revoke_bit) == mine) {
+        if (word.compare_exchange_weak(v, to, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            if (was) *was = v;
             return true;
         }
     }
     return false;
+}
+
+bool channel::take_own_bias(bool* asked) noexcept {
+    if (bias_holder_.load(std::memory_order_relaxed) != thread_token()) return false;
+    bias_holder_.store(0, std::memory_order_relaxed);
+    std::uint64_t was = 0;
+    if (!unbias(robust_mutex::self_word(), &was)) return false;
+    if (asked) *asked = (was & robust_mutex::revoke_bit) != 0;
+    SHMQ_TEST_HOOK("channel.bias.given_up");
+    return true;
 }
 
 bool channel::bias_due(bool uncontended, bool again) noexcept {
@@ -524,18 +532,13 @@ void channel::drop_bias() noexcept {
     const std::uint64_t holder = bias_holder_.load(std::memory_order_relaxed);
     if (holder == 0 || (holder >> 32) != self_pid()) return;
     bias_holder_.store(0, std::memory_order_relaxed);
-    auto& word = st_.wlock.word();
-    const std::uint64_t me = robust_mutex::self_word() | robust_mutex::biased_bit;
-    std::uint64_t v = word.load(std::memory_order_relaxed);
-    while ((v & ~robust_mutex::revoke_bit) == me &&
-           !word.compare_exchange_weak(v, 0, std::memory_order_release, std::memory_order_relaxed)) {
-    }
+    unbias(0, nullptr);
 }
 
 std::size_t channel::write_some(std::span<const std::span<const std::byte>> msgs,
                                 const deadline& until, std::uint64_t max_messages,
                                 const uncounter* uncount) {
-    const bool own = bias_holder_.load(std::memory_order_relaxed) == thread_token() && take_own_bias();
+    const bool own = take_own_bias();
     robust_lock lease = own ? robust_lock(st_.wlock, std::adopt_lock)
                             : robust_lock(st_.wlock, until, foreign(), &revoker_);
     if (!lease.owns()) return 0;
@@ -1047,7 +1050,7 @@ io_status channel::loan(std::size_t n, const deadline& until, std::byte** data,
     turn_keeper turn{loan_turn_};
     // Taken over from the parent this process was forked from: what it lent is not ours.
     if (inherited) drop_lent(loan_lease_, loan_pid_.load(std::memory_order_relaxed));
-    if (bias_holder_.load(std::memory_order_relaxed) == thread_token() && take_own_bias())
+    if (take_own_bias())
         loan_lease_.emplace(st_.wlock, std::adopt_lock);
     else
         loan_lease_.emplace(st_.wlock, until, foreign(), &revoker_);

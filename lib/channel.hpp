@@ -310,9 +310,12 @@ private:
     /// not (readers gone, a corrupt ring).
     bool write_biased(std::span<const std::byte> msg, std::uint64_t max_messages,
                       const uncounter* uncount, io_status* out);
-    /// Turns the bias this thread holds into a plain hold of the lease (false: already lost);
-    /// *asked: a revoker had raised its bit.
+    /// Turns the bias this thread holds into a plain hold of the lease (false: this thread holds
+    /// none, or lost it); *asked: a revoker had raised its bit.
     bool take_own_bias(bool* asked = nullptr) noexcept;
+    /// Moves the lease word from this process's bias (revoke bit or not) to `to`, its previous
+    /// value in *was; false when the word is not this process's bias.
+    bool unbias(std::uint64_t to, std::uint64_t* was) noexcept;
     /// After a plain write, under the lease: whether this thread may now be biased. `again`:
     /// it held the bias before this message and nobody asked for it.
     bool bias_due(bool uncontended, bool again) noexcept;
