@@ -147,7 +147,7 @@ void feeder::check() const {
 }
 
 void feeder::put(std::span<const std::byte> item, bool block, const timeout_t& timeout,
-                 const std::shared_ptr<void>& owner, std::atomic<std::uint64_t>* unpublished) {
+                 feeder_owner& owner, std::atomic<std::uint64_t>* unpublished) {
     check();
     if (unpublished_.load(std::memory_order_relaxed) != unpublished)
         unpublished_.store(unpublished, std::memory_order_release);
@@ -217,7 +217,7 @@ void feeder::put(std::span<const std::byte> item, bool block, const timeout_t& t
         running_ = true;
         stop_ = false;
         try {
-            thread_ = std::thread([this, owner] { run(owner); });
+            thread_ = std::thread([this, kept = owner.keep_alive()] { run(kept); });
         } catch (const std::system_error& e) {
             running_ = false;
             if (parked.ch) {

@@ -37,9 +37,21 @@
 
 namespace shmq::detail {
 
+/// What a feeder's thread keeps alive while it runs (the queue's state: the feeder itself, its
+/// channel). Asked for a reference only when a thread starts: a shared_ptr passed to every put
+/// cost two locked instructions per put in a process that has ever run a thread (libstdc++
+/// counts references atomically from then on), which is most of what a biased writer saves.
+class feeder_owner {
+public:
+    virtual std::shared_ptr<void> keep_alive() = 0;
+
+protected:
+    ~feeder_owner() = default;
+};
+
 class feeder {
 public:
-    /// max_messages: the ring's message bound (0 = none). owner is kept alive by the thread.
+    /// max_messages: the ring's message bound (0 = none).
     /// what: how errors name the queue ("shmq: queue 'jobs'"). dropped: called (from the failing
     /// thread, under no lock of the channel) with how many items a failure dropped, so the
     /// queue can uncount them from JoinableQueue accounting; may be empty.
@@ -53,7 +65,7 @@ public:
     /// an item under channel::large_item, or when `block` is false; a larger item may wait
     /// for room for about as long as its copy into the backlog would take (direct_wait_per_mib,
     /// feeder.cpp), and no longer than `timeout`. Otherwise appends a copy to the backlog and
-    /// starts the thread (owner keeps what it needs alive while it runs). Never waits for a
+    /// starts the thread (holding owner.keep_alive() while it runs). Never waits for a
     /// reader beyond that. Throws broken_error once the thread has
     /// failed (and from the ring), error (with errno) when no thread can be started or the copy
     /// cannot be allocated; the item is then not queued.
@@ -61,7 +73,7 @@ public:
     /// layout.hpp holder_slot), decremented with pending_ just before each item is published;
     /// null for other queues. The same pointer on every put of this process.
     void put(std::span<const std::byte> item, bool block, const timeout_t& timeout,
-             const std::shared_ptr<void>& owner, std::atomic<std::uint64_t>* unpublished = nullptr);
+             feeder_owner& owner, std::atomic<std::uint64_t>* unpublished = nullptr);
     /// Throws broken_error when the thread has failed (see above).
     void check() const;
     /// Items of this process not yet in shared memory (backlog plus the batch being written).

@@ -144,7 +144,9 @@ std::optional<quiet_snapshot> quiet(const segment& seg) noexcept {
 
 } // namespace
 
-class shm_queue final : public queue_impl, public std::enable_shared_from_this<shm_queue> {
+class shm_queue final : public queue_impl,
+                        public feeder_owner,
+                        public std::enable_shared_from_this<shm_queue> {
 public:
     /// adopt: seg was just created with this process pre-attached (lifecycle::create).
     shm_queue(std::shared_ptr<segment> seg, queue_flavor flavor, bool adopt = false)
@@ -270,6 +272,7 @@ public:
     std::int64_t maxsize() const noexcept override { return maxsize_; }
     void close() noexcept override;
     void check_open() const override;
+    std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
     bool remove_if_named_here() const noexcept override {
         return seg_->named_here() && segment::remove(seg_->name());
     }
@@ -372,7 +375,7 @@ void shm_queue::put(std::span<const std::byte> item, bool block, const timeout_t
     bool handed_over = false;   // published, or in the backlog (which then accounts for it)
     try {
         if (q.feeder_) {
-            q.feeder_->put(item, block, timeout, shared_from_this(), unpublished);
+            q.feeder_->put(item, block, timeout, q, unpublished);
             handed_over = true;
             q.seg_->check_lost();   // written into a truncated segment's stand-in: not delivered
             return;
