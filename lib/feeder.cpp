@@ -80,8 +80,9 @@ struct feeder_list {
 
     // Process exit (atexit) or a Process child's exit: every backlog reaches shared memory unless
     // its queue was cancel_join_thread()ed, and a thread lingering on an empty backlog
-    // (idle_linger) ends now rather than while the process tears down its statics. Not joined:
-    // another thread of the process may still be putting (and so starting a thread) meanwhile.
+    // (idle_linger) ends now, and is joined, rather than while the process tears down its
+    // statics. Another thread of the process may still be putting (and so starting a thread)
+    // meanwhile: that one is joined by the queue's handle, as ever.
     static void flush_all() {
         std::lock_guard<std::mutex> lock(mutex());
         for (feeder* f = first(); f; f = f->next_) {
@@ -431,9 +432,18 @@ void feeder::cancel() noexcept {
 }
 
 void feeder::end_lingering() noexcept {
-    std::lock_guard<std::mutex> lock(m_);
+    std::unique_lock<std::mutex> lock(m_);
     stop_ = true;   // cleared by the next put() that has to start a thread
     work_.notify_all();
+    // A drained thread ends at once now: join it, so that the process does not exit with an
+    // ended thread nobody joined (ThreadSanitizer reports one as a leak in every Process child
+    // that used an unbounded Queue). Under m_, as put() joins: a put() of another thread then
+    // starts a new one. The thread needs m_ no more once running_ is false, and its reference
+    // to the queue is never the last while a handle can still stop() it. A thread still
+    // writing (a cancelled queue's) is left to go on, as before.
+    if (!drained()) return;
+    drained_.wait(lock, [&] { return !running_; });
+    if (thread_.joinable()) thread_.join();
 }
 
 void feeder::stop() noexcept {

@@ -93,7 +93,8 @@ public:
     /// Ends the thread: joins it (after flush) or, when cancelled, detaches it. Never throws.
     void stop() noexcept;
     /// Tells a thread waiting on an empty backlog to end now instead of after idle_linger (it
-    /// still writes anything put meanwhile first). Does not wait for it. Never throws.
+    /// still writes anything put meanwhile first), and joins a thread that has nothing left to
+    /// write (or has ended by itself); one still writing is not waited for. Never throws.
     void end_lingering() noexcept;
 
 private:
