@@ -2,6 +2,7 @@
 // Pollable handles: see poller.hpp and doc/design.md ("Pollable handles").
 #include "poller.hpp"
 
+#include "bias.hpp"
 #include "registry.hpp"
 
 #include <shmq/errors.hpp>
@@ -31,6 +32,10 @@ namespace {
 // The same bound as the liveness checks of blocking reads (README: a peer's death shows within
 // 100 ms).
 constexpr long fallback_period_ns = 50'000'000;
+// Where a biased writer's publications cannot be fenced (seal() failed: membarrier refused to
+// this process), the fd turns readable this often instead, as a blocking read sleeps in slices
+// of bias_blind_sleep: its wake-up may be missed, a look this often is not.
+constexpr long blind_period_ns = std::chrono::nanoseconds(bias_blind_sleep).count();
 
 [[noreturn]] void fail(const char* call) {
     const int e = errno;
@@ -222,7 +227,8 @@ void poller::forget_in_child() noexcept {
     peers_.clear();
     for (int* fd : {&sock_, &epfd_, &timer_})
         if (*fd >= 0) ::close(*fd), *fd = -1;
-    timer_on_ = false;
+    timer_ns_ = 0;
+    watch_blind_ = false;
 }
 
 poller::~poller() {
@@ -261,7 +267,7 @@ bool poller::drain() noexcept {
         for (int i = 0; i < n; ++i) holder |= msgs[i].msg_len == 1 && bytes[i] == poke_holder;
         if (n < static_cast<int>(batch)) break;
     }
-    if (timer_on_) {
+    if (timer_ns_) {
         std::uint64_t ticks;
         [[maybe_unused]] auto r = ::read(timer_, &ticks, sizeof ticks);
     }
@@ -290,7 +296,7 @@ bool poller::reap_fired() noexcept {
         }
         if (n < 8 || !removed) break;
     }
-    if (fired || timer_on_) {
+    if (fired || watch_blind_) {
         registry::reap(*seg_, watch_end_);   // not throttled: we know someone ended
         seen_holders_ = ~0u;                     // look at the holders again
     }
@@ -359,12 +365,12 @@ void poller::track_peers(bool force) noexcept {
             ::close(p.pidfd);
         }
     peers_ = std::move(next);
-    set_fallback_timer(blind);
+    watch_blind_ = blind;
 }
 
-void poller::set_fallback_timer(bool on) noexcept {
-    if (on == timer_on_) return;
-    if (on && timer_ < 0) {
+void poller::set_timer(long period_ns) noexcept {
+    if (period_ns == timer_ns_) return;
+    if (period_ns && timer_ < 0) {
         timer_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
         if (timer_ < 0) return;   // nothing better to do: dead peers then show at the next wake
         epoll_event ev{};
@@ -377,9 +383,9 @@ void poller::set_fallback_timer(bool on) noexcept {
         }
     }
     itimerspec spec{};
-    if (on) spec.it_interval.tv_nsec = spec.it_value.tv_nsec = fallback_period_ns;
+    spec.it_interval.tv_nsec = spec.it_value.tv_nsec = period_ns;
     ::timerfd_settime(timer_, 0, &spec, nullptr);
-    timer_on_ = on;
+    timer_ns_ = period_ns;
 }
 
 void poller::poke_self() noexcept {
@@ -404,11 +410,14 @@ bool poller::rearm() noexcept {
     std::atomic_thread_fence(std::memory_order_release);
     ch_.data_event().prepare();   // sleeper bit + seq_cst fence, then the check (event.hpp)
     // A biased writer notifies without a fence (bias.hpp): make its publications visible to the
-    // check. Where membarrier fails, say readable (a spurious wake-up, which the contract
-    // allows) rather than risk sleeping through a message.
-    bool ready = !ch_.seal_writer();
+    // check. Where membarrier fails, the timer looks again soon (blind_period_ns). Saying
+    // "readable" instead spun an event loop at full speed for as long as an idle holder kept
+    // its bias: every look re-armed, failed to seal, and said readable again.
+    const bool sealed = ch_.seal_writer();
+    set_timer(!sealed ? blind_period_ns : watch_blind_ ? fallback_period_ns : 0);
+    bool ready = false;
     try {
-        ready = ch_.readable_now() || ready;
+        ready = ch_.readable_now();
     } catch (...) {
         ready = true;   // a corrupt ring: let the read report it
     }

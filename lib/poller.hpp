@@ -83,7 +83,8 @@ private:
     bool drain() noexcept;        // true when a newcomer announced itself (announce_holder)
     bool reap_fired() noexcept;   // true when a peer ended (and was reaped)
     void track_peers(bool force) noexcept;
-    void set_fallback_timer(bool on) noexcept;
+    /// The periodic timer that turns the fd readable every `period_ns` (0: off).
+    void set_timer(long period_ns) noexcept;
     void poke_self() noexcept;
 
     std::shared_ptr<segment> seg_;
@@ -94,7 +95,8 @@ private:
     std::uint64_t key_ = 0;
     std::atomic<std::uint64_t>* slot_ = nullptr;
     int sock_ = -1, epfd_ = -1, timer_ = -1;
-    bool timer_on_ = false;
+    long timer_ns_ = 0;          // the timer's period, 0 when off
+    bool watch_blind_ = false;   // a holder not watched by a pidfd: the timer looks for the dead
     std::uint32_t seen_holders_ = ~0u;   // registry holders of watch_end_ when peers_ was made
     std::vector<peer> peers_;
     std::mutex mutex_;                   // threads of this process share the handle

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: BSL-1.0
 // Test hooks: named points in the shared-memory protocol where a test can stop, kill or delay the
-// calling thread, and a start position for new channels, so tests reach on purpose the states that
-// short friendly tests never reach (a writer killed between two stores, a ring just below a wrap).
+// calling thread, a start position for new channels, and a membarrier that fails on demand, so
+// tests reach on purpose the states that short friendly tests never reach (a writer killed between
+// two stores, a ring just below a wrap, a reader or revoker that cannot fence a biased writer).
 //
 // Compiled out of release builds (NDEBUG): SHMQ_TEST_HOOK(name) is then nothing, and
-// start_position() has no effect. In debug, sanitize and tsan builds a hook point costs one relaxed
-// load when no hook is installed.
+// start_position() and refuse_membarrier() have no effect. In debug, sanitize and tsan builds a
+// hook point costs one relaxed load when no hook is installed.
 //
 // Hook points (each at the place in lib/ that names it):
 //   "channel.write.copied"        writer lease held, record copied, tail not yet stored
@@ -50,11 +51,19 @@ void reach(const char* point) noexcept;
 /// layout.hpp: low 36 bits bytes, high 28 bits messages); 0 restores the default.
 void start_position(std::uint64_t packed) noexcept;
 std::uint64_t start_position() noexcept;
+/// While on, membarrier_all() (lib/bias.hpp) fails in this process, as where a seccomp filter
+/// refuses the call: its revokers cannot fence a biased writer and its readers sleep in blind
+/// slices. membarrier_ready() is not affected, so a writer is biased first. Process-wide,
+/// inherited by forked children.
+void refuse_membarrier(bool on) noexcept;
+bool membarrier_refused() noexcept;
 #define SHMQ_TEST_HOOK(point) ::shmq::detail::test_hook::reach(point)
 #else
 inline void install(function) noexcept {}
 inline void start_position(std::uint64_t) noexcept {}
 inline std::uint64_t start_position() noexcept { return 0; }
+inline void refuse_membarrier(bool) noexcept {}
+inline bool membarrier_refused() noexcept { return false; }
 #define SHMQ_TEST_HOOK(point) ((void)0)
 #endif
 
