@@ -393,3 +393,122 @@ BOOST_AUTO_TEST_CASE(parked_streams_across_each_wrap, *boost::unit_test::timeout
     }
 }
 #endif
+
+#ifndef NDEBUG
+namespace {
+// The biased writer's reaches, counted in the writing child and seen by the reader: grants,
+// biased messages, and which message indices were written biased.
+std::atomic<std::uint64_t>* g_bias_counts = nullptr;   // [0] granted, [1] inside
+std::atomic<std::uint8_t>* g_biased = nullptr;         // per message index
+int g_sending = 0;                                     // the index the child sends now
+void count_bias(const char* point) {
+    if (std::strcmp(point, "channel.bias.granted") == 0) {
+        g_bias_counts[0].fetch_add(1, std::memory_order_relaxed);
+    } else if (std::strcmp(point, "channel.bias.inside") == 0) {
+        g_bias_counts[1].fetch_add(1, std::memory_order_relaxed);
+        g_biased[g_sending].store(1, std::memory_order_relaxed);
+    }
+}
+
+/// The index of the message whose record carries a ring started at `start` across the byte
+/// wrap, and of the one that carries it across the message wrap (-1: none within n), as
+/// channel::place and ring::advance move it: a record that does not fit before the ring's end
+/// goes after a pad record, which counts bytes and no message.
+template <class Size>
+std::pair<int, int> wrap_crossings(std::uint64_t start, std::uint64_t cap, int n, Size size) {
+    std::uint64_t bytes = sd::ring::bytes_of(start), msgs = sd::ring::msgs_of(start);
+    int at_bytes = -1, at_msgs = -1;
+    for (int i = 0; i < n; ++i) {
+        const std::uint64_t need = sd::ring::footprint(size(i));
+        const std::uint64_t cont = cap - (bytes & (cap - 1));
+        bytes += (need > cont ? cont : 0) + need;
+        ++msgs;
+        if (at_bytes < 0 && bytes >= byte_wrap) at_bytes = i;
+        if (at_msgs < 0 && msgs >= msg_wrap) at_msgs = i;
+    }
+    return {at_bytes, at_msgs};
+}
+} // namespace
+
+// The biased writer lease (lib/bias.hpp) across each wrap: a writer alone is biased after 256
+// messages and then writes without the lease, computing positions on its own (write_biased).
+// Each ring starts 800 messages and 8 ring turns (same ring offsets) before a boundary, so the
+// writer is biased long before the byte and message wraps and goes on biased across them. The
+// reader never sleeps (it looks without waiting and yields): a sleeping reader seals the bias,
+// and the writer would then write its next 256 messages plain, maybe the ones across a wrap.
+// Every message must arrive whole and in order, and messages before and after each wrap must
+// have been written biased (which ones: counted through the test hook in the child).
+BOOST_AUTO_TEST_CASE(biased_writer_across_each_wrap, *boost::unit_test::timeout(120))
+{
+    constexpr std::size_t cap = 16 * 1024;
+    constexpr int messages = 3000, lead = 800;
+    auto size = [](int i) -> std::size_t {
+        std::uint64_t x = static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+        return (x ^ (x >> 29)) % 301;
+    };
+    shared_array<std::atomic<std::uint64_t>> counted(2);
+    shared_array<std::atomic<std::uint8_t>> biased(messages);
+    g_bias_counts = &counted[0];
+    g_biased = &biased[0];
+    for (const auto& b : boundaries) {
+        BOOST_TEST_CONTEXT("start below the " << b.what << " wrap") {
+            counted[0] = 0;
+            counted[1] = 0;
+            for (int i = 0; i < messages; ++i) biased[i] = 0;
+            const std::uint64_t start = pack(sd::ring::msgs_of(b.packed) - lead,
+                                             sd::ring::bytes_of(b.packed) - 8 * cap);
+            const auto [at_bytes, at_msgs] = wrap_crossings(start, cap, messages, size);
+            // Each wrap within reach comes long after the grant (-1: not within reach).
+            BOOST_TEST_REQUIRE(at_bytes > lead / 2);
+            BOOST_TEST_REQUIRE((at_msgs == -1 || at_msgs > lead / 2));
+            std::optional<std::pair<shmq::Connection, shmq::Connection>> ends;
+            {
+                start_at guard(start);
+                ends.emplace(shmq::Pipe(false, small_ring(cap)));
+            }
+            auto& [rx, tx] = *ends;
+            scoped_child writer([&] {
+                rx.close();
+                sd::test_hook::install(count_bias);
+                for (int i = 0; i < messages; ++i) {
+                    g_sending = i;
+                    tx.send_bytes(make_pattern(size(i), i));
+                }
+                sd::test_hook::install(nullptr);
+                return 0;
+            });
+            tx.close();
+            int bad = 0;
+            for (int i = 0; i < messages && bad < 5; ++i) {
+                const auto until = std::chrono::steady_clock::now() + 10s;
+                bool arrived;
+                while (!(arrived = rx.poll(0s)) && std::chrono::steady_clock::now() < until)
+                    std::this_thread::yield();
+                if (!arrived) {
+                    BOOST_ERROR("message " << i << " did not arrive");
+                    break;
+                }
+                auto m = rx.recv_bytes();
+                if (m.size() != size(i) || !matches_pattern(m, i)) {
+                    BOOST_ERROR("message " << i << ": " << m.size() << " bytes, expected " << size(i));
+                    ++bad;
+                }
+            }
+            BOOST_CHECK_EQUAL(writer.wait(20s), 0);
+            BOOST_CHECK_THROW(rx.recv_bytes(), shmq::eof_error);
+            BOOST_TEST(counted[0].load() > 0u);
+            BOOST_TEST(counted[1].load() > 0u);
+            for (const int at : {at_bytes, at_msgs}) {
+                if (at < 0) continue;
+                int before = 0, after = 0;
+                for (int i = 0; i < messages; ++i)
+                    if (biased[i].load()) ++(i < at ? before : after);
+                BOOST_TEST_MESSAGE(b.what << ": wrap at message " << at << ", " << before
+                                          << " biased before, " << after << " after");
+                BOOST_TEST(before > 0);
+                BOOST_TEST(after > 0);
+            }
+        }
+    }
+}
+#endif
