@@ -415,9 +415,10 @@ bool poller::rearm() noexcept {
     // its bias: every look re-armed, failed to seal, and said readable again.
     const bool sealed = ch_.seal_writer();
     set_timer(!sealed ? blind_period_ns : watch_blind_ ? fallback_period_ns : 0);
-    bool ready = false;
+    // No timer (no descriptor left for one): a spurious wake-up is then the only safe answer.
+    bool ready = !sealed && timer_ns_ != blind_period_ns;
     try {
-        ready = ch_.readable_now();
+        ready = ch_.readable_now() || ready;
     } catch (...) {
         ready = true;   // a corrupt ring: let the read report it
     }

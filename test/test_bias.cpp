@@ -26,6 +26,7 @@
 #include "test_fixtures.hpp"
 #include "test_hook.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -35,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -685,6 +687,54 @@ BOOST_AUTO_TEST_CASE(a_waiting_reader_is_woken_by_biased_writers, *utf::timeout(
 BOOST_AUTO_TEST_CASE(a_waiting_reader_that_cannot_fence_misses_nothing, *utf::timeout(120)) {
     for (waiting how : {waiting::poll, waiting::wait_connections, waiting::wait_objects})
         BOOST_TEST_CONTEXT(name_of(how)) { a_waiting_reader_sees_every_message(how, true); }
+}
+
+// A poller that cannot fence and cannot get a timer either (its process at the fd limit) turns
+// its fileno() readable at once, a spurious wake-up, rather than let an event loop sleep without
+// a look (wait() confirms readiness, so it loops instead of returning). The reader is the child (it exhausts its descriptors and refuses membarrier);
+// this process is the biased writer, idle until the child has waited, then sends one more.
+BOOST_AUTO_TEST_CASE(a_poller_without_a_timer_says_readable_rather_than_sleep_blind, *utf::timeout(60)) {
+    counted c;
+    auto [r, w] = Pipe(false);
+    constexpr std::uint32_t first = 300;
+    enum : int { no_go = 10, missing = 11, bad = 12, not_exhausted = 13, slept = 14, last_missing = 15 };
+    scoped_child reader([&, &r = r, &w = w]() -> int {
+        w.close();
+        for (int k = 0; k < 20000 && !counts->ready.load(); ++k) std::this_thread::sleep_for(1ms);
+        if (!counts->ready.load()) return no_go;
+        std::vector<std::byte> buf(8192);
+        auto next_is = [&](std::uint32_t seq) -> int {
+            if (!r.poll(5s)) return missing;
+            const std::size_t n = r.recv_bytes_into(buf);
+            const auto want = tagged(0, seq);
+            return n == want.size() && std::equal(want.begin(), want.end(), buf.begin()) ? 0 : bad;
+        };
+        for (std::uint32_t i = 0; i < first; ++i)
+            if (const int e = next_is(i)) return e;
+        // The poller exists (membarrier still works here), then neither the call nor a new
+        // descriptor is to be had; a look (poll) re-arms it.
+        const int fd = r.fileno();
+        sd::test_hook::refuse_membarrier(true);
+        const rlimit old = exhaust_fds();
+        if (!at_fd_limit()) return not_exhausted;
+        if (r.poll(0ms)) return bad;   // nothing there yet
+        pollfd p{fd, POLLIN, 0};
+        const auto t0 = clk::now();
+        const int n = ::poll(&p, 1, 2000);
+        const bool early = n == 1 && clk::now() - t0 < 1s;
+        ::setrlimit(RLIMIT_NOFILE, &old);
+        if (!early) return slept;
+        counts->go.store(1);
+        if (next_is(first) != 0) return last_missing;
+        return 0;
+    });
+    r.close();
+    for (std::uint32_t i = 0; i < first; ++i) w.send_bytes(tagged(0, i));
+    BOOST_REQUIRE(counts->granted.load() >= 1u);   // biased, and nobody read meanwhile
+    counts->ready.store(1);
+    BOOST_REQUIRE(eventually([&] { return counts->go.load() || reader.exited(); }));
+    if (counts->go.load()) w.send_bytes(tagged(0, first));
+    BOOST_TEST(reader.wait(20s) == 0);
 }
 
 namespace {
