@@ -40,6 +40,8 @@
 #include <vector>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -327,6 +329,39 @@ template <class Make> int die_holding(Make make) {
     const int status = child.wait(10s);
     return made || status != -SIGKILL ? status : child_wait_failed;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Descriptor exhaustion.
+
+/// Lowers RLIMIT_NOFILE to just above the highest descriptor in use and fills the holes below it
+/// with /dev/null: the next open() fails with EMFILE. Returns the previous limit.
+inline rlimit exhaust_fds() {
+    rlimit old{};
+    ::getrlimit(RLIMIT_NOFILE, &old);
+    int highest = 2;
+    if (DIR* d = ::opendir("/proc/self/fd")) {
+        const int own = ::dirfd(d);
+        while (dirent* e = ::readdir(d))
+            if (e->d_name[0] != '.' && std::atoi(e->d_name) != own) highest = std::max(highest, std::atoi(e->d_name));
+        ::closedir(d);
+    }
+    rlimit lim = old;
+    lim.rlim_cur = static_cast<rlim_t>(highest) + 1;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    while (::open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0) {
+    }
+    return old;
+}
+
+inline bool at_fd_limit() {
+    int fd = ::open("/dev/null", O_RDONLY);
+    if (fd >= 0) {
+        ::close(fd);
+        return false;
+    }
+    return errno == EMFILE;
+}
+
 
 // ---------------------------------------------------------------------------------------------
 // Shared scratch memory for children to report through (counters, flags, results).

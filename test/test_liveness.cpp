@@ -37,35 +37,6 @@ shmq::options small_ring(std::size_t cap) {
     return o;
 }
 
-/// Lowers RLIMIT_NOFILE to just above the highest descriptor in use and fills the holes below it
-/// with /dev/null: the next open() fails with EMFILE. Returns the previous limit.
-rlimit exhaust_fds() {
-    rlimit old{};
-    ::getrlimit(RLIMIT_NOFILE, &old);
-    int highest = 2;
-    if (DIR* d = ::opendir("/proc/self/fd")) {
-        const int own = ::dirfd(d);
-        while (dirent* e = ::readdir(d))
-            if (e->d_name[0] != '.' && std::atoi(e->d_name) != own) highest = std::max(highest, std::atoi(e->d_name));
-        ::closedir(d);
-    }
-    rlimit lim = old;
-    lim.rlim_cur = static_cast<rlim_t>(highest) + 1;
-    ::setrlimit(RLIMIT_NOFILE, &lim);
-    while (::open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0) {
-    }
-    return old;
-}
-
-bool at_fd_limit() {
-    int fd = ::open("/dev/null", O_RDONLY);
-    if (fd >= 0) {
-        ::close(fd);
-        return false;
-    }
-    return errno == EMFILE;
-}
-
 } // namespace
 
 // A.2: a reader at its fd limit polls a Pipe whose writer is alive and silent: no EOF.

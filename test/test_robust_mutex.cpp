@@ -32,22 +32,6 @@ void die_holding(sd::robust_mutex& m) {
     BOOST_REQUIRE_EQUAL(owner.wait(5s), 0);
 }
 
-void exhaust_fds() {
-    int highest = 2;
-    if (DIR* d = ::opendir("/proc/self/fd")) {
-        const int own = ::dirfd(d);
-        while (dirent* e = ::readdir(d))
-            if (e->d_name[0] != '.' && std::atoi(e->d_name) != own) highest = std::max(highest, std::atoi(e->d_name));
-        ::closedir(d);
-    }
-    rlimit lim{};
-    ::getrlimit(RLIMIT_NOFILE, &lim);
-    lim.rlim_cur = static_cast<rlim_t>(highest) + 1;
-    ::setrlimit(RLIMIT_NOFILE, &lim);
-    while (::open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0) {
-    }
-}
-
 } // namespace
 
 BOOST_AUTO_TEST_CASE(lock_try_lock_unlock_across_processes, *boost::unit_test::timeout(30))
