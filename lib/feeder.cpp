@@ -440,10 +440,12 @@ void feeder::end_lingering() noexcept {
     // that used an unbounded Queue). Under m_, as put() joins: a put() of another thread then
     // starts a new one. The thread needs m_ no more once running_ is false, and its reference
     // to the queue is never the last while a handle can still stop() it. A thread still
-    // writing (a cancelled queue's) is left to go on, as before.
+    // writing (a cancelled queue's) is left to go on, as before, and so is one that another
+    // thread's put() gives more to meanwhile: the wait is bounded (a drained thread ends within
+    // microseconds), since that one could write for as long as the ring stays full.
     if (!drained()) return;
-    drained_.wait(lock, [&] { return !running_; });
-    if (thread_.joinable()) thread_.join();
+    drained_.wait_for(lock, idle_linger, [&] { return !running_ || !drained(); });
+    if (!running_ && thread_.joinable()) thread_.join();
 }
 
 void feeder::stop() noexcept {
