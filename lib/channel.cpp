@@ -387,24 +387,26 @@ io_status channel::write(std::span<const std::byte> msg, const deadline& until,
         default: return io_status::timed_out;
         }
     }
-    publish_whole(msg, tail, need, uncount);
+    tail = publish_whole(msg, tail, need, uncount);
     // A bias given up only because this message did not fit is granted again at once.
-    if (bias_due(fast && alone, own && !asked) && grant_bias()) lease.release();   // kept, biased
+    if (bias_due(fast && alone, own && !asked) && grant_bias(tail)) lease.release();   // kept, biased
     else lease.unlock();
     notify_data();
     return io_status::ok;
 }
 
-void channel::publish_whole(std::span<const std::byte> msg, std::uint64_t tail, std::uint64_t need,
-                            const uncounter* uncount) noexcept {
+std::uint64_t channel::publish_whole(std::span<const std::byte> msg, std::uint64_t tail,
+                                    std::uint64_t need, const uncounter* uncount) noexcept {
     const std::uint64_t off = place(tail, need);
     ring::write_header(ring_, off, static_cast<std::uint32_t>(msg.size()), ring::kind::whole);
     if (!msg.empty()) std::memcpy(ring_ + off + ring::header_size, msg.data(), msg.size());
     SHMQ_TEST_HOOK("channel.write.copied");
     if (uncount) uncount->fetch_sub(1, std::memory_order_acq_rel);
     SHMQ_TEST_HOOK("channel.write.uncounted");
-    st_.tail.store(ring::advance(tail, need, 1), std::memory_order_release);
+    const std::uint64_t published = ring::advance(tail, need, 1);
+    st_.tail.store(published, std::memory_order_release);
     SHMQ_TEST_HOOK("channel.write.published");
+    return published;
 }
 
 std::uint64_t channel::thread_token() noexcept {
@@ -426,7 +428,9 @@ bool channel::write_biased(std::span<const std::byte> msg, std::uint64_t max_mes
         if (reap_due()) registry::reap(*seg_, reader_end(index_));
         if (readers_gone()) return false;   // the plain path says broken_pipe
     }
-    std::uint64_t tail = load_tail();
+    // Not st_.tail: that line is what a spinning reader keeps loading, so reading it here costs
+    // a transfer back from the reader's core on every message (bias_tail_).
+    std::uint64_t tail = bias_tail_;
     const std::uint64_t need = ring::footprint(msg.size());
     const std::uint64_t room = room_for(tail, need);
     if (!fits_cached(tail, room, max_messages)) {
@@ -446,7 +450,7 @@ bool channel::write_biased(std::span<const std::byte> msg, std::uint64_t max_mes
         return false;
     }
     SHMQ_TEST_HOOK("channel.bias.inside");
-    publish_whole(msg, tail, need, uncount);
+    bias_tail_ = publish_whole(msg, tail, need, uncount);
     // Released: a revoker that reads 0 (acquire) sees everything this message wrote.
     bias_busy_->store(0, std::memory_order_release);
     // No fence: a reader going to sleep runs membarrier instead (seal).
@@ -514,8 +518,9 @@ bool channel::bias_due(bool uncontended, bool again) noexcept {
     return true;
 }
 
-bool channel::grant_bias() noexcept {
+bool channel::grant_bias(std::uint64_t tail) noexcept {
     bias_busy_->store(0, std::memory_order_relaxed);
+    bias_tail_ = tail;
     bias_holder_.store(thread_token(), std::memory_order_relaxed);
     std::uint64_t me = robust_mutex::self_word();
     // Exactly the plain word: with the waiters bit set, somebody sleeps for the lease.

@@ -303,6 +303,13 @@ private:
     std::atomic<std::uint64_t> bias_thread_{0}, bias_holder_{0};
     std::atomic<std::uint32_t> bias_streak_{0};
     std::atomic<std::uint32_t>* bias_busy_ = nullptr;
+    // The tail as the bias holder left it: set at the grant, moved by each biased message, read
+    // only by the holder thread (a plain member). Exact while the bias holds, since no other
+    // writer moves tail without first revoking the bias, and a bias is only ever granted again
+    // through grant_bias. Loading st_.tail instead made the 64 B round trip 804-820 ns here
+    // against 652-660: a waiting reader spins on that line, so the load missed on every message
+    // (doc/design.md §5, "The holder's own tail").
+    std::uint64_t bias_tail_ = 0;
     writer_revoker revoker_;
     static std::uint64_t thread_token() noexcept;
     /// write() with the bias this thread holds: true (and *out) when it wrote; false when the
@@ -319,8 +326,9 @@ private:
     /// After a plain write, under the lease: whether this thread may now be biased. `again`:
     /// it held the bias before this message and nobody asked for it.
     bool bias_due(bool uncontended, bool again) noexcept;
-    /// Makes the plain hold a bias (false: a waiter came, unlock the plain way).
-    bool grant_bias() noexcept;
+    /// Makes the plain hold a bias (false: a waiter came, unlock the plain way); `tail` is
+    /// where this hold left the ring's tail.
+    bool grant_bias(std::uint64_t tail) noexcept;
     /// Frees a bias of this process's at close (no thread writes through the handle any more).
     void drop_bias() noexcept;
     const std::atomic<std::uint32_t>* foreign() const noexcept;
@@ -332,8 +340,9 @@ private:
     bool fits_cached(std::uint64_t tail, std::uint64_t need, std::uint64_t max_messages) const noexcept;
     /// Under the writer lease (or a bias), room checked: writes msg as one whole record of
     /// `need` bytes at tail, uncounts it and publishes it. Never throws and never waits.
-    void publish_whole(std::span<const std::byte> msg, std::uint64_t tail, std::uint64_t need,
-                       const uncounter* uncount) noexcept;
+    /// Returns the tail it published.
+    std::uint64_t publish_whole(std::span<const std::byte> msg, std::uint64_t tail, std::uint64_t need,
+                                const uncounter* uncount) noexcept;
     /// Records `need` bytes (and a pad first if they would cross the end) at tail; returns the
     /// offset where the record goes and updates tail past the pad.
     std::uint64_t place(std::uint64_t& tail, std::uint64_t need) noexcept;
