@@ -297,7 +297,12 @@ BOOST_AUTO_TEST_CASE(another_writer_takes_the_bias_away, *utf::timeout(60)) {
         counts->sent.store(i);
         for (int k = 0; k < 10000 && !counts->b_started.load(); ++k) std::this_thread::sleep_for(1ms);
         while (!counts->stop.load()) w.send_bytes(tagged(0, i++));
+        // B is done: A writes alone again and is biased again, after B moved tail. Its copy of
+        // tail (channel::bias_tail_) must come from this grant, not from its first bias.
+        const std::uint64_t before = counts->granted.load();
+        for (int k = 0; k < 1000; ++k) w.send_bytes(tagged(0, i++));
         counts->sent.store(i);
+        if (counts->granted.load() <= before) return 2;
         return counts->granted.load() >= 1 ? 0 : 1;
     });
     scoped_child b([&, &w = w, &r = r] {
